@@ -1,0 +1,3 @@
+"""Jameson Prosthetics publishing pipeline."""
+
+__version__ = "0.1.0"

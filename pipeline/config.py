@@ -1,0 +1,263 @@
+"""``pipeline.toml`` -> typed, validated settings.
+
+Every option is declared once below with its type. Loading checks every key,
+reports every bad one at once and then stops; secrets are never read from the
+file, only from the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import PipelineError, PipelineErrors
+
+PLATFORMS = ("x", "mastodon", "bluesky", "threads", "linkedin", "facebook", "instagram")
+DEFAULT_CONFIG = "pipeline.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Clinic(_Strict):
+    name: str
+    street: str
+    city: str
+    region: str
+    postal_code: str
+    country: str = "US"
+    email: str
+    phone: str
+    timezone: str = "America/New_York"
+    language: str = "en-US"
+    base_url: str
+    disclaimer: str
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'America/New_York'") from None
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an absolute http(s) URL; write it like 'https://example.org'")
+        return value.rstrip("/")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def postal_address(self) -> str:
+        return f"{self.street}, {self.city}, {self.region} {self.postal_code}"
+
+
+class Paths(_Strict):
+    posts: Path = Path("posts")
+    templates: Path = Path("templates")
+    out: Path = Path("out")
+    state: Path = Path("state")
+
+
+class FeedSettings(_Strict):
+    title: str
+    description: str
+    max_items: int = Field(20, ge=1, le=1000)
+    author: str
+
+
+class NewsletterSettings(_Strict):
+    from_name: str
+    from_address: str
+    reply_to: str | None = None
+    list_id: str
+    max_html_bytes: int = Field(102_000, ge=1000)
+
+    @property
+    def from_domain(self) -> str:
+        return self.from_address.rpartition("@")[2].lower()
+
+
+class Utm(_Strict):
+    source: str = "{platform}"
+    medium: str = "{medium}"
+    campaign: str = "{slug}"
+
+
+class Handle(_Strict):
+    handle: str
+    confirmed: bool = False
+
+
+class SocialSettings(_Strict):
+    mastodon_limit: int = Field(500, ge=100)
+    handles: dict[str, Handle]
+
+    @field_validator("handles")
+    @classmethod
+    def _handles(cls, value: dict[str, Handle]) -> dict[str, Handle]:
+        unknown = sorted(set(value) - set(PLATFORMS))
+        if unknown:
+            raise ValueError(f"unknown platform(s) {', '.join(unknown)}; known: {', '.join(PLATFORMS)}")
+        missing = [p for p in PLATFORMS if p not in value]
+        if missing:
+            raise ValueError(f"missing handle(s) for {', '.join(missing)}; add [social.handles.<platform>]")
+        x = value["x"].handle.lstrip("@")
+        if len(x) > 15 or not x.replace("_", "").isalnum():
+            raise ValueError(f"X handle @{x} is invalid: X usernames are 1-15 letters, digits or underscores")
+        return value
+
+
+class Database(_Strict):
+    url: str = "sqlite:///state/pipeline.db"
+
+
+class DeliverySettings(_Strict):
+    transport: str = "outbox:state/outbox"
+    concurrency: int = Field(4, ge=1, le=64)
+    rate_per_second: float = Field(0, ge=0)
+    max_attempts: int = Field(5, ge=1, le=50)
+    retry_base_seconds: float = Field(2.0, ge=0)
+    dkim_key: Path | None = None
+    dkim_selector: str | None = None
+    smtp_timeout: float = Field(30.0, gt=0)
+
+
+class SchedulerSettings(_Strict):
+    rescan_seconds: float = Field(30, gt=0)
+    digest_cron: str | None = None
+    backfill_hours: float = Field(48, ge=0)
+    require_approval: bool = False
+
+
+class Settings(_Strict):
+    clinic: Clinic
+    paths: Paths = Paths()
+    feed: FeedSettings
+    newsletter: NewsletterSettings
+    utm: Utm = Utm()
+    social: SocialSettings
+    database: Database = Database()
+    delivery: DeliverySettings = DeliverySettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    # Where the file lives; relative paths in it are relative to this folder.
+    root: Path = Path(".")
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def posts_dir(self) -> Path:
+        return self.resolve(self.paths.posts)
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.resolve(self.paths.templates)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.resolve(self.paths.out)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.paths.state)
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL with a relative SQLite path made absolute."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+            return prefix + str((self.root / url[len(prefix) :]).resolve())
+        return url
+
+    def with_paths(self, **overrides: Path | None) -> Settings:
+        """A copy with some paths replaced (from command-line options)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if not changes:
+            return self
+        return self.model_copy(update={"paths": self.paths.model_copy(update=changes)})
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            return []
+        annotation = current.model_fields[part].annotation
+        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return list(current.model_fields) if current else []
+
+
+def _line_of(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """Best-effort line number of a dotted key in TOML source (tomllib keeps none)."""
+    key = str(loc[-1]) if loc else ""
+    table = ".".join(str(p) for p in loc[:-1])
+    in_table = table == ""
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("["):
+            in_table = line.strip("[]").strip() == table
+            if not key or (not table and line.strip("[]").strip() == str(loc[0])):
+                return number
+            continue
+        if in_table and line.split("=", 1)[0].strip() == key:
+            return number
+    return None
+
+
+def settings_from_mapping(data: dict[str, object], *, path: Path, source: str = "") -> Settings:
+    try:
+        return Settings.model_validate({**data, "root": path.parent})
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            dotted = ".".join(str(p) for p in loc)
+            hint = None
+            if err["type"] == "extra_forbidden":
+                known = _known_keys(Settings, loc)
+                close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+                message = "unknown setting"
+                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+            elif err["type"] == "missing":
+                message = "required setting is missing"
+            else:
+                message = str(err["msg"]).removeprefix("Value error, ")
+            errors.append(PipelineError(message, path=path, line=_line_of(source, loc), field=dotted, hint=hint))
+        raise PipelineErrors(errors) from None
+
+
+def load_settings(path: str | Path = DEFAULT_CONFIG) -> Settings:
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(
+            "configuration file not found", path=path, hint="pass --config FILE or run from the project folder"
+        ) from None
+    except UnicodeDecodeError:
+        raise PipelineError("configuration is not UTF-8 text", path=path) from None
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise PipelineError(f"invalid TOML: {exc}", path=path, line=line, hint="check quotes and brackets") from None
+    return settings_from_mapping(data, path=path, source=source)
+
+
+Transport = Literal["outbox", "smtp"]

@@ -1,0 +1,94 @@
+"""Markdown -> safe HTML, and HTML -> plain text.
+
+CommonMark via markdown-it-py; raw HTML is allowed in the source but every
+result passes through nh3 (the ammonia sanitiser), which also makes relative
+URLs absolute so the same HTML works in the feed, the email and the web.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+from inscriptis import get_text
+from inscriptis.model.config import ParserConfig
+from markdown_it import MarkdownIt
+
+_ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "div", "dl", "dt",
+    "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd",
+    "li", "mark", "ol", "p", "pre", "q", "s", "small", "span", "strong", "sub", "sup", "table",
+    "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul",
+}  # fmt: skip
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "abbr": {"title"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "ol": {"start"},
+    "*": {"lang"},
+}
+_URL_ATTRIBUTES = {("a", "href"), ("img", "src")}
+_TEXT_CONFIG = ParserConfig(display_links=True)
+
+
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    # "commonmark" preset: strict CommonMark, raw HTML allowed (it is sanitised after).
+    return MarkdownIt("commonmark").enable("table").enable("strikethrough")
+
+
+def sanitize_html(raw: str, base_url: str) -> str:
+    """Remove scripts, event handlers and unknown tags; make URLs absolute."""
+    base = base_url.rstrip("/") + "/"
+
+    def absolutise(tag: str, attribute: str, value: str) -> str | None:
+        if (tag, attribute) in _URL_ATTRIBUTES:
+            if value.startswith("#"):
+                return value
+            return urljoin(base, value)
+        return value
+
+    return nh3.clean(
+        raw,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto", "tel"},
+        attribute_filter=absolutise,
+        link_rel="noopener",
+        strip_comments=True,
+    )
+
+
+def markdown_to_html(source: str, base_url: str) -> str:
+    return sanitize_html(_markdown().render(source), base_url)
+
+
+def markdown_inline_to_html(source: str, base_url: str) -> str:
+    return sanitize_html(_markdown().renderInline(source), base_url)
+
+
+def html_to_text(fragment: str) -> str:
+    """Readable plain text with links written out, for text emails and summaries."""
+    text = get_text(fragment, _TEXT_CONFIG)
+    lines = [line.rstrip() for line in text.strip("\n").splitlines()]
+    # Collapse runs of blank lines the HTML layout leaves behind.
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip()
+
+
+def strip_tags(fragment: str) -> str:
+    """Plain text of an HTML fragment on one line (titles, summaries, alt text)."""
+    return " ".join(html.unescape(nh3.clean(fragment, tags=set())).split())
+
+
+def absolute_url(url: str, base_url: str) -> str:
+    if urlsplit(url).scheme:
+        return url
+    return urljoin(base_url.rstrip("/") + "/", url)
