@@ -159,9 +159,10 @@ def _parse_yaml(source: str, path: str) -> tuple[dict[str, Any], dict[str, int]]
 def _plain(value: Any, path: str, line: int, field_name: str) -> str:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise PipelineError(f"expected text, got {type(value).__name__}", path=path, line=line, field=field_name)
-    # Plain text: any markup is removed and whitespace (CR/LF included) collapsed,
-    # so a title can never become an e-mail header or HTML.
-    return strip_tags(str(value))
+    # Plain text, taken literally: "<b>" stays the four characters "<b>" and every
+    # channel escapes it as its format needs. Whitespace (CR/LF included) collapses
+    # to single spaces, so a title can never start a second e-mail header.
+    return " ".join(str(value).split())
 
 
 def _http_url(value: Any, settings: Settings, path: str, line: int, field_name: str) -> str:
@@ -250,9 +251,9 @@ def parse_post(raw: bytes, path: str, settings: Settings) -> Post:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        bad_line = raw[: exc.start].count(b"\n") + 1
         raise PipelineError(
-            "file is not UTF-8 text", path=path, line=line, hint="save the file as UTF-8 in your editor"
+            "file is not UTF-8 text", path=path, line=bad_line, hint="save the file as UTF-8 in your editor"
         ) from None
     text = text.removeprefix("\ufeff")
     yaml_text, body, body_line = _split_front_matter(text, path)

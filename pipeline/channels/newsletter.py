@@ -1,0 +1,162 @@
+"""Posts -> newsletter content: MJML rendered by Jinja2, compiled by mjml-python.
+
+Pure: values in, values out. The HTML and text carry ``TOKEN_PLACEHOLDER`` where
+each subscriber's signed unsubscribe token goes, so a campaign is rendered and
+compiled once and personalised per recipient by substitution (see message.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import jinja2
+from mjml import mjml2html
+
+from pipeline import urls
+from pipeline.config import Settings
+from pipeline.errors import PipelineError
+from pipeline.posts import Post
+from pipeline.render import render_template
+
+
+@dataclass(frozen=True)
+class Newsletter:
+    key: str  # a post's slug, or "digest-YYYY-MM-DD" for a digest
+    subject: str
+    preheader: str
+    html: str  # for subscribers; contains TOKEN_PLACEHOLDER
+    text: str  # plain-text part; contains TOKEN_PLACEHOLDER
+    web_html: str  # "view in browser" page: no personal token, a subscribe link instead
+    web_url: str
+    date: datetime
+    slugs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DigestItem:
+    post: Post
+    url: str
+
+
+_WHITESPACE_RUN = re.compile(r"\n\s*\n+")
+
+
+def compile_mjml(source: str, template: str) -> str:
+    try:
+        return mjml2html(source, disable_comments=True)
+    except Exception as exc:  # mrml raises its own error types; report them in words
+        raise PipelineError(f"MJML could not be compiled: {exc}", path=template, field="template") from None
+
+
+def _tidy_text(text: str) -> str:
+    # Templates leave stray blank lines where optional parts are empty.
+    return _WHITESPACE_RUN.sub("\n\n", text).strip() + "\n"
+
+
+def _render_both(env: jinja2.Environment, name: str, context: dict[str, object]) -> tuple[str, str, str]:
+    mjml_name = f"newsletter/{name}.mjml"
+    html = compile_mjml(render_template(env, mjml_name, {**context, "web": False}), mjml_name)
+    web_html = compile_mjml(render_template(env, mjml_name, {**context, "web": True}), mjml_name)
+    text = _tidy_text(render_template(env, f"newsletter/{name}.txt", context))
+    return html, web_html, text
+
+
+def render_post_newsletter(post: Post, settings: Settings, env: jinja2.Environment) -> Newsletter:
+    web_url = urls.post_url(settings, post.slug)
+    context: dict[str, object] = {
+        "post": post,
+        "subject": post.subject,
+        "preheader": post.preheader,
+        "web_url": web_url,
+        "post_url": web_url,
+        "unsubscribe_url": urls.unsubscribe_url(settings),
+        "subscribe_url": urls.subscribe_url(settings),
+    }
+    html, web_html, text = _render_both(env, "post", context)
+    newsletter = Newsletter(
+        key=post.slug,
+        subject=post.subject,
+        preheader=post.preheader,
+        html=html,
+        text=text,
+        web_html=web_html,
+        web_url=web_url,
+        date=post.date,
+        slugs=(post.slug,),
+    )
+    check_newsletter(newsletter, settings, path=post.path, line=post.body_line)
+    return newsletter
+
+
+def digest_key(now: datetime, settings: Settings) -> str:
+    return "digest-" + now.astimezone(settings.clinic.zone).strftime("%Y-%m-%d")
+
+
+def render_digest(posts: Sequence[Post], settings: Settings, env: jinja2.Environment, *, now: datetime) -> Newsletter:
+    """One newsletter listing every given post, newest first."""
+    if not posts:
+        raise PipelineError("there is nothing new to put in a digest", field="digest")
+    ordered = sorted(posts, key=lambda p: (p.date, p.slug), reverse=True)
+    key = digest_key(now, settings)
+    web_url = urls.digest_url(settings, key)
+    local_day = now.astimezone(settings.clinic.zone).strftime("%B %-d, %Y")
+    subject = f"New from {settings.clinic.name}: {len(ordered)} article{'s' if len(ordered) != 1 else ''} ({local_day})"
+    preheader = " · ".join(p.title for p in ordered[:3])
+    context: dict[str, object] = {
+        "items": [DigestItem(post=p, url=urls.post_url(settings, p.slug)) for p in ordered],
+        "subject": subject,
+        "preheader": preheader,
+        "web_url": web_url,
+        "unsubscribe_url": urls.unsubscribe_url(settings),
+        "subscribe_url": urls.subscribe_url(settings),
+    }
+    html, web_html, text = _render_both(env, "digest", context)
+    newsletter = Newsletter(
+        key=key,
+        subject=subject,
+        preheader=preheader,
+        html=html,
+        text=text,
+        web_html=web_html,
+        web_url=web_url,
+        date=now,
+        slugs=tuple(p.slug for p in ordered),
+    )
+    check_newsletter(newsletter, settings, path="digest")
+    return newsletter
+
+
+_IMG_TAG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_ALT = re.compile(r'\balt="\s*[^"\s][^"]*"', re.IGNORECASE)
+
+
+def check_newsletter(newsletter: Newsletter, settings: Settings, *, path: str, line: int | None = None) -> None:
+    """Gmail clips HTML over ~102 KB (hiding the unsubscribe link); images need alt text."""
+    size = len(newsletter.html.encode("utf-8"))
+    if size > settings.newsletter.max_html_bytes:
+        raise PipelineError(
+            f"newsletter HTML is {size / 1000:.0f} KB, over the {settings.newsletter.max_html_bytes / 1000:.0f} KB Gmail clips at",
+            path=path,
+            line=line,
+            field="body",
+            hint="shorten the article or split it into two posts",
+        )
+    for tag in _IMG_TAG.findall(newsletter.html):
+        if not _ALT.search(tag):
+            raise PipelineError(
+                "an image in the newsletter has no alt text",
+                path=path,
+                line=line,
+                field="image_alt",
+                hint="describe every image",
+            )
+    if urls.TOKEN_PLACEHOLDER not in newsletter.html or urls.TOKEN_PLACEHOLDER not in newsletter.text:
+        raise PipelineError(
+            "newsletter has no unsubscribe link",
+            path=path,
+            field="template",
+            hint="keep {{ unsubscribe_url }} in the newsletter templates",
+        )

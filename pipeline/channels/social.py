@@ -1,0 +1,101 @@
+"""A post -> one snippet per platform, measured by each platform's own rules.
+
+The text comes from the shared ``social/body.txt`` template (or the post's
+per-platform override); ``social_rules.compose`` fits it to the platform,
+keeping the link, the clinic's handle and the hashtags whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+import jinja2
+
+from pipeline import urls
+from pipeline.config import PLATFORMS, Settings
+from pipeline.dates import to_utc_iso
+from pipeline.posts import Post
+from pipeline.render import render_template, with_utm
+from pipeline.social_rules import Snippet, compose
+
+
+def social_link(post: Post, settings: Settings, platform: str) -> str:
+    fields = {"platform": platform, "medium": "social", "slug": post.slug}
+    return with_utm(
+        urls.post_url(settings, post.slug),
+        source=settings.utm.source.format(**fields),
+        medium=settings.utm.medium.format(**fields),
+        campaign=settings.utm.campaign.format(**fields),
+    )
+
+
+def render_snippets(post: Post, settings: Settings, env: jinja2.Environment) -> dict[str, Snippet]:
+    snippets = {}
+    for platform in PLATFORMS:
+        body = render_template(
+            env, "social/body.txt", {"post": post, "platform": platform, "override": post.social.get(platform, "")}
+        )
+        snippets[platform] = compose(
+            platform,
+            body=" ".join(body.split()),
+            link=social_link(post, settings, platform),
+            handle=settings.social.handles[platform].handle,
+            hashtags=post.tags,
+            mastodon_limit=settings.social.mastodon_limit,
+        )
+    return snippets
+
+
+def snippets_json(post: Post, snippets: dict[str, Snippet], settings: Settings) -> bytes:
+    document = {
+        "slug": post.slug,
+        "title": post.title,
+        "release_at": to_utc_iso(post.date),
+        "url": urls.post_url(settings, post.slug),
+        **{platform: snippets[platform].as_dict() for platform in PLATFORMS},
+    }
+    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+QUEUE_COLUMNS = (
+    "release_at_utc",
+    "release_at_local",
+    "platform",
+    "slug",
+    "handle",
+    "text",
+    "length",
+    "limit",
+    "link",
+    "note",
+)
+
+
+def queue_csv(rows: Sequence[tuple[Post, dict[str, Snippet]]], settings: Settings) -> bytes:
+    """One row per platform and post, oldest release first, for a scheduler's bulk import."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(QUEUE_COLUMNS)
+    for post, snippets in sorted(rows, key=lambda r: (r[0].date, r[0].slug)):
+        local: datetime = post.date.astimezone(settings.clinic.zone)
+        for platform in PLATFORMS:
+            snippet = snippets[platform]
+            writer.writerow(
+                (
+                    to_utc_iso(post.date),
+                    local.isoformat(),
+                    platform,
+                    post.slug,
+                    settings.social.handles[platform].handle,
+                    snippet.text,
+                    snippet.length,
+                    snippet.limit,
+                    social_link(post, settings, platform),
+                    snippet.note,
+                )
+            )
+    return buffer.getvalue().encode("utf-8")

@@ -1,0 +1,22 @@
+"""The command line: the only place that prints and chooses exit codes."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline import __version__
+from pipeline.commands import publish
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pipeline")
+def cli() -> None:
+    """Jameson Prosthetics publishing pipeline: one post -> feeds, newsletter, social snippets."""
+
+
+for _command in publish.COMMANDS:
+    cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="pipeline")

@@ -1,0 +1,118 @@
+"""The one Jinja2 environment that every channel renders through.
+
+Autoescape is on for every markup template (HTML, MJML, XML); plain-text
+templates (``.txt``) are the one exception, because HTML-escaping plain text
+would print ``&amp;`` to readers, and text has no markup to inject into.
+StrictUndefined turns a typo in a template into an error that names the
+template file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import jinja2
+
+from pipeline.config import Settings
+from pipeline.errors import PipelineError
+
+
+def _autoescape(name: str | None) -> bool:
+    return not (name or "").endswith(".txt")
+
+
+def local_time(moment: datetime, settings: Settings, fmt: str = "%B %-d, %Y") -> str:
+    return moment.astimezone(settings.clinic.zone).strftime(fmt)
+
+
+def with_utm(url: str, *, source: str, medium: str, campaign: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if not k.startswith("utm_")]
+    query += [("utm_source", source), ("utm_medium", medium), ("utm_campaign", campaign)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def make_environment(settings: Settings) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(settings.templates_dir)),
+        autoescape=_autoescape,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+    def utm(url: str, platform: str, medium: str, slug: str) -> str:
+        fields = {"platform": platform, "medium": medium, "slug": slug}
+        return with_utm(
+            url,
+            source=settings.utm.source.format(**fields),
+            medium=settings.utm.medium.format(**fields),
+            campaign=settings.utm.campaign.format(**fields),
+        )
+
+    env.filters["localdate"] = lambda moment, fmt="%B %-d, %Y": local_time(moment, settings, fmt)
+    env.filters["utm"] = utm
+    env.globals["clinic"] = settings.clinic
+    env.globals["settings"] = settings
+    return env
+
+
+def render_template(env: jinja2.Environment, name: str, context: Mapping[str, Any]) -> str:
+    """Render, turning template mistakes into one-line errors naming file and line."""
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise PipelineError(
+            exc.message or "syntax error", path=_template_path(env, exc.name or name), line=exc.lineno, field="template"
+        ) from None
+    except jinja2.TemplateNotFound as exc:
+        raise PipelineError(
+            f"template {exc.name} not found", path=_template_path(env, name), field="template"
+        ) from None
+    except jinja2.UndefinedError as exc:
+        template, line = _template_frame(exc)
+        raise PipelineError(
+            exc.message or "undefined value",
+            path=_template_path(env, template or name),
+            line=line,
+            field="template",
+            hint="check the variable name",
+        ) from None
+
+
+def _template_path(env: jinja2.Environment, name: str) -> str:
+    loader = env.loader
+    if isinstance(loader, jinja2.FileSystemLoader) and loader.searchpath:
+        return str(Path(loader.searchpath[0]) / name)
+    return name
+
+
+def _template_frame(exc: BaseException) -> tuple[str | None, int | None]:
+    """The innermost template frame of a render error (Jinja rewrites tracebacks)."""
+    found: tuple[str | None, int | None] = (None, None)
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith((".html", ".mjml", ".txt", ".xml")):
+            found = (Path(filename).name if "/" not in filename else filename, tb.tb_lineno)
+        tb = tb.tb_next
+    if found[0] and "/templates/" in found[0]:
+        found = (found[0].split("/templates/", 1)[1], found[1])
+    return found
+
+
+def templates_fingerprint(settings: Settings) -> str:
+    """Hash of every template and the settings: any change invalidates the render cache."""
+    digest = hashlib.sha256(settings.model_dump_json().encode())
+    root = settings.templates_dir
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,118 @@
+"""Feeds parse cleanly in a real feed parser, keep their ids, and never read the clock."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import feedparser
+
+from pipeline.build import build
+from pipeline.config import Settings
+from tests.conftest import write_post
+
+NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
+
+POST = """---
+title: "Knee pain & <script>alert(1)</script> walking"
+date: 2026-11-03 09:00
+tags: [gait, knee pain]
+image: /images/knee.jpg
+image_alt: A patient walking with a knee prosthesis
+---
+First paragraph about *walking*.
+
+<p onmouseover="x()">Raw HTML with a <a href="/contact">relative link</a>.</p>
+"""
+
+
+def build_feeds(settings: Settings) -> dict[str, bytes]:
+    result = build(settings, NOW)
+    assert result.errors == []
+    return {name: (settings.out_dir / name).read_bytes() for name in ("feed.xml", "atom.xml", "feed.json")}
+
+
+def test_rss_and_atom_parse_without_errors(settings: Settings) -> None:
+    write_post(settings.posts_dir, "2026-11-03-knee.md", POST)
+    feeds = build_feeds(settings)
+    for name in ("feed.xml", "atom.xml"):
+        parsed = feedparser.parse(feeds[name])
+        assert parsed.bozo == 0, (name, parsed.get("bozo_exception"))
+        entry = parsed.entries[0]
+        assert entry.title == "Knee pain & <script>alert(1)</script> walking"
+        assert entry.link == "https://jamesonprosthetics.com/archive/knee"
+        assert entry.id == "https://jamesonprosthetics.com/archive/knee"
+        assert [t.term for t in entry.tags] == ["gait", "knee pain"]
+        content = entry.content[0].value
+        assert "<em>walking</em>" in content
+        assert 'href="https://jamesonprosthetics.com/contact"' in content
+        assert "onmouseover" not in content and "<script" not in content
+        assert "1407 Ashley River Road" in content
+        assert entry.enclosures[0].href == "https://jamesonprosthetics.com/images/knee.jpg"
+    rss = feeds["feed.xml"].decode()
+    assert "<content:encoded>" in rss
+    assert '<guid isPermaLink="true">https://jamesonprosthetics.com/archive/knee</guid>' in rss
+    assert '<atom:link href="https://jamesonprosthetics.com/feed.xml" rel="self" type="application/rss+xml"/>' in rss
+    assert "<link>https://jamesonprosthetics.com/archive/</link>" in rss
+    assert "<title>Knee pain &amp; &lt;script&gt;alert(1)&lt;/script&gt; walking</title>" in rss
+    assert "<lastBuildDate>Tue, 03 Nov 2026 09:00:00 -0500</lastBuildDate>" in rss
+    assert "python-feedgen" not in rss
+
+
+def test_json_feed_1_1(settings: Settings) -> None:
+    write_post(settings.posts_dir, "2026-11-03-knee.md", POST)
+    document = json.loads(build_feeds(settings)["feed.json"])
+    assert document["version"] == "https://jsonfeed.org/version/1.1"
+    assert document["feed_url"] == "https://jamesonprosthetics.com/feed.json"
+    item = document["items"][0]
+    assert item["id"] == item["url"] == "https://jamesonprosthetics.com/archive/knee"
+    assert item["title"] == "Knee pain & <script>alert(1)</script> walking"
+    assert item["date_published"] == "2026-11-03T14:00:00Z"
+    assert item["image"] == "https://jamesonprosthetics.com/images/knee.jpg"
+    assert item["tags"] == ["gait", "knee pain"]
+    assert "<script" not in item["content_html"]
+
+
+def test_editing_a_post_updates_it_without_a_new_id(settings: Settings) -> None:
+    path = write_post(settings.posts_dir, "2026-11-03-knee.md", POST)
+    before = feedparser.parse(build_feeds(settings)["atom.xml"]).entries[0]
+    path.write_text(
+        POST.replace("tags:", "updated: 2026-11-10 12:00\ntags:").replace("First paragraph", "Edited paragraph")
+    )
+    after = feedparser.parse(build_feeds(settings)["atom.xml"]).entries[0]
+    assert after.id == before.id
+    assert after.link == before.link
+    assert after.updated_parsed > before.updated_parsed
+    assert after.published_parsed == before.published_parsed
+    assert "Edited paragraph" in after.content[0].value
+
+
+def test_newest_n_posts_and_build_date_from_the_newest(settings: Settings, project: Path) -> None:
+    toml = project / "pipeline.toml"
+    toml.write_text(toml.read_text().replace("max_items = 20", "max_items = 3"))
+    from pipeline.config import load_settings
+
+    settings = load_settings(toml)
+    for day in range(1, 8):
+        write_post(
+            settings.posts_dir,
+            f"2026-10-0{day}-p{day}.md",
+            f"---\ntitle: Post {day}\ndate: 2026-10-0{day} 09:00\n---\nBody {day}.\n",
+        )
+    write_post(settings.posts_dir, "2027-01-01-future.md", "---\ntitle: Future\ndate: 2027-01-01 09:00\n---\nLater.\n")
+    write_post(
+        settings.posts_dir,
+        "2026-10-09-draft.md",
+        "---\ntitle: Draft\ndate: 2026-10-09 09:00\ndraft: true\n---\nNot yet.\n",
+    )
+    parsed = feedparser.parse(build_feeds(settings)["feed.xml"])
+    assert [e.title for e in parsed.entries] == ["Post 7", "Post 6", "Post 5"]
+    assert parsed.feed.updated == "Wed, 07 Oct 2026 09:00:00 -0400"
+
+
+def test_empty_feed_is_still_valid_and_repeatable(settings: Settings) -> None:
+    first = build_feeds(settings)
+    parsed = feedparser.parse(first["feed.xml"])
+    assert parsed.bozo == 0 and parsed.entries == []
+    assert build_feeds(settings) == first
