@@ -172,7 +172,9 @@ def load_posts(settings: Settings, *, posts_dir: Path | None = None) -> tuple[li
             errors.append(error)
     clashes = check_unique_slugs(posts)
     clashing = {e.path for e in clashes}
-    return [p for p in posts if p.path not in clashing], errors + clashes
+    return [p for p in posts if p.path not in clashing], sorted(
+        errors + clashes, key=lambda e: (e.path or "", e.line or 0)
+    )
 
 
 def full_posts(settings: Settings, light_posts: Iterable[Post]) -> list[Post]:

@@ -32,7 +32,7 @@ _ALLOWED_ATTRIBUTES = {
     "*": {"lang"},
 }
 _URL_ATTRIBUTES = {("a", "href"), ("img", "src")}
-_TEXT_CONFIG = ParserConfig(display_links=True)
+_TEXT_CONFIG = ParserConfig(display_links=True, display_images=True)
 
 
 @lru_cache(maxsize=1)

@@ -78,7 +78,9 @@ class MessageTemplate:
         if not token or not token.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ValueError("token must be URL-safe base64 characters and dots only")
         name = _clean_header_value(to_name) if to_name else ""
-        to = formataddr((name, to_address), charset="utf-8") if name else to_address
+        # formataddr encodes a non-ASCII name (RFC 2047) but refuses a non-ASCII address,
+        # which is legal with SMTPUTF8: format around an ASCII stand-in, then put it back.
+        to = formataddr((name, "to@invalid"), charset="utf-8").replace("to@invalid", to_address) if name else to_address
         head = (
             f"To: {to}\r\n"
             f"Date: {format_datetime(date)}\r\n"

@@ -1,0 +1,182 @@
+"""The build as staff run it: bad posts reported, good ones built, cache, pruning, CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pipeline.build import build
+from pipeline.cli import cli
+from pipeline.config import Settings
+from tests.conftest import GOOD_POST, write_post
+
+NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
+
+
+def run_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=project, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_one_bad_post_never_blocks_the_others(project: Path) -> None:
+    posts = project / "posts"
+    write_post(posts, "2026-11-03-good.md", GOOD_POST)
+    write_post(posts, "2026-11-04-bad.md", "---\ntitle: Bad\ndate: 2026-13-45\n---\nBody\n")
+    write_post(posts, "2026-11-05-worse.md", "no front matter at all\n")
+    run = run_cli(project, "build", "--now", "2026-11-27T12:00")
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert run.stderr.splitlines() == [
+        "error: posts/2026-11-04-bad.md:3: date: '2026-13-45' is not an ISO 8601 date; write it like 2026-11-03 09:00 or 2026-11-03T09:00-05:00",
+        "error: posts/2026-11-05-worse.md:1: front matter: missing front matter (the first line must be '---', followed by title: and date: and a closing '---')",
+    ]
+    assert (project / "out/newsletter/good.html").exists()
+    assert "good" in (project / "out/feed.xml").read_text()
+
+
+def test_validate_reports_every_problem_and_exit_code(project: Path) -> None:
+    posts = project / "posts"
+    write_post(posts, "a.md", GOOD_POST)
+    write_post(posts, "b.md", GOOD_POST.replace("title: A good post", "title: Other\nslug: a"))
+    write_post(posts, "c.md", GOOD_POST.replace("tags:", "tgas:"))
+    run = run_cli(project, "validate")
+    assert run.returncode == 1
+    lines = run.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("error: posts/b.md:3: slug: slug 'a' is already used by posts/a.md")
+    assert lines[1] == "error: posts/c.md:4: tgas: unknown key 'tgas' (did you mean 'tags'?)"
+    (posts / "b.md").unlink()
+    (posts / "c.md").unlink()
+    run = run_cli(project, "validate")
+    assert run.returncode == 0, run.stderr
+    assert "1 posts and" in run.stdout
+
+
+def test_template_error_names_template_file_and_line(project: Path) -> None:
+    write_post(project / "posts", "a.md", GOOD_POST)
+    template = project / "templates/partials/footer.txt"
+    template.write_text("{{ clinic.name }}\n{{ clinic.nmae }}\n")
+    run = run_cli(project, "build", "--now", "2026-11-27T12:00")
+    assert run.returncode == 1
+    assert "templates/partials/footer.txt:2: template:" in run.stderr
+    assert "nmae" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_bad_config_is_one_line_per_problem(project: Path) -> None:
+    toml = project / "pipeline.toml"
+    toml.write_text(
+        toml.read_text()
+        .replace('timezone = "America/New_York"', 'timezone = "America/Charleston"')
+        .replace("max_items = 20", "max_itmes = 20")
+    )
+    run = run_cli(project, "build")
+    assert run.returncode == 1
+    assert "pipeline.toml:14: clinic.timezone: unknown time zone 'America/Charleston'" in run.stderr
+    assert "feed.max_itmes: unknown setting (did you mean 'max_items'?)" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_no_op_and_one_post_rebuilds_reuse_the_cache(settings: Settings) -> None:
+    for n in range(1, 6):
+        write_post(settings.posts_dir, f"2026-11-0{n}-p{n}.md", GOOD_POST.replace("A good post", f"Post {n}"))
+    first = build(settings, NOW)
+    assert first.rendered == 5 and first.errors == []
+    mtimes = {p: p.stat().st_mtime_ns for p in settings.out_dir.rglob("*") if p.is_file()}
+    second = build(settings, NOW)
+    assert second.rendered == 0 and second.reused == 5 and second.written == []
+    assert mtimes == {p: p.stat().st_mtime_ns for p in settings.out_dir.rglob("*") if p.is_file()}
+    path = settings.posts_dir / "2026-11-03-p3.md"
+    path.write_text(path.read_text().replace("Body text", "Changed body text"))
+    third = build(settings, NOW)
+    assert third.rendered == 1
+    assert "Changed body text" in (settings.out_dir / "newsletter/p3.txt").read_text()
+    assert "newsletter/p1.html" not in third.written
+
+
+def test_outputs_of_a_post_that_is_drafted_or_deleted_are_removed(settings: Settings) -> None:
+    path = write_post(settings.posts_dir, "2026-11-03-a.md", GOOD_POST)
+    write_post(settings.posts_dir, "2026-11-04-b.md", GOOD_POST.replace("A good post", "B"))
+    build(settings, NOW)
+    assert (settings.out_dir / "newsletter/a.html").exists()
+    (settings.out_dir / "robots.txt").write_text("kept")  # not ours: never touched
+    path.write_text(GOOD_POST.replace("tags:", "draft: true\ntags:"))
+    result = build(settings, NOW)
+    assert "newsletter/a.html" in result.removed
+    assert not (settings.out_dir / "newsletter/a.html").exists()
+    assert (settings.out_dir / "newsletter/b.html").exists()
+    assert (settings.out_dir / "robots.txt").read_text() == "kept"
+
+
+def test_future_post_is_queued_not_released(settings: Settings) -> None:
+    write_post(settings.posts_dir, "2027-01-01-later.md", GOOD_POST.replace("2026-11-03", "2027-01-01"))
+    result = build(settings, NOW)
+    assert [p.slug for p in result.queued] == ["later"] and result.released == []
+    assert not (settings.out_dir / "newsletter/later.html").exists()
+    queue = (settings.out_dir / "social/queue.csv").read_text()
+    assert queue.count("later") >= 7 and "2027-01-01T14:00:00Z" in queue
+    after = build(settings, datetime(2027, 1, 1, 14, 0, tzinfo=UTC))
+    assert [p.slug for p in after.released] == ["later"]
+    assert (settings.out_dir / "newsletter/later.html").exists()
+
+
+def test_parallel_build_matches_serial_build(settings: Settings, tmp_path: Path) -> None:
+    for n in range(80):
+        write_post(settings.posts_dir, f"p{n:03d}.md", GOOD_POST.replace("A good post", f"Post {n}"))
+    serial = build(settings, NOW, jobs=1)
+    serial_files = {p.relative_to(settings.out_dir): p.read_bytes() for p in settings.out_dir.rglob("*") if p.is_file()}
+    parallel_settings = settings.with_paths(out=tmp_path / "out2", state=tmp_path / "state2")
+    parallel = build(parallel_settings, NOW, jobs=2)
+    parallel_files = {
+        p.relative_to(parallel_settings.out_dir): p.read_bytes()
+        for p in parallel_settings.out_dir.rglob("*")
+        if p.is_file()
+    }
+    assert serial.rendered == parallel.rendered == 80
+    assert serial_files == parallel_files
+
+
+def test_new_writes_a_skeleton_that_validates(project: Path) -> None:
+    run = run_cli(project, "new", "Walking on sand: tips", "--at", "2027-03-02 09:00")
+    assert run.returncode == 0, run.stderr
+    path = project / run.stdout.strip()
+    assert path.name == "2027-03-02-walking-on-sand-tips.md"
+    assert 'title: "Walking on sand: tips"' in path.read_text()
+    assert run_cli(project, "validate").returncode == 0
+    again = run_cli(project, "new", "Walking on sand: tips", "--at", "2027-03-02 09:00")
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_preview_writes_html_and_prints_snippets(project: Path) -> None:
+    write_post(project / "posts", "2027-01-01-later.md", GOOD_POST.replace("2026-11-03", "2027-01-01"))
+    run = run_cli(project, "preview", "later")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0].endswith("out/preview/later.html")
+    assert (project / "out/preview/later.html").exists()
+    assert "mastodon" in run.stdout
+    missing = run_cli(project, "preview", "nope")
+    assert missing.returncode == 1 and "no post with slug 'nope'" in missing.stderr
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    for name, command in cli.commands.items():
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert command.help, f"{name} has no help text"
+        assert "Usage:" in result.output
+
+
+def test_python_dash_m_and_console_script_agree(project: Path) -> None:
+    run = run_cli(project, "--help")
+    assert run.returncode == 0 and "build" in run.stdout
+    script = Path(sys.executable).parent / "pipeline"
+    if script.exists():
+        assert subprocess.run(
+            [str(script), "--version"], capture_output=True, text=True, env=os.environ
+        ).stdout.startswith("pipeline")

@@ -1,0 +1,68 @@
+"""Whole-build golden files: the fixed posts in tests/golden/<case>/posts with a fixed
+--now must produce exactly the files in tests/golden/<case>/expected.
+
+When a template changes on purpose, regenerate and review the diff by eye:
+    UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_project
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = {"basic": "2026-11-27T12:00"}
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_build_matches_golden_files(case: str, tmp_path: Path) -> None:
+    project = make_project(tmp_path, posts=GOLDEN / case / "posts")
+    command = [sys.executable, "-m", "pipeline", "build", "--now", CASES[case], "--quiet"]
+    run = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    produced = files_under(project / "out")
+    expected_dir = GOLDEN / case / "expected"
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(expected_dir, ignore_errors=True)
+        for rel, data in produced.items():
+            (expected_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (expected_dir / rel).write_bytes(data)
+        pytest.skip("golden files regenerated: review the diff")
+    expected = files_under(expected_dir)
+    assert sorted(produced) == sorted(expected)
+    for rel in expected:
+        assert produced[rel] == expected[rel], f"{rel} differs from tests/golden/{case}/expected/{rel}"
+
+
+def test_same_posts_and_now_give_identical_bytes(tmp_path: Path) -> None:
+    """Two cold builds in different folders, one with a warm cache rebuilt: identical."""
+    outputs = []
+    for name in ("one", "two"):
+        project = (
+            make_project(tmp_path / name, posts=GOLDEN / "basic" / "posts")
+            if (tmp_path / name).mkdir() is None
+            else None
+        )
+        assert project is not None
+        for _ in range(2):  # cold, then from the cache
+            run = subprocess.run(
+                [sys.executable, "-m", "pipeline", "build", "--now", "2026-11-27T12:00", "-q"],
+                cwd=project,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert run.returncode == 0, run.stderr
+        outputs.append(files_under(project / "out"))
+    assert outputs[0] == outputs[1]

@@ -1,0 +1,132 @@
+"""The newsletter as a mail client sees it: parsed back with Python's email package."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+import pytest
+
+from pipeline.build import build
+from pipeline.channels.newsletter import render_digest, render_post_newsletter
+from pipeline.config import Settings
+from pipeline.errors import PipelineError
+from pipeline.message import MessageTemplate
+from pipeline.posts import parse_post
+from pipeline.render import make_environment
+from pipeline.urls import TOKEN_PLACEHOLDER
+from tests.conftest import write_post
+
+NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
+POST = """---
+title: "Sockets & <script>alert('x')</script> comfort"
+date: 2026-11-03 09:00
+sources:
+  - title: A socket study
+    url: https://example.org/study
+---
+Hello **readers**. Ünïcode — “quotes” 🦿.
+
+![A socket on a bench](/images/socket.jpg)
+"""
+
+
+def parse_eml(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_eml_preview_has_every_required_part_and_header(settings: Settings) -> None:
+    write_post(settings.posts_dir, "2026-11-03-sockets.md", POST)
+    assert build(settings, NOW).errors == []
+    raw = (settings.out_dir / "newsletter/sockets.eml").read_bytes()
+    message = parse_eml(raw)
+    assert message["Subject"] == "Sockets & <script>alert('x')</script> comfort"
+    assert message["From"] == "Jameson Prosthetics <news@jamesonprosthetics.com>"
+    assert message["List-Unsubscribe"] == f"<https://jamesonprosthetics.com/unsubscribe/{TOKEN_PLACEHOLDER}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message["List-Id"] == "Jameson Prosthetics <articles.jamesonprosthetics.com>"
+    assert message["Message-ID"] and message["Date"] == "Tue, 03 Nov 2026 09:00:00 -0500"
+    assert message.get_content_type() == "multipart/alternative"
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert text is not None and html is not None
+    text_content, html_content = text.get_content(), html.get_content()
+    for content in (text_content, html_content):
+        assert "1407 Ashley River Road, Charleston, SC 29407" in content
+        assert f"/unsubscribe/{TOKEN_PLACEHOLDER}" in content
+        assert "https://jamesonprosthetics.com/archive/sockets" in content  # view in browser
+        assert "https://example.org/study" in content  # sources
+        assert "not medical advice" in content
+        assert "Ünïcode — “quotes” 🦿" in content
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html_content
+    assert "<script>" not in html_content
+    assert 'alt="A socket on a bench"' in html_content
+    assert "<script>alert('x')</script>" in text_content  # plain text stays literal
+
+
+def test_title_with_newlines_never_becomes_a_header(settings: Settings) -> None:
+    post = parse_post(
+        b'---\ntitle: "Hello\\r\\nBcc: victim@example.com\\r\\n\\r\\nbody"\ndate: 2026-11-03 09:00\n---\nBody.\n',
+        "posts/x.md",
+        settings,
+    )
+    newsletter = render_post_newsletter(post, settings, make_environment(settings))
+    raw = MessageTemplate(newsletter, settings).personalise(
+        to_address="a@example.com", to_name="Ann\r\nBcc: x@example.com", token="tok.en", message_id="<m@x>", date=NOW
+    )
+    message = parse_eml(raw)
+    assert message["Bcc"] is None
+    assert message["Subject"] == "Hello Bcc: victim@example.com body"
+    assert message["To"] == '"Ann Bcc: x@example.com" <a@example.com>'
+    assert not message.defects
+
+
+def test_personalise_replaces_every_placeholder(settings: Settings) -> None:
+    write_post(settings.posts_dir, "2026-11-03-sockets.md", POST)
+    post = parse_post((settings.posts_dir / "2026-11-03-sockets.md").read_bytes(), "posts/x.md", settings)
+    template = MessageTemplate(render_post_newsletter(post, settings, make_environment(settings)), settings)
+    raw = template.personalise(
+        to_address="zoë@example.com", to_name="Zoë Ünal", token="AbC123-_.xyz", message_id="<c1.s2@x>", date=NOW
+    )
+    assert TOKEN_PLACEHOLDER.encode() not in raw
+    message = parse_eml(raw)
+    assert message["List-Unsubscribe"] == "<https://jamesonprosthetics.com/unsubscribe/AbC123-_.xyz>"
+    assert message["To"] == "Zoë Ünal <zoë@example.com>"
+    html = message.get_body(("html",))
+    assert html is not None and "/unsubscribe/AbC123-_.xyz" in html.get_content()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+def test_html_over_the_gmail_clip_limit_fails_the_post(settings: Settings) -> None:
+    body = "\n\n".join(f"Paragraph {i} " + "word " * 200 for i in range(120))
+    write_post(settings.posts_dir, "2026-11-03-long.md", f"---\ntitle: Long\ndate: 2026-11-03 09:00\n---\n{body}\n")
+    write_post(settings.posts_dir, "2026-11-04-short.md", "---\ntitle: Short\ndate: 2026-11-04 09:00\n---\nShort.\n")
+    result = build(settings, NOW)
+    assert [str(e).split(": ")[0:2] for e in result.errors] == [
+        [f"{settings.posts_dir.name}/2026-11-03-long.md:5", "body"]
+    ] or any("Gmail clips" in str(e) for e in result.errors)
+    assert len(result.errors) == 1 and "KB, over the 102 KB Gmail clips at" in str(result.errors[0])
+    assert (settings.out_dir / "newsletter/short.html").exists()
+    assert not (settings.out_dir / "newsletter/long.html").exists()
+
+
+def test_digest_lists_posts_newest_first(settings: Settings) -> None:
+    env = make_environment(settings)
+    posts = [
+        parse_post(
+            f"---\ntitle: Post {n}\ndate: 2026-11-0{n} 09:00\n---\nBody {n}.\n".encode(), f"posts/p{n}.md", settings
+        )
+        for n in (1, 2, 3)
+    ]
+    digest = render_digest(posts, settings, env, now=NOW)
+    assert digest.key == "digest-2026-11-27"
+    assert digest.text.index("Post 3") < digest.text.index("Post 2") < digest.text.index("Post 1")
+    assert "3 articles" in digest.subject
+    assert TOKEN_PLACEHOLDER in digest.html and "subscribe" in digest.web_html
+    assert TOKEN_PLACEHOLDER not in digest.web_html
+    with pytest.raises(PipelineError, match="nothing new"):
+        render_digest([], settings, env, now=NOW)
