@@ -1,0 +1,642 @@
+"""Per-platform length rules, and composing one post into a social-media snippet.
+
+Pure functions: no I/O, no clock, no configuration. Every rule below names the
+source it was checked against (as of this writing); platforms change their
+rules, so these are the places to look again.
+
+=========  ===================  ==================================================
+platform   limit                how the text is measured
+=========  ===================  ==================================================
+x          280                  twitter-text v3 weights (URL 23, CJK 2, emoji 2),
+                                emoji found by grapheme cluster (see ``_x_weight``)
+mastodon   500 (per server)     grapheme clusters, after every http(s) URL becomes
+                                23 characters and ``@user@domain`` becomes ``@user``
+bluesky    300 graphemes and    grapheme clusters; UTF-8 bytes; links are shown
+           3000 UTF-8 bytes     shortened and carried by a link facet
+threads    500                  characters, except that an emoji counts as its
+                                UTF-8 bytes; at most 1 hashtag, at most 5 links
+linkedin   3000                 UTF-16 code units of the escaped ("little") text
+facebook   63206                UTF-16 code units; the body is kept to 500
+instagram  2200                 UTF-16 code units; at most 5 hashtags; no link
+=========  ===================  ==================================================
+
+Sources:
+
+* X: twitter-text config v3 (``twitter_text.config``, ``max_weighted_tweet_length``
+  280, ``transformed_url_length`` 23, weight 100 for U+0000-U+10FF, U+2000-U+200D,
+  U+2010-U+201F, U+2032-U+2037, 200 for everything else, an emoji 200, scale 100)
+  and its ``parse_tweet`` counting loop. The twitter-text-parser package ships
+  emoji data from Unicode 12 (``regexp/emoji-test.txt``), so it counts newer ZWJ
+  sequences such as U+1F9D1 U+200D U+1F384 as 5 instead of 2.
+* Mastodon: ``app/validators/status_length_validator.rb`` (``countable_length`` is
+  ``str.each_grapheme_cluster.size``; ``countable_text`` rewrites each entity from
+  ``Extractor.extract_urls_with_indices(str, extract_url_without_protocol: false)``
+  to ``'x' * 23`` and each mention to ``"@#{screen_name.split('@').first}"``);
+  the mention pattern is ``Account::MENTION_RE`` in ``app/models/account.rb``.
+  The limit is a per-server setting (``configuration.statuses.max_characters``).
+* Bluesky: lexicon ``app.bsky.feed.post`` (``text``: ``maxGraphemes`` 300,
+  ``maxLength`` 3000; in Lexicon a string's ``maxLength`` counts UTF-8 bytes, as
+  ``@atproto/lexicon`` checks it with ``utf8Len``) and ``app.bsky.richtext.facet``
+  (``byteSlice``: byteStart inclusive, byteEnd exclusive, zero-indexed UTF-8
+  bytes; "#link: The text URL may have been simplified or truncated, but the facet
+  reference should be a complete URL"; ``#tag`` holds the tag without the ``#``,
+  at most 64 graphemes / 640 bytes). Facets are made by the client: a post sent
+  without them shows its URLs and hashtags as dead text.
+* Threads: Meta's Threads API docs, "Posts" ("Text posts are limited to 500
+  characters. Emojis are counted as the number of UTF-8 bytes.") and "Text
+  attachments" ("The number of links is restricted to 5 or fewer"; "All unique URLs
+  found in the text field are counted as links"); one tag per post (a topic tag is
+  1-50 characters, and without ``topic_tag`` it is taken from the text's hashtags).
+* LinkedIn: Microsoft Learn, "little Text Format" (Posts API ``commentary``):
+  "All reserved characters need to be escaped with a backslash, even if those
+  characters are not used in one of the supported elements or templates"; the
+  reserved set in its Text grammar is ``| { } @ [ ] ( ) < > # \\ * _ ~``;
+  ``HashtagElement ::= '#' SINGLE_WORD``; ``MentionElement`` is
+  ``@[Name](urn:li:organization:123)``. Unescaped reserved characters are reported
+  to make LinkedIn cut the published post at that character.
+* Instagram: captions of 2,200 characters; Instagram Help now allows 5 hashtags per
+  post (it was 30); a link in a caption is not clickable.
+* Facebook: 63,206 characters per post.
+
+"Characters" on LinkedIn, Facebook and Instagram are counted as UTF-16 code units
+(an emoji outside the BMP counts 2), which is what a JavaScript or Java ``length``
+returns and is never lower than a code-point count, so we never overshoot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import regex
+from twitter_text import extract_urls_with_indices
+from twitter_text.config import config as _twitter_text_config
+from twitter_text.get_character_weight import get_character_weight
+
+__all__ = [
+    "PLATFORMS",
+    "Facet",
+    "Snippet",
+    "bluesky_link_display",
+    "compose",
+    "escape_linkedin",
+    "graphemes",
+    "limit_for",
+    "make_hashtags",
+    "measure",
+]
+
+PLATFORMS: Final = ("x", "mastodon", "bluesky", "threads", "linkedin", "facebook", "instagram")
+
+ELLIPSIS: Final = "…"
+
+BLUESKY_MAX_BYTES: Final = 3000
+BLUESKY_LINK_PATH_CHARS: Final = 30  # the shortened link shows the host and at most this much of the path
+FACEBOOK_BODY_SOFT_LIMIT: Final = 500
+THREADS_MAX_LINKS: Final = 5
+INSTAGRAM_LINK_LINE: Final = "Link in bio."
+
+
+# --------------------------------------------------------------------------- Unicode helpers
+
+_GRAPHEME = regex.compile(r"\X")
+# A grapheme cluster is an emoji sequence when it holds an Extended_Pictographic
+# code point (every emoji, ZWJ sequences and tag sequences included), a keycap
+# (U+20E3), or a pair of regional indicators (a flag).
+_EMOJI_PART = regex.compile(r"\p{Extended_Pictographic}|\u20e3|\p{Regional_Indicator}{2}")
+# Scripts written without spaces: a line may break between any two of their characters.
+_NO_SPACE_SCRIPT = regex.compile(r"[\p{Ideographic}\p{Hiragana}\p{Katakana}\u30fc]")
+_NEWLINES = regex.compile(r"\r\n|\r")
+
+
+def graphemes(text: str) -> int:
+    """Number of extended grapheme clusters (user-perceived characters) in ``text``."""
+    return sum(1 for _ in _GRAPHEME.finditer(text))
+
+
+def _is_emoji(cluster: str) -> bool:
+    return _EMOJI_PART.search(cluster) is not None
+
+
+def _utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+# --------------------------------------------------------------------------- X
+
+_X_OPTIONS: Final[dict[str, Any]] = _twitter_text_config["defaults"]  # config v3
+_X_SCALE: Final = int(_X_OPTIONS["scale"])
+_X_URL_WEIGHT: Final = int(_X_OPTIONS["transformed_url_length"]) * _X_SCALE
+_X_EMOJI_WEIGHT: Final = int(_X_OPTIONS["default_weight"])
+
+
+def _x_plain_weight(text: str) -> int:
+    total = 0
+    for match in _GRAPHEME.finditer(text):
+        cluster: str = match.group()
+        if _is_emoji(cluster):
+            total += _X_EMOJI_WEIGHT
+        else:
+            total += sum(int(get_character_weight(char, _X_OPTIONS)) for char in cluster)
+    return total
+
+
+def _x_weight(text: str) -> int:
+    """twitter-text's ``parse_tweet(text).weightedLength``, with emoji found by grapheme cluster.
+
+    This is ``parse_tweet``'s own loop (NFC, one line-ending form, twitter-text's URL
+    extraction, per-code-point weights from config v3) except for emoji: instead of
+    the package's Unicode 12 emoji regex, any grapheme cluster that is an emoji
+    sequence weighs 200 (2 after scaling). Weighing the text between URLs directly,
+    rather than swapping emoji for a placeholder and calling ``parse_tweet``, means a
+    placeholder can never join onto a neighbouring URL and change where it ends.
+    """
+    normalized = _NEWLINES.sub("\n", unicodedata.normalize("NFC", text))
+    total = 0
+    position = 0
+    for entity in extract_urls_with_indices(normalized):
+        start, end = (int(i) for i in entity["indices"])
+        total += _x_plain_weight(normalized[position:start]) + _X_URL_WEIGHT
+        position = end
+    total += _x_plain_weight(normalized[position:])
+    return total // _X_SCALE
+
+
+# --------------------------------------------------------------------------- Mastodon
+
+_MASTODON_URL_CHARS: Final = 23
+# Account::MENTION_RE: (?<![=/[:word:]])@((USERNAME_RE)(?:@[[:word:]]+([.-]+[[:word:]]+)*)?)
+# with USERNAME_RE = /[a-z0-9_]+([.-]+[a-z0-9_]+)*/i
+_MASTODON_MENTION = regex.compile(
+    r"(?<![=/\w])@(?P<user>[a-z0-9_]+(?:[.-]+[a-z0-9_]+)*)(?:@\w+(?:[.-]+\w+)*)?",
+    regex.IGNORECASE,
+)
+# twitter-text's end_mention_match: a mention followed by one of these is not a mention.
+_MASTODON_END_MENTION = regex.compile(
+    r"[@＠\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff\u0100-\u024f\u0253\u0254\u0256\u0257\u0259\u025b"
+    r"\u0263\u0268\u026f\u0272\u0289\u028b\u02bb\u0300-\u036f\u1e00-\u1eff]|://"
+)
+
+
+def _mastodon_countable(text: str) -> str:
+    """StatusLengthValidator#countable_text: URLs -> 23 x's, @user@domain -> @user."""
+    entities: list[tuple[int, int, str]] = []
+    for entity in extract_urls_with_indices(text, False):  # extract_url_without_protocol: false
+        start, end = (int(i) for i in entity["indices"])
+        entities.append((start, end, "x" * _MASTODON_URL_CHARS))
+    for match in _MASTODON_MENTION.finditer(text):
+        if _MASTODON_END_MENTION.match(text, match.end()) is None:
+            entities.append((match.start(), match.end(), "@" + match.group("user")))
+    entities.sort(key=lambda e: e[0])
+    pieces: list[str] = []
+    position = 0
+    for start, end, replacement in entities:
+        if start < position:  # Extractor.remove_overlapping_entities: the earlier one wins
+            continue
+        pieces.append(text[position:start])
+        pieces.append(replacement)
+        position = end
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+# --------------------------------------------------------------------------- Threads
+
+
+def _threads_length(text: str) -> int:
+    total = 0
+    for match in _GRAPHEME.finditer(text):
+        cluster: str = match.group()
+        total += len(cluster.encode("utf-8")) if _is_emoji(cluster) else _utf16_units(cluster)
+    return total
+
+
+def _unique_links(text: str) -> int:
+    """Threads: "All unique URLs found in the text field are counted as links"."""
+    return len({str(entity["url"]) for entity in extract_urls_with_indices(text)})
+
+
+# --------------------------------------------------------------------------- rules
+
+_UTF16_UNIT = "characters (UTF-16 code units)"
+
+
+@dataclass(frozen=True)
+class _Rules:
+    limit: int
+    unit: str
+    measure: Callable[[str], int]
+    max_hashtags: int | None = None
+    max_hashtag_chars: int | None = None
+    max_links: int | None = None
+    max_bytes: int | None = None
+    body_soft_limit: int | None = None
+
+
+def _rules(platform: str, mastodon_limit: int) -> _Rules:
+    if isinstance(mastodon_limit, bool) or not isinstance(mastodon_limit, int) or mastodon_limit < 1:
+        raise ValueError(f"mastodon_limit must be a positive integer, not {mastodon_limit!r}")
+    if platform == "x":
+        return _Rules(280, "weighted characters", _x_weight)
+    if platform == "mastodon":
+        return _Rules(mastodon_limit, "graphemes", lambda text: graphemes(_mastodon_countable(text)))
+    if platform == "bluesky":
+        return _Rules(300, "graphemes", graphemes, max_hashtag_chars=64, max_bytes=BLUESKY_MAX_BYTES)
+    if platform == "threads":
+        return _Rules(
+            500,
+            "characters (an emoji counts its UTF-8 bytes)",
+            _threads_length,
+            max_hashtags=1,
+            max_hashtag_chars=50,
+            max_links=THREADS_MAX_LINKS,
+        )
+    if platform == "linkedin":
+        return _Rules(3000, _UTF16_UNIT, _utf16_units)
+    if platform == "facebook":
+        return _Rules(63206, _UTF16_UNIT, _utf16_units, body_soft_limit=FACEBOOK_BODY_SOFT_LIMIT)
+    if platform == "instagram":
+        return _Rules(2200, _UTF16_UNIT, _utf16_units, max_hashtags=5)
+    raise ValueError(f"unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}")
+
+
+def measure(platform: str, text: str, *, mastodon_limit: int = 500) -> int:
+    """Length of ``text`` as ``platform`` counts it against ``limit_for(platform)``.
+
+    Bluesky's answer is graphemes; its second limit, UTF-8 bytes, is ``len(text.encode())``.
+    """
+    return _rules(platform, mastodon_limit).measure(text)
+
+
+def limit_for(platform: str, *, mastodon_limit: int = 500) -> int:
+    """The platform's text limit, in the unit ``measure`` returns."""
+    return _rules(platform, mastodon_limit).limit
+
+
+# --------------------------------------------------------------------------- hashtags
+
+_TAG_WORD = regex.compile(r"[\p{L}\p{M}\p{Nd}]+")
+_APOSTROPHES = regex.compile(r"['’ʼ]")
+_HAS_LETTER = regex.compile(r"\p{L}")
+# A hashtag already in the body (twitter-text style: needs a letter, not after a word char or &).
+_BODY_HASHTAG = regex.compile(r"(?<![\w&#＃])[#＃](?=[\p{L}\p{M}\p{Nd}_]*\p{L})[\p{L}\p{M}\p{Nd}_]+")
+
+
+def make_hashtags(tags: Sequence[str]) -> list[str]:
+    """Tag strings -> hashtags: "phantom limb pain" -> "#PhantomLimbPain".
+
+    Words are the runs of letters, marks and digits; each word's first letter is
+    upper-cased and the rest kept ("ACL tear" -> "#ACLTear"). Everything else is
+    dropped (apostrophes first, so "women's health" -> "#WomensHealth"); underscores
+    are dropped too, since LinkedIn reserves ``_``. A tag with no letter ("2024") makes
+    no hashtag, as on X. Duplicates are dropped case-insensitively, first one kept.
+    """
+    if isinstance(tags, str):
+        raise TypeError("hashtags must be a sequence of tag strings, not one string")
+    result: list[str] = []
+    seen: set[str] = set()
+    for tag in tags:
+        words = _TAG_WORD.findall(_APOSTROPHES.sub("", unicodedata.normalize("NFC", tag)))
+        name = "".join(word[:1].upper() + word[1:] for word in words)
+        if not _HAS_LETTER.search(name):
+            continue
+        key = name.casefold()
+        if key not in seen:
+            seen.add(key)
+            result.append("#" + name)
+    return result
+
+
+# --------------------------------------------------------------------------- LinkedIn
+
+LINKEDIN_RESERVED: Final = frozenset("|{}@[]()<>#\\*_~")
+_LINKEDIN_MENTION = regex.compile(r"@\[[^\[\]]+\]\(urn:li:(?:person|organization):[^()\s]+\)")
+
+
+def escape_linkedin(text: str) -> str:
+    """Backslash-escape every character that LinkedIn's "little" text format reserves."""
+    return "".join("\\" + char if char in LINKEDIN_RESERVED else char for char in text)
+
+
+def _linkedin_handle(handle: str) -> str:
+    # A bare "@Name" cannot be a LinkedIn mention (that needs "@[Name](urn:li:...)"), and an
+    # unescaped "@" is reserved, so a bare handle goes out escaped, as plain text.
+    return handle if _LINKEDIN_MENTION.fullmatch(handle) else escape_linkedin(handle)
+
+
+# --------------------------------------------------------------------------- Bluesky
+
+
+def bluesky_link_display(url: str) -> str:
+    """How a link is shown in a Bluesky post: host and path, no scheme, query or fragment.
+
+    The path is cut to ``BLUESKY_LINK_PATH_CHARS`` characters (at a ``-``/``/``/``_``/``.``
+    when one is near the end) and marked with "…". The full URL goes in the link facet.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = host.removeprefix("www.")
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    path = "" if parts.path in ("", "/") else parts.path
+    if len(path) > BLUESKY_LINK_PATH_CHARS:
+        cut = path[:BLUESKY_LINK_PATH_CHARS]
+        separator = max(cut.rfind(char) for char in "-/_.")
+        if separator >= BLUESKY_LINK_PATH_CHARS * 2 // 3:
+            cut = cut[:separator]
+        path = cut + ELLIPSIS
+    return host + path
+
+
+@dataclass(frozen=True)
+class Facet:
+    """A Bluesky rich-text facet (``app.bsky.richtext.facet``) over UTF-8 byte offsets.
+
+    A link facet has ``uri``; a hashtag facet has ``tag`` (without the ``#``) and no
+    ``uri``. ``byte_start`` is inclusive and ``byte_end`` exclusive.
+    """
+
+    byte_start: int
+    byte_end: int
+    uri: str = ""
+    tag: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.byte_start < self.byte_end:
+            raise ValueError(f"bad facet byte range [{self.byte_start}, {self.byte_end})")
+        if bool(self.uri) == bool(self.tag):
+            raise ValueError("a facet has exactly one of uri (link) and tag (hashtag)")
+
+    def as_record(self) -> dict[str, Any]:
+        feature: dict[str, str]
+        if self.uri:
+            feature = {"$type": "app.bsky.richtext.facet#link", "uri": self.uri}
+        else:
+            feature = {"$type": "app.bsky.richtext.facet#tag", "tag": self.tag}
+        return {"index": {"byteStart": self.byte_start, "byteEnd": self.byte_end}, "features": [feature]}
+
+
+# --------------------------------------------------------------------------- snippets
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """One platform's text for a post, with its measured length."""
+
+    platform: str
+    text: str
+    length: int  # measured with the platform's rule (``measure``)
+    limit: int
+    unit: str
+    link_in_text: bool  # False on Instagram: captions have no clickable links
+    note: str  # Instagram: "link in bio: <url>"; "" elsewhere
+    facets: tuple[Facet, ...] = ()  # Bluesky only: the link and each hashtag
+    bytes: int | None = None  # Bluesky only: UTF-8 length (limit 3000)
+    truncated: bool = False  # the body was cut to fit
+    hashtags: tuple[str, ...] = ()  # the hashtags that made it into the text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "text": self.text,
+            "length": self.length,
+            "limit": self.limit,
+            "unit": self.unit,
+            "link_in_text": self.link_in_text,
+            "note": self.note,
+            "facets": [facet.as_record() for facet in self.facets],
+            "bytes": self.bytes,
+            "truncated": self.truncated,
+            "hashtags": list(self.hashtags),
+        }
+
+
+# One piece of a snippet's text: (text, facet uri, facet tag).
+_Piece = tuple[str, str, str]
+
+_CONTROL = regex.compile(r"[^\P{Cc}\n]")
+_SPACES = regex.compile(r"[^\S\n]+")
+_BLANK_LINES = regex.compile(r"\n{3,}")
+_ELLIPSIS_STRIP = " \t\n,;:.-–—·"
+
+
+def _normalize_body(body: str) -> str:
+    text: str = _CONTROL.sub("", _NEWLINES.sub("\n", body).replace("\t", " "))
+    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    cleaned: str = _BLANK_LINES.sub("\n\n", "\n".join(lines))
+    return cleaned.strip()
+
+
+def _layout(platform: str, body: str, link_text: str, link_uri: str, handle: str, tags: Sequence[str]) -> list[_Piece]:
+    """The snippet as pieces: body, blank line, link, blank line, handle and hashtags.
+
+    ``link_uri`` is the facet target of the link ("" for no facet); hashtags always
+    carry their tag, which only Bluesky turns into facets.
+    """
+    blocks: list[list[_Piece]] = []
+    if body:
+        blocks.append([(body, "", "")])
+    follow: list[_Piece] = []
+    if platform in ("facebook", "linkedin"):
+        blocks.append([("Read more: ", "", ""), (link_text, link_uri, "")])
+        if handle:
+            follow.append((f"Follow us {handle} for more.", "", ""))
+    elif platform == "instagram":
+        if handle:
+            follow.append((handle, "", ""))
+    else:
+        blocks.append([(link_text, link_uri, "")])
+        if handle:
+            follow.append((handle, "", ""))
+    for tag in tags:
+        if follow:
+            follow.append((" ", "", ""))
+        follow.append((tag, "", tag[1:]))
+    if follow:
+        blocks.append(follow)
+    if platform == "instagram":
+        blocks.append([(INSTAGRAM_LINK_LINE, "", "")])
+    pieces: list[_Piece] = []
+    for block in blocks:
+        if pieces:
+            pieces.append(("\n\n", "", ""))
+        pieces.extend(block)
+    return pieces
+
+
+def _render(pieces: Sequence[_Piece], *, with_facets: bool) -> tuple[str, tuple[Facet, ...]]:
+    text = "".join(piece for piece, _, _ in pieces)
+    if not with_facets:
+        return text, ()
+    facets: list[Facet] = []
+    offset = 0
+    for piece, uri, tag in pieces:
+        size = len(piece.encode("utf-8"))
+        if uri or tag:
+            facets.append(Facet(offset, offset + size, uri=uri, tag=tag))
+        offset += size
+    return text, tuple(facets)
+
+
+def _break_points(body: str, *, words_only: bool) -> list[int]:
+    """Offsets where ``body`` may be cut: after a word, or between two CJK characters."""
+    clusters = [(m.end(), m.group()) for m in _GRAPHEME.finditer(body)]
+    points: list[int] = []
+    for (end, cluster), (_, following) in itertools.pairwise(clusters):
+        if cluster.isspace():
+            continue
+        no_space = _NO_SPACE_SCRIPT.match(cluster) is not None or _NO_SPACE_SCRIPT.match(following) is not None
+        if not words_only or following.isspace() or no_space:
+            points.append(end)
+    return points
+
+
+def _cut(body: str, end: int) -> str:
+    stem = body[:end].rstrip(_ELLIPSIS_STRIP)
+    return stem + ELLIPSIS if stem else ""
+
+
+def _largest_fitting(body: str, points: Sequence[int], fits: Callable[[str], bool]) -> str:
+    """The longest ``_cut(body, p)`` that fits, by binary search (fitting is monotone in p)."""
+    low, high = 0, len(points) - 1
+    best = -1
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = _cut(body, points[middle])
+        if candidate and fits(candidate):
+            best = middle
+            low = middle + 1
+        else:
+            high = middle - 1
+    # Guard against a counting rule that is not monotone after all: walk down until one fits.
+    for index in range(best, -1, -1):
+        candidate = _cut(body, points[index])
+        if candidate and fits(candidate):
+            return candidate
+    return ""
+
+
+def _fit_body(body: str, fits: Callable[[str], bool]) -> tuple[str, bool]:
+    """The body if it fits, else its longest fitting word-boundary prefix plus "…".
+
+    Only when not even the first word fits is the body cut inside a word (at a grapheme
+    boundary); when nothing fits the body is dropped (the caller knows "" fits).
+    """
+    if not body or fits(body):
+        return body, False
+    cut = _largest_fitting(body, _break_points(body, words_only=True), fits)
+    if not cut:
+        cut = _largest_fitting(body, _break_points(body, words_only=False), fits)
+    return cut, True
+
+
+def _check_link(link: str) -> None:
+    parts = urlsplit(link)
+    if parts.scheme not in ("http", "https") or not parts.hostname or regex.search(r"\s", link):
+        raise ValueError(f"link must be an absolute http(s) URL without spaces, not {link!r}")
+
+
+def compose(
+    platform: str,
+    *,
+    body: str,
+    link: str,
+    handle: str,
+    hashtags: Sequence[str],
+    mastodon_limit: int = 500,
+) -> Snippet:
+    """Build ``platform``'s snippet: body, blank line, link, blank line, handle and hashtags.
+
+    When the whole does not fit, only the body is cut, at a word boundary, with "…"
+    appended. The link, the handle and each hashtag kept are never cut: if not even an
+    empty body fits, hashtags are dropped from the end, whole, first. ``ValueError`` if
+    the link and handle alone do not fit, or for a bad platform, link or limit.
+
+    Per platform: Bluesky shows the link shortened (``bluesky_link_display``) with link
+    and tag facets; Threads keeps 1 hashtag and Instagram 5, fewer if the body already
+    has some; Instagram leaves the link out of the text (``note`` carries it); LinkedIn
+    escapes the body and a bare handle for the "little" format but leaves the URL and
+    the hashtags live; Facebook keeps the body to 500 characters.
+    """
+    rules = _rules(platform, mastodon_limit)
+    _check_link(link)
+    handle = " ".join(handle.split())
+    body = _normalize_body(body)
+
+    tags = make_hashtags(hashtags)
+    if rules.max_hashtag_chars is not None:
+        tags = [tag for tag in tags if graphemes(tag) - 1 <= rules.max_hashtag_chars]
+    if rules.max_hashtags is not None:
+        room = max(0, rules.max_hashtags - len(_BODY_HASHTAG.findall(body)))
+        tags = tags[:room]
+
+    soft_cut = False
+    if rules.body_soft_limit is not None:
+        soft_limit = rules.body_soft_limit
+        body, soft_cut = _fit_body(body, lambda text: rules.measure(text) <= soft_limit)
+
+    if platform == "linkedin":
+        handle = _linkedin_handle(handle)
+        prepare: Callable[[str], str] = escape_linkedin
+    else:
+        prepare = str
+    bluesky = platform == "bluesky"
+    # Bluesky shows the link shortened; its facet points at the full URL.
+    link_text, link_uri = (bluesky_link_display(link), link) if bluesky else (link, "")
+
+    def pieces(body_text: str, kept: Sequence[str]) -> list[_Piece]:
+        return _layout(platform, prepare(body_text), link_text, link_uri, handle, kept)
+
+    def fits_text(text: str) -> bool:
+        if rules.measure(text) > rules.limit:
+            return False
+        if rules.max_bytes is not None and len(text.encode("utf-8")) > rules.max_bytes:
+            return False
+        return rules.max_links is None or _unique_links(text) <= rules.max_links
+
+    kept = len(tags)
+    while not fits_text(_render(pieces("", tags[:kept]), with_facets=False)[0]):
+        if kept == 0:
+            bare = _render(pieces("", []), with_facets=False)[0]
+            raise ValueError(
+                f"{platform}: the link and handle alone measure {rules.measure(bare)} {rules.unit}, "
+                f"over the limit of {rules.limit}"
+            )
+        kept -= 1
+    final_tags = tags[:kept]
+
+    body_text, cut = _fit_body(body, lambda b: fits_text(_render(pieces(b, final_tags), with_facets=False)[0]))
+    text, facets = _render(pieces(body_text, final_tags), with_facets=bluesky)
+    if bluesky:
+        facets = _body_link_facets(text, prepare(body_text)) + facets
+    return Snippet(
+        platform=platform,
+        text=text,
+        length=rules.measure(text),
+        limit=rules.limit,
+        unit=rules.unit,
+        link_in_text=platform != "instagram",
+        note=f"link in bio: {link}" if platform == "instagram" else "",
+        facets=facets,
+        bytes=len(text.encode("utf-8")) if bluesky else None,
+        truncated=soft_cut or cut,
+        hashtags=tuple(final_tags),
+    )
+
+
+def _body_link_facets(text: str, body_text: str) -> tuple[Facet, ...]:
+    """Link facets for the http(s) URLs written in the body, which starts the text."""
+    if not body_text:
+        return ()
+    assert text.startswith(body_text)
+    facets: list[Facet] = []
+    for entity in extract_urls_with_indices(body_text, False):
+        start, end = (int(i) for i in entity["indices"])
+        byte_start = len(body_text[:start].encode("utf-8"))
+        byte_end = byte_start + len(body_text[start:end].encode("utf-8"))
+        facets.append(Facet(byte_start, byte_end, uri=str(entity["url"])))
+    return tuple(facets)
