@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from pipeline import __version__
-from pipeline.commands import publish
+
+# Each module in pipeline/commands/ exposes COMMANDS, a list of click commands.
+COMMAND_MODULES = (
+    "pipeline.commands.publish",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -14,8 +20,9 @@ def cli() -> None:
     """Jameson Prosthetics publishing pipeline: one post -> feeds, newsletter, social snippets."""
 
 
-for _command in publish.COMMANDS:
-    cli.add_command(_command)
+for _module in COMMAND_MODULES:
+    for _command in importlib.import_module(_module).COMMANDS:
+        cli.add_command(_command)
 
 
 def main() -> None:
