@@ -77,7 +77,10 @@ class Post:
         return self.updated or self.date
 
 
-class _StringDateLoader(yaml.SafeLoader):
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
+
+
+class _StringDateLoader(_BaseLoader):  # type: ignore[misc,valid-type]
     """SafeLoader that leaves dates as text, so we parse them in the clinic's zone."""
 
 

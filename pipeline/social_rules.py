@@ -65,6 +65,7 @@ returns and is never lower than a code-point count, so we never overshoot.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -115,7 +116,9 @@ _NEWLINES = regex.compile(r"\r\n|\r")
 
 def graphemes(text: str) -> int:
     """Number of extended grapheme clusters (user-perceived characters) in ``text``."""
-    return sum(1 for _ in _GRAPHEME.finditer(text))
+    if text.isascii() and "\r\n" not in text:
+        return len(text)  # fast path: every other ASCII character is its own cluster
+    return len(_GRAPHEME.findall(text))
 
 
 def _is_emoji(cluster: str) -> bool:
@@ -134,14 +137,26 @@ _X_URL_WEIGHT: Final = int(_X_OPTIONS["transformed_url_length"]) * _X_SCALE
 _X_EMOJI_WEIGHT: Final = int(_X_OPTIONS["default_weight"])
 
 
+@functools.lru_cache(maxsize=4096)
+def _x_char_weight(char: str) -> int:
+    return int(get_character_weight(char, _X_OPTIONS))
+
+
 def _x_plain_weight(text: str) -> int:
+    if text.isascii():
+        # Fast path: ASCII is all in config v3's first range (weight 100) and holds no
+        # Extended_Pictographic code point, so no emoji clusters either.
+        return len(text) * _x_char_weight("a")
+    if _EMOJI_PART.search(text) is None:
+        # No emoji at all: code point weights alone, no need to segment.
+        return sum(_x_char_weight(char) for char in text)
     total = 0
     for match in _GRAPHEME.finditer(text):
         cluster: str = match.group()
         if _is_emoji(cluster):
             total += _X_EMOJI_WEIGHT
         else:
-            total += sum(int(get_character_weight(char, _X_OPTIONS)) for char in cluster)
+            total += sum(_x_char_weight(char) for char in cluster)
     return total
 
 
@@ -208,6 +223,8 @@ def _mastodon_countable(text: str) -> str:
 
 
 def _threads_length(text: str) -> int:
+    if text.isascii():
+        return len(text)
     total = 0
     for match in _GRAPHEME.finditer(text):
         cluster: str = match.group()
