@@ -135,6 +135,14 @@ class DeliverySettings(_Strict):
     dkim_key: Path | None = None
     dkim_selector: str | None = None
     smtp_timeout: float = Field(30.0, gt=0)
+    # Deliveries claimed per round trip to the ledger. At most (concurrency + 1) x batch_size
+    # messages are "in flight" (marked sending, not yet recorded sent): after a crash,
+    # only those can go out twice. 1 is strictest; larger is faster on a fast relay.
+    batch_size: int = Field(10, ge=1, le=1000)
+    # MAIL FROM (where bounces go); defaults to newsletter.from_address.
+    envelope_from: str | None = None
+    # Ask DNS whether an address's domain accepts mail when adding or importing.
+    check_deliverability: bool = False
 
 
 class SchedulerSettings(_Strict):

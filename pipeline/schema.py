@@ -1,0 +1,215 @@
+"""The ledger's tables and the migrations that create and upgrade them.
+
+The tables below describe the schema as it is *now*; queries use them. The
+migrations describe how a database *gets* there, one named step at a time,
+each applied once in its own transaction and recorded in ``schema_migrations``
+(the approach of sqlite-utils' migrations). A migration never changes once
+released: a later change to the tables is a new migration appended to
+``MIGRATIONS``, and ``tests/test_store.py`` fails if the two drift apart.
+
+Only SQLAlchemy constructs are used, so the same code runs on SQLite and
+PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
+# "skipped": the subscriber was no longer active when the message's turn came.
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped")
+CAMPAIGN_STATUSES = ("sending", "finished")
+CAMPAIGN_KINDS = ("post", "digest")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every database.
+
+    SQLite has no time zone type: values are stored as naive UTC text, which
+    also sorts correctly. A naive datetime is refused rather than guessed.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: every time in the ledger must be time-zone aware")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _define_v1(metadata: MetaData) -> None:
+    """Version 1 of the schema. Frozen: used by migration 0001 and nothing else."""
+    Table(
+        "meta",
+        metadata,
+        Column("key", String(100), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
+    Table(
+        "subscribers",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("email", String(320), nullable=False),
+        Column("email_key", String(320), nullable=False, unique=True),
+        Column("name", String(200)),
+        Column("status", String(16), nullable=False),
+        Column("source", String(32), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("confirmed_at", UTCDateTime),
+        Column("unsubscribed_at", UTCDateTime),
+        Column("updated_at", UTCDateTime, nullable=False),
+        CheckConstraint(_in("status", SUBSCRIBER_STATUSES), name="subscribers_status"),
+        Index("subscribers_by_status", "status", "id"),
+    )
+    Table(
+        "publications",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("slug", String(200), nullable=False),
+        Column("channel", String(32), nullable=False),
+        Column("released_at", UTCDateTime, nullable=False),
+        Column("content_hash", String(64), nullable=False),
+        Column("recorded_at", UTCDateTime, nullable=False),
+        UniqueConstraint("slug", "channel", name="publications_slug_channel"),
+    )
+    Table(
+        "campaigns",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("key", String(200), nullable=False, unique=True),
+        Column("kind", String(16), nullable=False),
+        Column("subject", Text, nullable=False),
+        # The rendered newsletter, frozen at creation: a resumed campaign sends exactly
+        # what the first message carried, even if the post was edited in between.
+        Column("content", Text, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("finished_at", UTCDateTime),
+        # Which process is sending it, until when: two senders never share a campaign.
+        Column("lease_owner", String(200)),
+        Column("lease_expires_at", UTCDateTime),
+        CheckConstraint(_in("status", CAMPAIGN_STATUSES), name="campaigns_status"),
+        CheckConstraint(_in("kind", CAMPAIGN_KINDS), name="campaigns_kind"),
+    )
+    Table(
+        "deliveries",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("campaign_id", Integer, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False),
+        Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("last_reply", Text),
+        Column("next_attempt_at", UTCDateTime),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Column("sent_at", UTCDateTime),
+        UniqueConstraint("campaign_id", "subscriber_id", name="deliveries_campaign_subscriber"),
+        CheckConstraint(_in("status", DELIVERY_STATUSES), name="deliveries_status"),
+        Index("deliveries_by_status", "campaign_id", "status", "id"),
+        Index("deliveries_by_subscriber", "subscriber_id"),
+    )
+
+
+def _m0001_initial(conn: Connection) -> None:
+    metadata = MetaData()
+    _define_v1(metadata)
+    metadata.create_all(conn)
+
+
+Migration = tuple[str, Callable[[Connection], None]]
+
+# Append only. Never edit or reorder a released migration.
+MIGRATIONS: list[Migration] = [
+    ("0001_initial", _m0001_initial),
+]
+
+# --- the schema as it is now ---------------------------------------------------------
+
+metadata = MetaData()
+_define_v1(metadata)  # current == v1 until a migration 0002 exists; then define it here in full
+meta = metadata.tables["meta"]
+subscribers = metadata.tables["subscribers"]
+publications = metadata.tables["publications"]
+campaigns = metadata.tables["campaigns"]
+deliveries = metadata.tables["deliveries"]
+
+_migrations_metadata = MetaData()
+schema_migrations = Table(
+    "schema_migrations",
+    _migrations_metadata,
+    Column("name", String(200), primary_key=True),
+    Column("applied_at", UTCDateTime, nullable=False),
+)
+
+
+def applied_migrations(conn: Connection) -> set[str]:
+    return set(conn.scalars(select(schema_migrations.c.name)))
+
+
+def migrate(engine: Engine, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> list[str]:
+    """Apply every migration not yet applied, each in its own transaction.
+
+    Returns the names applied. Safe to run from several processes at once: each
+    migration re-checks, under the database's write lock, that it is still needed.
+    """
+    _migrations_metadata.create_all(engine)  # IF NOT EXISTS: a no-op once present
+    applied: list[str] = []
+    for name, step in MIGRATIONS:
+        with engine.begin() as conn:
+            _lock_for_migration(conn)
+            if name in applied_migrations(conn):
+                continue
+            step(conn)
+            conn.execute(insert(schema_migrations).values(name=name, applied_at=now()))
+            applied.append(name)
+    return applied
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    # SQLite: the write transaction is already exclusive (see store.py's BEGIN IMMEDIATE).
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE schema_migrations IN EXCLUSIVE MODE"))
+
+
+def table_columns(conn: Connection) -> dict[str, list[str]]:
+    """What the database actually has, for the drift check in the tests."""
+    from sqlalchemy import inspect
+
+    inspector: Any = inspect(conn)
+    return {name: [c["name"] for c in inspector.get_columns(name)] for name in inspector.get_table_names()}
