@@ -4,20 +4,26 @@ Building a full ``EmailMessage`` per recipient costs ~4 ms; here the shared part
 is serialised once and each recipient costs a few byte joins. Both body parts
 use ``Content-Transfer-Encoding: 8bit`` (every line kept under 998 octets), so
 the token placeholder is never split by quoted-printable soft line breaks and
-substitution is exact; ``personalise`` still checks nothing was left behind.
+substitution is exact. The template checks once, when it is built, that the
+placeholder sits whole in both parts and nowhere in broken form, so every
+personalised message has every placeholder replaced.
+
+With a ``DkimSigner`` each personalised message is signed (the body differs per
+recipient, so the signature must too).
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
 from pipeline import urls
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
+from pipeline.errors import PipelineError
+from pipeline.signing import DkimSigner
 
 PLACEHOLDER = urls.TOKEN_PLACEHOLDER.encode("ascii")
 _MAX_LINE = 900
@@ -44,30 +50,56 @@ def _clean_header_value(value: str) -> str:
     return " ".join(value.split())
 
 
+def _header(name: str, value: str) -> bytes:
+    """One folded header line; non-ASCII values are RFC 2047 encoded by the email package."""
+    if value.isascii() and len(name) + 2 + len(value) <= 78:
+        return f"{name}: {value}\r\n".encode("ascii")  # nothing to encode or fold
+    return SMTP.fold_binary(name, SMTP.header_factory(name, value))
+
+
+def _part(content_type: str, body: str) -> bytes:
+    return (
+        f'Content-Type: {content_type}; charset="utf-8"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n'.encode()
+        + _wrap_long_lines(body).replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+        + b"\r\n"
+    )
+
+
 class MessageTemplate:
     """The shared bytes of one campaign's message, split around per-recipient parts."""
 
-    def __init__(self, newsletter: Newsletter, settings: Settings) -> None:
+    def __init__(self, newsletter: Newsletter, settings: Settings, *, signer: DkimSigner | None = None) -> None:
         self.newsletter = newsletter
         self.settings = settings
-        digest = hashlib.sha256((newsletter.html + newsletter.text + newsletter.subject).encode()).hexdigest()
-        shared = EmailMessage(policy=SMTP)
+        self.signer = signer
         news = settings.newsletter
-        shared["From"] = formataddr((news.from_name, news.from_address))
-        if news.reply_to:
-            shared["Reply-To"] = news.reply_to
-        # EmailMessage refuses CR/LF in header values; collapsing whitespace first
-        # also keeps a title with a newline from ever becoming a second header.
-        shared["Subject"] = _clean_header_value(newsletter.subject)
-        shared["List-Id"] = f"{_clean_header_value(settings.clinic.name)} <{news.list_id}>"
-        shared["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        shared["X-Campaign"] = newsletter.key
-        shared.set_content(_wrap_long_lines(newsletter.text), subtype="plain", charset="utf-8", cte="8bit")
-        shared.add_alternative(_wrap_long_lines(newsletter.html), subtype="html", charset="utf-8", cte="8bit")
-        # A boundary derived from the content keeps preview files byte-identical between builds.
-        shared.set_boundary(f"=_{digest[:32]}")
-        raw = shared.as_bytes(policy=SMTP)
+        # A boundary derived from the content keeps preview files byte-identical between
+        # builds, and cannot occur in the parts (it contains their own hash).
+        digest = hashlib.sha256((newsletter.html + newsletter.text + newsletter.subject).encode()).hexdigest()
+        boundary = f"=_{digest[:32]}"
+        # Header values are collapsed to one line first, so a title with CR/LF can
+        # never become a second header.
+        headers = [
+            _header("From", formataddr((news.from_name, news.from_address))),
+            _header("Reply-To", news.reply_to) if news.reply_to else b"",
+            _header("Subject", _clean_header_value(newsletter.subject)),
+            _header("List-Id", f"{_clean_header_value(settings.clinic.name)} <{news.list_id}>"),
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            _header("X-Campaign", newsletter.key),
+            b"MIME-Version: 1.0\r\n",
+            f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'.encode(),
+        ]
+        raw = (
+            b"".join(headers)
+            + b"\r\n"
+            + f"--{boundary}\r\n".encode()
+            + _part("text/plain", newsletter.text)
+            + f"--{boundary}\r\n".encode()
+            + _part("text/html", newsletter.html)
+            + f"--{boundary}--\r\n".encode()
+        )
         self._segments = raw.split(PLACEHOLDER)
+        _check_placeholders(raw, self._segments)
         self.size_estimate = len(raw)
         self.from_domain = news.from_domain
 
@@ -88,6 +120,8 @@ class MessageTemplate:
             f"List-Unsubscribe: <{urls.unsubscribe_url(self.settings, token)}>\r\n"
         ).encode()
         body = token.encode("ascii").join(self._segments)
+        if self.signer is not None:
+            return self.signer.sign(head + body)
         return head + body
 
     def preview(self) -> bytes:
@@ -99,6 +133,30 @@ class MessageTemplate:
             message_id=f"<preview.{self.newsletter.key}@{self.from_domain}>",
             date=self.newsletter.date,
         )
+
+
+def _check_placeholders(raw: bytes, segments: list[bytes]) -> None:
+    """The unsubscribe placeholder must sit whole in the text and the HTML part, and
+    no piece of it may survive elsewhere (a wrapped or encoded copy would reach the
+    subscriber as a dead link). Checked once per campaign, not per message."""
+    occurrences = len(segments) - 1
+    if occurrences < 2:
+        raise PipelineError(
+            f"the newsletter has {occurrences} unsubscribe link(s) where the text and HTML parts need one each",
+            field="template",
+            hint="keep {{ unsubscribe_url }} in both newsletter templates",
+        )
+    head = PLACEHOLDER[: len(PLACEHOLDER) // 2]
+    tail = PLACEHOLDER[len(PLACEHOLDER) // 2 :]
+    for segment in segments:
+        if head in segment or tail in segment:
+            raise PipelineError(
+                "an unsubscribe link placeholder was split or encoded in the message",
+                field="template",
+                hint="the token placeholder must not be wrapped or encoded",
+            )
+    if raw.count(b"\r\n") != raw.count(b"\n"):
+        raise PipelineError("the message has bare line feeds", field="template")
 
 
 def message_id_for(campaign_id: int, subscriber_id: int, from_domain: str) -> str:

@@ -1,0 +1,203 @@
+"""The ledger on a real SQLite file: migrations, constraints, campaigns, leases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from pipeline import schema
+from pipeline.channels.newsletter import Newsletter
+from pipeline.config import Settings
+from pipeline.store import Outcome, Store, SubscriberExists
+
+NOW = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
+
+
+def newsletter(key: str = "a-post") -> Newsletter:
+    return Newsletter(
+        key=key,
+        subject="Subject",
+        preheader="Preheader",
+        html="<p>html</p>",
+        text="text",
+        web_html="",
+        web_url="https://example.org/a",
+        date=NOW,
+        slugs=(key,),
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    s = Store.open(settings)
+    yield s
+    s.close()
+
+
+def test_migrations_run_once_and_are_recorded(settings: Settings) -> None:
+    engine = Store.open(settings).engine
+    with engine.connect() as conn:
+        names = list(conn.scalars(select(schema.schema_migrations.c.name)))
+    assert names == [name for name, _ in schema.MIGRATIONS]
+    assert schema.migrate(engine) == []  # nothing left to apply
+    engine.dispose()
+
+
+def test_tables_match_the_current_schema(store: Store) -> None:
+    """Fails when a table is changed without a migration (or the reverse)."""
+    with store.engine.connect() as conn:
+        actual = schema.table_columns(conn)
+    expected = {name: [c.name for c in table.columns] for name, table in schema.metadata.tables.items()}
+    expected["schema_migrations"] = ["name", "applied_at"]
+    assert actual == expected
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(store: Store) -> None:
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_two_processes_opening_a_new_database_at_once(settings: Settings) -> None:
+    script = "import sys; from pipeline.store import Store; Store.open_url(sys.argv[1]).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", script, settings.database_url]) for _ in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
+    with Store.open(settings) as store, store.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM schema_migrations")).scalar() == len(schema.MIGRATIONS)
+
+
+def test_email_is_unique_case_insensitively(store: Store) -> None:
+    first = store.add_subscriber("Ann@Example.com", "Ann")
+    with pytest.raises(SubscriberExists) as info:
+        store.add_subscriber("ann@example.COM")
+    assert info.value.existing.id == first.id
+    assert store.get_subscriber_by_email("ANN@example.com") == first
+    assert first.email == "Ann@Example.com"  # shown as given
+
+
+def test_status_changes_stamp_aware_utc_times(store: Store) -> None:
+    sub = store.add_subscriber("p@example.com", status="pending", now=NOW)
+    assert sub.confirmed_at is None and sub.created_at == NOW and sub.created_at.tzinfo is not None
+    later = NOW + timedelta(hours=1)
+    active = store.set_subscriber_status(sub.id, "active", now=later)
+    assert active.confirmed_at == later
+    gone = store.set_subscriber_status(sub.id, "unsubscribed", now=later + timedelta(days=1))
+    assert gone.unsubscribed_at == later + timedelta(days=1)
+    assert store.set_subscriber_status(sub.id, "unsubscribed") == gone  # no change, no new stamp
+    with pytest.raises(ValueError):
+        store.set_subscriber_status(sub.id, "deleted")
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(Exception, match="naive"):
+        store.add_subscriber("n@example.com", now=datetime(2026, 1, 1))
+
+
+def test_database_refuses_unknown_status(store: Store) -> None:
+    sub = store.add_subscriber("c@example.com")
+    with pytest.raises(Exception, match="CHECK"), store.engine.begin() as conn:
+        conn.execute(schema.subscribers.update().where(schema.subscribers.c.id == sub.id).values(status="zombie"))
+
+
+def test_publication_is_recorded_once(store: Store) -> None:
+    assert store.record_publication("a-post", "email", NOW, "hash1") is True
+    assert store.record_publication("a-post", "email", NOW + timedelta(days=1), "hash2") is False
+    assert store.record_publication("a-post", "social", NOW, "hash1") is True
+    assert store.is_published("a-post", "email") and not store.is_published("b-post", "email")
+    publication = store.get_publication("a-post", "email")
+    assert publication is not None and publication.content_hash == "hash1" and publication.released_at == NOW
+    assert [p.channel for p in store.list_publications()] == ["email", "social"]
+
+
+def test_meta(store: Store) -> None:
+    assert store.get_meta("first_run_at") is None
+    assert store.setdefault_meta("first_run_at", "2026-11-03T14:00:00Z") == "2026-11-03T14:00:00Z"
+    assert store.setdefault_meta("first_run_at", "later") == "2026-11-03T14:00:00Z"
+    store.set_meta("first_run_at", "changed")
+    assert store.get_meta("first_run_at") == "changed"
+
+
+def test_campaign_rows_for_active_subscribers_only_and_idempotent(store: Store) -> None:
+    for i in range(5):
+        store.add_subscriber(f"a{i}@example.com")
+    store.add_subscriber("p@example.com", status="pending")
+    store.add_subscriber("u@example.com", status="unsubscribed")
+    store.add_subscriber("b@example.com", status="bounced")
+    campaign, created = store.create_campaign(newsletter(), "post", now=NOW)
+    assert created and campaign.status == "sending"
+    assert store.delivery_counts(campaign.id)["pending"] == 5
+    store.add_subscriber("late@example.com")
+    again, created_again = store.create_campaign(newsletter(), "post")
+    assert (again.id, created_again) == (campaign.id, False)
+    assert sum(store.delivery_counts(campaign.id).values()) == 5
+    assert store.campaign_newsletter(campaign.id) == newsletter()
+
+
+def test_claim_skips_subscribers_no_longer_active(store: Store) -> None:
+    subs = [store.add_subscriber(f"a{i}@example.com") for i in range(4)]
+    campaign, _ = store.create_campaign(newsletter(), "post")
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    store.set_subscriber_status(subs[1].id, "unsubscribed")
+    claims, skipped = store.claim_deliveries(campaign.id, 10)
+    assert [c.email for c in claims] == ["a0@example.com", "a2@example.com", "a3@example.com"]
+    assert skipped == 1
+    assert store.delivery_counts(campaign.id)["sending"] == 3
+    store.record_outcomes(
+        [
+            Outcome(claims[0].delivery_id, claims[0].subscriber_id, "sent", "250 ok"),
+            Outcome(claims[1].delivery_id, claims[1].subscriber_id, "bounced", "550 5.1.1 no"),
+            Outcome(claims[2].delivery_id, claims[2].subscriber_id, "retry", "451 later", tomorrow),
+        ]
+    )
+    counts = store.delivery_counts(campaign.id)
+    assert (counts["sent"], counts["bounced"], counts["pending"], counts["skipped"]) == (1, 1, 1, 1)
+    assert store.get_subscriber(subs[2].id).status == "bounced"  # type: ignore[union-attr]
+    assert store.next_retry_at(campaign.id) == tomorrow
+    assert store.claim_deliveries(campaign.id, 10) == ([], 0)  # the retry is not due yet
+    assert not store.finish_campaign(campaign.id)
+
+
+def test_lease_keeps_a_second_sender_out(store: Store) -> None:
+    store.add_subscriber("a@example.com")
+    campaign, _ = store.create_campaign(newsletter(), "post")
+    me, other = store.new_lease_owner(), store.new_lease_owner()
+    assert store.acquire_lease(campaign.id, me) is None
+    assert store.acquire_lease(campaign.id, other) == me  # same live process, another sender
+    store.release_lease(campaign.id, me)
+    assert store.acquire_lease(campaign.id, other) is None
+
+
+def test_lease_of_a_dead_process_is_taken_over(store: Store) -> None:
+    store.add_subscriber("a@example.com")
+    campaign, _ = store.create_campaign(newsletter(), "post")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = store.new_lease_owner().split(":")[0]
+    assert store.acquire_lease(campaign.id, f"{host}:{dead.pid}:deadbeef") is None
+    assert store.acquire_lease(campaign.id, store.new_lease_owner()) is None
+    # A holder on another machine is trusted until the lease expires.
+    assert store.acquire_lease(campaign.id, "elsewhere:1:abc", now=datetime.now(UTC) + timedelta(hours=1)) is None
+    assert store.acquire_lease(campaign.id, store.new_lease_owner()) == "elsewhere:1:abc"
+
+
+def test_iter_subscribers_pages_in_id_order(store: Store) -> None:
+    emails = [f"r{i}@example.com" for i in range(7)]
+    store.add_subscribers_bulk([{"email": e, "status": "active", "source": "t"} for e in emails])
+    store.add_subscriber("x@example.com", status="bounced")
+    assert [s.email for s in store.iter_subscribers(page=2)] == [*emails, "x@example.com"]
+    assert [s.email for s in store.iter_subscribers("bounced", page=2)] == ["x@example.com"]
+    assert store.count_subscribers()["active"] == 7
+
+
+def test_forget_removes_deliveries_too(store: Store, tmp_path: Path) -> None:
+    sub = store.add_subscriber("gone@example.com")
+    campaign, _ = store.create_campaign(newsletter(), "post")
+    assert store.delete_subscriber(sub.id)
+    assert sum(store.delivery_counts(campaign.id).values()) == 0

@@ -1,0 +1,117 @@
+"""Signed tokens: short, URL-safe, and a changed token is always rejected."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.errors import PipelineError
+from pipeline.tokens import SECRET_ENV, TokenError, load_secret, make_token, read_token
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+ISSUED = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
+SHAPE = re.compile(r"^[0-9a-f]+\.[0-9a-f]+\.[A-Za-z0-9_-]+$")
+ALPHABET = "0123456789abcdefABCDEFghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ-_."
+
+
+@pytest.mark.parametrize("subscriber_id", [0, 1, 42, 2**31 - 1, 2**32 - 1])
+@pytest.mark.parametrize("purpose", ["unsubscribe", "confirm"])
+def test_round_trip_and_shape(purpose: str, subscriber_id: int) -> None:
+    token = make_token(purpose, subscriber_id, SECRET, ISSUED)
+    assert len(token) <= 40
+    assert SHAPE.match(token) and "=" not in token
+    assert read_token(purpose, token, SECRET, now=ISSUED + timedelta(days=1)) == subscriber_id
+
+
+def test_every_single_character_change_is_rejected() -> None:
+    token = make_token("unsubscribe", 1234, SECRET, ISSUED)
+    for position, original in enumerate(token):
+        for replacement in ALPHABET:
+            if replacement == original:
+                continue
+            changed = token[:position] + replacement + token[position + 1 :]
+            with pytest.raises(TokenError):
+                read_token("unsubscribe", changed, SECRET, now=ISSUED)
+
+
+def test_another_subscribers_id_with_a_valid_mac_shape_is_rejected() -> None:
+    mine = make_token("unsubscribe", 7, SECRET, ISSUED)
+    _id, issued, mac = mine.split(".")
+    with pytest.raises(TokenError, match="signature"):
+        read_token("unsubscribe", f"8.{issued}.{mac}", SECRET, now=ISSUED)
+
+
+def test_non_canonical_spelling_is_rejected() -> None:
+    token = make_token("unsubscribe", 10, SECRET, ISSUED)
+    with pytest.raises(TokenError):
+        read_token("unsubscribe", "0" + token, SECRET, now=ISSUED)
+
+
+def test_purpose_and_secret_are_bound() -> None:
+    token = make_token("unsubscribe", 5, SECRET, ISSUED)
+    with pytest.raises(TokenError):
+        read_token("confirm", token, SECRET, now=ISSUED)
+    with pytest.raises(TokenError):
+        read_token("unsubscribe", token, b"another-secret-another-secret-xx", now=ISSUED)
+
+
+@pytest.mark.parametrize("garbage", ["", "abc", "a.b", "1.2.", "..", "x.y.z", "1.2.3.4", "é.1.abc", "1." * 40])
+def test_garbage_is_rejected_with_token_error(garbage: str) -> None:
+    with pytest.raises(TokenError):
+        read_token("unsubscribe", garbage, SECRET, now=ISSUED)
+
+
+def test_token_error_is_a_pipeline_error_with_one_line() -> None:
+    with pytest.raises(PipelineError) as info:
+        read_token("unsubscribe", "nonsense", SECRET)
+    assert "\n" not in str(info.value)
+
+
+def test_confirm_expires_after_seven_days_unsubscribe_never() -> None:
+    confirm = make_token("confirm", 3, SECRET, ISSUED)
+    assert read_token("confirm", confirm, SECRET, now=ISSUED + timedelta(days=6, hours=23)) == 3
+    with pytest.raises(TokenError, match="expired"):
+        read_token("confirm", confirm, SECRET, now=ISSUED + timedelta(days=7, minutes=1))
+    unsubscribe = make_token("unsubscribe", 3, SECRET, ISSUED)
+    assert read_token("unsubscribe", unsubscribe, SECRET, now=ISSUED + timedelta(days=3650)) == 3
+    with pytest.raises(TokenError, match="expired"):
+        read_token("unsubscribe", unsubscribe, SECRET, max_age=timedelta(days=1), now=ISSUED + timedelta(days=2))
+
+
+def test_token_from_the_future_is_rejected() -> None:
+    token = make_token("confirm", 3, SECRET, ISSUED + timedelta(hours=1))
+    with pytest.raises(TokenError, match="future"):
+        read_token("confirm", token, SECRET, now=ISSUED)
+
+
+def test_secret_from_the_environment(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "x" * 40)
+    assert load_secret(settings) == b"x" * 40
+    assert not (settings.state_dir / "secret").exists()
+    monkeypatch.setenv(SECRET_ENV, "short")
+    with pytest.raises(PipelineError, match="too short"):
+        load_secret(settings)
+
+
+def test_secret_generated_once_private_and_reused(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    first = load_secret(settings)
+    path: Path = settings.state_dir / "secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first) >= 32
+    assert load_secret(settings) == first
+    assert [p.name for p in settings.state_dir.iterdir()] == ["secret"]  # no temporary left behind
+
+
+def test_secret_readable_by_others_is_refused(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    load_secret(settings)
+    os.chmod(settings.state_dir / "secret", 0o644)
+    with pytest.raises(PipelineError, match="chmod 600"):
+        load_secret(settings)
