@@ -11,6 +11,7 @@ from pipeline import __version__
 # Each module in pipeline/commands/ exposes COMMANDS, a list of click commands.
 COMMAND_MODULES = (
     "pipeline.commands.publish",
+    "pipeline.commands.serve",
 )
 
 
