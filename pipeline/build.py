@@ -1,9 +1,10 @@
 """load -> select -> render -> write, and nothing else.
 
-Renders are cached by content: a post whose file bytes, templates and settings
-are unchanged is not parsed or rendered again, and its outputs are not
-rewritten. Feeds, the social queue and the digest are cheap and are rebuilt
-every time. Per-post work runs on every core.
+Renders are cached by content: a post whose file, templates and settings are
+unchanged is not parsed or rendered again and its outputs are not rewritten
+(a file whose size and mtime are unchanged is not even read). Feeds, the social
+queue and the digest are cheap and are rebuilt every time, but written only when
+their bytes change. Per-post work runs on every core.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import dataclasses
 import hashlib
 import os
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
-from pipeline.channels.feed import render_feeds
+from pipeline.channels.feed import newest_first, render_feeds
 from pipeline.channels.newsletter import Newsletter, render_digest, render_post_newsletter
-from pipeline.channels.social import queue_csv, render_snippets, snippets_json
+from pipeline.channels.social import queue_csv, render_snippets, snippets_data, snippets_json
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.message import MessageTemplate
@@ -30,21 +32,24 @@ from pipeline.posts import Post, check_unique_slugs, parse_post, post_files
 from pipeline.render import make_environment, templates_fingerprint
 from pipeline.writer import write_atomic, write_if_changed
 
-CACHE_VERSION = 1
-PARALLEL_THRESHOLD = 64  # below this, a process pool costs more than it saves
+CACHE_VERSION = 3
+PARALLEL_THRESHOLD = 64  # below this many posts to render, a process pool costs more than it saves
 DIGEST_DAYS = 7
 
 
 @dataclass
 class CacheEntry:
-    post: Post | None  # without bodies (they are large; re-parse when needed)
+    stat: tuple[int, int]  # (mtime_ns, size) of the file when it was read
+    digest: str  # sha256 of its bytes
+    post: Post | None  # without bodies (they are large; re-read when needed)
     error: PipelineError | None
-    outputs: dict[str, str] = field(default_factory=dict)  # relative path -> sha256 of bytes
+    outputs: dict[str, str] = field(default_factory=dict)  # files written: relative path -> sha256
+    snippets: dict[str, Mapping[str, Any]] | None = None  # for the social queue
 
 
 @dataclass
 class BuildResult:
-    posts: list[Post]  # every valid post, with bodies stripped
+    posts: list[Post]  # every valid post, bodies stripped
     released: list[Post]
     queued: list[Post]
     errors: list[PipelineError]
@@ -62,35 +67,28 @@ def _light(post: Post) -> Post:
     return dataclasses.replace(post, body_markdown="", body_html="", body_text="")
 
 
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 # --- per-post work (runs in worker processes) ---------------------------------
 
-_worker_settings: Settings | None = None
-_worker_env: jinja2.Environment | None = None
+_worker: tuple[Settings, jinja2.Environment] | None = None
 
 
 def _init_worker(settings: Settings) -> None:
-    global _worker_settings, _worker_env
-    _worker_settings = settings
-    _worker_env = make_environment(settings)
+    global _worker
+    _worker = (settings, make_environment(settings))
 
 
-def post_outputs(post: Post, settings: Settings, env: jinja2.Environment) -> dict[str, bytes]:
+def post_outputs(
+    post: Post, settings: Settings, env: jinja2.Environment, snippets: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, bytes]:
     """Every file one released post contributes to ``out/`` (pure)."""
-    outputs: dict[str, bytes] = {}
+    newsletter = render_post_newsletter(post, settings, env)
     if "email" in post.channels:
-        newsletter = render_post_newsletter(post, settings, env)
-        outputs.update(newsletter_outputs(newsletter, settings))
+        outputs = newsletter_outputs(newsletter, settings)
     else:
-        outputs[f"archive/{post.slug}.html"] = render_post_newsletter(post, settings, env).web_html.encode()
+        outputs = {f"archive/{post.slug}.html": newsletter.web_html.encode()}
     if "social" in post.channels:
-        outputs[f"social/{post.slug}.json"] = snippets_json(post, render_snippets(post, settings, env), settings)
+        snippets = snippets or snippets_data(render_snippets(post, settings, env))
+        outputs[f"social/{post.slug}.json"] = snippets_json(post, snippets, settings)
     return outputs
 
 
@@ -103,26 +101,36 @@ def newsletter_outputs(newsletter: Newsletter, settings: Settings, *, folder: st
     }
 
 
-def _process(task: tuple[str, str, bytes, bool, datetime]) -> tuple[str, CacheEntry]:
-    """Parse one file and, when it is released, render and write its outputs."""
-    display, file_path, raw, render, now = task
-    assert _worker_settings is not None and _worker_env is not None
-    settings, env = _worker_settings, _worker_env
+@dataclass(frozen=True)
+class _Task:
+    display: str
+    stat: tuple[int, int]
+    raw: bytes
+    digest: str
+    now: datetime
+
+
+def _process(task: _Task) -> CacheEntry:
+    """Parse one file; when it is released, render and write its outputs."""
+    assert _worker is not None
+    settings, env = _worker
     try:
-        post = parse_post(raw, display, settings)
+        post = parse_post(task.raw, task.display, settings)
     except PipelineError as error:
-        return file_path, CacheEntry(post=None, error=error)
-    entry = CacheEntry(post=_light(post), error=None)
-    if render and post.is_released(now):
-        try:
-            outputs = post_outputs(post, settings, env)
-        except PipelineError as error:
-            return file_path, CacheEntry(post=_light(post), error=error)
-        out_dir = settings.out_dir
-        for rel, data in outputs.items():
-            write_atomic(out_dir / rel, data)
-            entry.outputs[rel] = hashlib.sha256(data).hexdigest()
-    return file_path, entry
+        return CacheEntry(task.stat, task.digest, post=None, error=error)
+    entry = CacheEntry(task.stat, task.digest, post=_light(post), error=None)
+    try:
+        if not post.draft and "social" in post.channels:
+            entry.snippets = snippets_data(render_snippets(post, settings, env))
+        if post.is_released(task.now):
+            outputs = post_outputs(post, settings, env, entry.snippets)
+            for rel, data in outputs.items():
+                write_atomic(settings.out_dir / rel, data)
+                entry.outputs[rel] = hashlib.sha256(data).hexdigest()
+    except PipelineError as error:
+        entry.error = error
+        entry.outputs = {}
+    return entry
 
 
 # --- the cache ------------------------------------------------------------------
@@ -132,42 +140,62 @@ def _cache_path(settings: Settings) -> Path:
     return settings.state_dir / "build-cache.pickle"
 
 
-def _load_cache(settings: Settings, fingerprint: str) -> dict[tuple[str, str], CacheEntry]:
+@dataclass
+class Cache:
+    entries: dict[str, CacheEntry] = field(default_factory=dict)  # by absolute post path
+    shared_key: str = ""  # what the feeds, queue and digest were last built from
+    shared_outputs: dict[str, str] = field(default_factory=dict)
+
+
+def _load_cache(settings: Settings, fingerprint: str) -> Cache:
     try:
         with _cache_path(settings).open("rb") as handle:
-            version, stored_fingerprint, out_dir, entries = pickle.load(handle)
-    except (FileNotFoundError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError):
-        return {}
+            version, stored_fingerprint, out_dir, cache = pickle.load(handle)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError):
+        return Cache()  # no cache, or one from another version: build from scratch
     if version != CACHE_VERSION or stored_fingerprint != fingerprint or out_dir != str(settings.out_dir.resolve()):
-        return {}
-    return entries  # type: ignore[no-any-return]
+        return Cache()
+    return cache  # type: ignore[no-any-return]
 
 
-def _save_cache(settings: Settings, fingerprint: str, entries: dict[tuple[str, str], CacheEntry]) -> None:
-    data = pickle.dumps(
-        (CACHE_VERSION, fingerprint, str(settings.out_dir.resolve()), entries), protocol=pickle.HIGHEST_PROTOCOL
-    )
-    write_atomic(_cache_path(settings), data)
+def _save_cache(settings: Settings, fingerprint: str, cache: Cache) -> None:
+    state = (CACHE_VERSION, fingerprint, str(settings.out_dir.resolve()), cache)
+    write_atomic(_cache_path(settings), pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _existing_outputs(out_dir: Path) -> set[str]:
-    found = set()
-    for root, _dirs, files in os.walk(out_dir):
-        for name in files:
-            if not name.startswith("."):
-                found.add(os.path.relpath(os.path.join(root, name), out_dir))
+    found: set[str] = set()
+
+    def walk(folder: str, prefix: str) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    walk(entry.path, f"{prefix}{entry.name}/")
+                else:
+                    found.add(prefix + entry.name)
+
+    if out_dir.is_dir():
+        walk(str(out_dir), "")
     return found
 
 
-# --- the build --------------------------------------------------------------------
+# --- loading ------------------------------------------------------------------------
+
+
+def _display(path: Path, cwd: str) -> str:
+    text = str(path)
+    return text[len(cwd) + 1 :] if text.startswith(cwd + os.sep) else text
 
 
 def load_posts(settings: Settings, *, posts_dir: Path | None = None) -> tuple[list[Post], list[PipelineError]]:
     """Every valid post (full, with bodies) and every error; slugs checked for clashes."""
+    cwd = os.getcwd()
     posts, errors = [], []
     for path in post_files(posts_dir or settings.posts_dir):
         try:
-            posts.append(parse_post(path.read_bytes(), _display_path(path), settings))
+            posts.append(parse_post(path.read_bytes(), _display(path.absolute(), cwd), settings))
         except PipelineError as error:
             errors.append(error)
     clashes = check_unique_slugs(posts)
@@ -182,6 +210,9 @@ def full_posts(settings: Settings, light_posts: Iterable[Post]) -> list[Post]:
     return [parse_post(Path(light.path).read_bytes(), light.path, settings) for light in light_posts]
 
 
+# --- the build --------------------------------------------------------------------
+
+
 def build(
     settings: Settings,
     now: datetime,
@@ -192,105 +223,126 @@ def build(
     out_dir = settings.out_dir
     fingerprint = templates_fingerprint(settings)
     cache = _load_cache(settings, fingerprint)
-    existing = _existing_outputs(out_dir) if out_dir.exists() else set()
+    previous = cache.entries
+    existing = _existing_outputs(out_dir)
+    cwd = os.getcwd()
 
-    files = post_files(settings.posts_dir)
-    entries: dict[tuple[str, str], CacheEntry] = {}
-    tasks = []
-    for path in files:
-        raw = path.read_bytes()
-        display = _display_path(path)
-        key = (str(path), hashlib.sha256(raw).hexdigest())
-        cached = cache.get(key)
-        is_live = cached is not None and cached.post is not None and cached.post.is_released(now)
-        if cached is not None and (not is_live or (cached.outputs and set(cached.outputs) <= existing)):
-            entries[key] = cached
-            continue
-        tasks.append((key, (display, str(path), raw, True, now)))
+    entries: dict[str, CacheEntry] = {}
+    tasks: list[tuple[str, _Task]] = []
+    for path in post_files(settings.posts_dir):
+        key = str(path.absolute())
+        info = path.stat()
+        stat = (info.st_mtime_ns, info.st_size)
+        cached = previous.get(key)
+        raw = b""
+        if cached is not None and cached.stat != stat:
+            raw = path.read_bytes()
+            digest = hashlib.sha256(raw).hexdigest()
+            cached = dataclasses.replace(cached, stat=stat) if cached.digest == digest else None
+        if cached is not None:
+            live = cached.post is not None and cached.error is None and cached.post.is_released(now)
+            if not live or (cached.outputs and cached.outputs.keys() <= existing):
+                entries[key] = cached
+                continue
+        raw = raw or path.read_bytes()
+        tasks.append((key, _Task(_display(Path(key), cwd), stat, raw, hashlib.sha256(raw).hexdigest(), now)))
 
-    rendered_keys = set()
-    if tasks:
-        workers = jobs or os.cpu_count() or 1
-        if len(tasks) < PARALLEL_THRESHOLD or workers == 1:
-            _init_worker(settings)
-            results = map(_process, (task for _, task in tasks))
-            for done, (key, _) in enumerate(tasks, start=1):
-                entries[key] = next(results)[1]
-                rendered_keys.add(key)
-                if on_progress:
-                    on_progress(done, len(tasks))
-        else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
-                chunk = max(1, min(64, len(tasks) // (workers * 8)))
-                for done, ((key, _), (_path, entry)) in enumerate(
-                    zip(tasks, pool.map(_process, [t for _, t in tasks], chunksize=chunk), strict=True), start=1
-                ):
-                    entries[key] = entry
-                    rendered_keys.add(key)
-                    if on_progress:
-                        on_progress(done, len(tasks))
+    rendered = {key for key, _ in tasks}
+    for done, (key, entry) in enumerate(_run(tasks, settings, jobs), start=1):
+        entries[key] = entry
+        if on_progress:
+            on_progress(done, len(tasks))
 
-    errors = [e.error for e in entries.values() if e.error is not None]
     valid = [e.post for e in entries.values() if e.post is not None and e.error is None]
     clashes = check_unique_slugs(valid)
     clashing = {e.path for e in clashes}
-    errors.extend(clashes)
+    errors = [e.error for e in entries.values() if e.error is not None] + clashes
     valid = [p for p in valid if p.path not in clashing]
-    released = [p for p in valid if p.is_released(now)]
+    released = sorted((p for p in valid if p.is_released(now)), key=lambda p: (p.date, p.slug))
     queued = sorted((p for p in valid if not p.draft and p.date > now), key=lambda p: (p.date, p.slug))
 
+    # Outputs of posts that are live now; anything else in our folders is stale.
     outputs: dict[str, str] = {}
-    keep_from_cache = {
-        rel
-        for key, entry in entries.items()
-        if entry.error is None
-        and entry.post is not None
-        and entry.post.path not in clashing
-        and entry.post.is_released(now)
-        for rel in entry.outputs
-    }
-    for entry in entries.values():
-        if entry.post is not None and entry.post.path in clashing:
+    written: list[str] = []
+    for key, entry in entries.items():
+        if (
+            entry.post is None
+            or entry.error is not None
+            or entry.post.path in clashing
+            or not entry.post.is_released(now)
+        ):
+            entry.outputs = {} if entry.post is None or not entry.post.is_released(now) else entry.outputs
             continue
-        for rel in entry.outputs:
-            if rel in keep_from_cache:
-                outputs[rel] = entry.outputs[rel]
+        outputs.update(entry.outputs)
+        if key in rendered:
+            written.extend(entry.outputs)
 
-    env = make_environment(settings)
-    written = [rel for key in rendered_keys for rel in entries[key].outputs if rel in keep_from_cache]
-    # A clashing post rendered in this run may have written over the files of the
-    # post that keeps the slug: render the keeper again.
+    made: list[jinja2.Environment] = []
+
+    def env_or_new() -> jinja2.Environment:
+        if not made:
+            made.append(make_environment(settings))
+        return made[0]
+
+    # A clashing post rendered in this run may have written over the files of the post
+    # that keeps the slug: render the keeper again.
     overwritten = {
-        e.post.slug for k, e in entries.items() if k in rendered_keys and e.post is not None and e.post.path in clashing
+        e.post.slug for k, e in entries.items() if k in rendered and e.post is not None and e.post.path in clashing
     }
     for post in full_posts(settings, [p for p in released if p.slug in overwritten]):
-        for rel, data in post_outputs(post, settings, env).items():
+        for rel, data in post_outputs(post, settings, env_or_new()).items():
             write_atomic(out_dir / rel, data)
 
-    shared = _shared_outputs(settings, env, released, queued, now, errors)
-    for rel, data in shared.items():
-        if write_if_changed(out_dir / rel, data):
-            written.append(rel)
-        outputs[rel] = hashlib.sha256(data).hexdigest()
+    snippets = {e.post.path: e.snippets for e in entries.values() if e.post is not None and e.snippets is not None}
+    digests = {e.post.path: e.digest for e in entries.values() if e.post is not None}
+    plan = _plan_shared(settings, released, queued, now)
+    shared_key = hashlib.sha256(
+        repr(
+            (
+                fingerprint,
+                {name: [(p.path, digests[p.path]) for p in posts] for name, posts in plan.items()},
+                _digest_key(now, settings),
+            )
+        ).encode()
+    ).hexdigest()
+    if shared_key == cache.shared_key and cache.shared_outputs.keys() <= existing:
+        shared = cache.shared_outputs  # nothing they depend on changed: not even rendered
+    else:
+        shared = {}
+        for rel, data in _shared_outputs(settings, env_or_new(), plan, snippets, now, errors).items():
+            if write_if_changed(out_dir / rel, data):
+                written.append(rel)
+            shared[rel] = hashlib.sha256(data).hexdigest()
+    outputs.update(shared)
 
-    removed = sorted(rel for rel in existing - set(outputs) if _is_ours(rel))
+    removed = sorted(rel for rel in existing - outputs.keys() if _is_ours(rel))
     for rel in removed:
         (out_dir / rel).unlink(missing_ok=True)
 
-    for entry in entries.values():
-        if entry.post is not None and not entry.post.is_released(now):
-            entry.outputs = {}
-    _save_cache(settings, fingerprint, entries)
+    _save_cache(settings, fingerprint, Cache(entries, shared_key, shared))
     return BuildResult(
         posts=sorted(valid, key=lambda p: (p.date, p.slug)),
-        released=sorted(released, key=lambda p: (p.date, p.slug)),
+        released=released,
         queued=queued,
         errors=sorted(errors, key=lambda e: (e.path or "", e.line or 0)),
-        rendered=len(rendered_keys),
-        reused=len(entries) - len(rendered_keys),
-        written=sorted(written),
+        rendered=len(rendered),
+        reused=len(entries) - len(rendered),
+        written=sorted(set(written)),
         removed=removed,
     )
+
+
+def _run(tasks: list[tuple[str, _Task]], settings: Settings, jobs: int | None) -> Iterable[tuple[str, CacheEntry]]:
+    workers = jobs or os.cpu_count() or 1
+    if len(tasks) < PARALLEL_THRESHOLD or workers == 1:
+        _init_worker(settings)
+        for key, task in tasks:
+            yield key, _process(task)
+        return
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
+        chunk = max(1, min(32, len(tasks) // (workers * 8)))
+        results = pool.map(_process, [task for _, task in tasks], chunksize=chunk)
+        yield from zip((key for key, _ in tasks), results, strict=True)
 
 
 _OUR_FOLDERS = ("newsletter/", "archive/", "social/")
@@ -302,36 +354,41 @@ def _is_ours(rel: str) -> bool:
     return rel.startswith(_OUR_FOLDERS) or rel in _OUR_FILES
 
 
+def _digest_key(now: datetime, settings: Settings) -> str:
+    return now.astimezone(settings.clinic.zone).strftime("%Y-%m-%d")
+
+
+def _plan_shared(settings: Settings, released: list[Post], queued: list[Post], now: datetime) -> dict[str, list[Post]]:
+    """Which posts the feeds, the social queue and the digest are made of."""
+    # The social queue: what is still to go out, plus what went out within the backfill
+    # window (older posts are never queued for social automatically).
+    window = now - timedelta(hours=settings.scheduler.backfill_hours)
+    return {
+        "feed": newest_first([p for p in released if "feed" in p.channels], settings.feed.max_items),
+        "queue": [p for p in released if p.date > window] + queued,
+        "digest": [p for p in released if p.date > now - timedelta(days=DIGEST_DAYS) and "email" in p.channels],
+    }
+
+
 def _shared_outputs(
     settings: Settings,
     env: jinja2.Environment,
-    released: list[Post],
-    queued: list[Post],
+    plan: dict[str, list[Post]],
+    snippets: Mapping[str, Mapping[str, Mapping[str, Any]]],
     now: datetime,
     errors: list[PipelineError],
 ) -> dict[str, bytes]:
-    from pipeline.channels.feed import newest_first
-
     outputs: dict[str, bytes] = {}
-    feed_posts = full_posts(
-        settings, newest_first([p for p in released if "feed" in p.channels], settings.feed.max_items)
-    )
-    feeds = render_feeds(feed_posts, settings, env)
+    feeds = render_feeds(full_posts(settings, plan["feed"]), settings, env)
     outputs["feed.xml"] = feeds.rss
     outputs["atom.xml"] = feeds.atom
     outputs["feed.json"] = feeds.json
-
-    # The social queue: what is still to go out, plus what went out within the
-    # backfill window (older posts are never queued for social automatically).
-    window = now - timedelta(hours=settings.scheduler.backfill_hours)
-    queue_posts = [p for p in released if p.date > window] + queued
-    rows = [(p, render_snippets(p, settings, env)) for p in queue_posts if "social" in p.channels]
-    outputs["social/queue.csv"] = queue_csv(rows, settings)
-
-    recent = [p for p in released if p.date > now - timedelta(days=DIGEST_DAYS) and "email" in p.channels]
-    if recent:
+    outputs["social/queue.csv"] = queue_csv(
+        [(p, snippets[p.path]) for p in plan["queue"] if p.path in snippets], settings
+    )
+    if plan["digest"]:
         try:
-            digest = render_digest(recent, settings, env, now=now)
+            digest = render_digest(plan["digest"], settings, env, now=now)
         except PipelineError as error:
             errors.append(error)
         else:

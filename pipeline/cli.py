@@ -3,27 +3,47 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from types import ModuleType
+from typing import cast
 
 import click
 
 from pipeline import __version__
 
 # Each module in pipeline/commands/ exposes COMMANDS, a list of click commands.
+# Order matters for start-up time only: modules are imported in turn until the
+# command is found.
 COMMAND_MODULES = (
     "pipeline.commands.publish",
     "pipeline.commands.serve",
+    "pipeline.commands.schedule",
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (or for --help), so
+    `pipeline build` never pays for loading the web server or the database layer."""
+
+    def _modules(self) -> Iterator[ModuleType]:
+        for name in COMMAND_MODULES:
+            yield importlib.import_module(name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        for module in self._modules():
+            for command in module.COMMANDS:
+                if command.name == cmd_name:
+                    return cast(click.Command, command)
+        return None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(command.name for module in self._modules() for command in module.COMMANDS)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pipeline")
 def cli() -> None:
     """Jameson Prosthetics publishing pipeline: one post -> feeds, newsletter, social snippets."""
-
-
-for _module in COMMAND_MODULES:
-    for _command in importlib.import_module(_module).COMMANDS:
-        cli.add_command(_command)
 
 
 def main() -> None:

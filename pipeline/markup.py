@@ -1,4 +1,4 @@
-"""Markdown -> safe HTML, and HTML -> plain text.
+"""Markdown -> safe HTML (and, with plaintext.py, plain text).
 
 CommonMark via markdown-it-py; raw HTML is allowed in the source but every
 result passes through nh3 (the ammonia sanitiser), which also makes relative
@@ -12,8 +12,6 @@ from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
 
 import nh3
-from inscriptis import get_text
-from inscriptis.model.config import ParserConfig
 from markdown_it import MarkdownIt
 
 _ALLOWED_TAGS = {
@@ -32,7 +30,6 @@ _ALLOWED_ATTRIBUTES = {
     "*": {"lang"},
 }
 _URL_ATTRIBUTES = {("a", "href"), ("img", "src")}
-_TEXT_CONFIG = ParserConfig(display_links=True, display_images=True)
 
 
 @lru_cache(maxsize=1)
@@ -67,20 +64,17 @@ def markdown_to_html(source: str, base_url: str) -> str:
     return sanitize_html(_markdown().render(source), base_url)
 
 
+def markdown_to_html_and_text(source: str, base_url: str) -> tuple[str, str]:
+    """One parse, two renderings: sanitised HTML and plain text that say the same."""
+    from pipeline.plaintext import tokens_to_text
+
+    md = _markdown()
+    tokens = md.parse(source)
+    return sanitize_html(md.renderer.render(tokens, md.options, {}), base_url), tokens_to_text(tokens, base_url)
+
+
 def markdown_inline_to_html(source: str, base_url: str) -> str:
     return sanitize_html(_markdown().renderInline(source), base_url)
-
-
-def html_to_text(fragment: str) -> str:
-    """Readable plain text with links written out, for text emails and summaries."""
-    text = get_text(fragment, _TEXT_CONFIG)
-    lines = [line.rstrip() for line in text.strip("\n").splitlines()]
-    # Collapse runs of blank lines the HTML layout leaves behind.
-    out: list[str] = []
-    for line in lines:
-        if line or (out and out[-1]):
-            out.append(line)
-    return "\n".join(out).strip()
 
 
 def strip_tags(fragment: str) -> str:

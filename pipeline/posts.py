@@ -23,7 +23,7 @@ from slugify import slugify
 from pipeline.config import PLATFORMS, Settings
 from pipeline.dates import DateProblem, parse_datetime
 from pipeline.errors import PipelineError
-from pipeline.markup import absolute_url, html_to_text, markdown_inline_to_html, markdown_to_html, strip_tags
+from pipeline.markup import absolute_url, markdown_inline_to_html, markdown_to_html_and_text, strip_tags
 
 CHANNELS = ("feed", "email", "social")
 KNOWN_KEYS = (
@@ -326,7 +326,7 @@ def parse_post(raw: bytes, path: str, settings: Settings) -> Post:
         )
 
     base = settings.clinic.base_url
-    body_html = markdown_to_html(body, base)
+    body_html, body_text = markdown_to_html_and_text(body, base)
     if not body_html.strip():
         raise PipelineError(
             "post has no body",
@@ -405,7 +405,7 @@ def parse_post(raw: bytes, path: str, settings: Settings) -> Post:
         summary_html=summary_html,
         body_markdown=body,
         body_html=body_html,
-        body_text=html_to_text(body_html),
+        body_text=body_text,
         tags=tags,
         image=image,
         image_alt=image_alt,

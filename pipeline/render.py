@@ -38,8 +38,13 @@ def with_utm(url: str, *, source: str, medium: str, campaign: str) -> str:
 
 
 def make_environment(settings: Settings) -> jinja2.Environment:
+    cache_dir = settings.state_dir / "template-cache"
+    cache_dir.mkdir(parents=True, exist_ok=True)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(settings.templates_dir)),
+        # Compiled templates are kept between runs (keyed by source), so a rebuild
+        # does not pay for compiling them again.
+        bytecode_cache=jinja2.FileSystemBytecodeCache(str(cache_dir)),
         autoescape=_autoescape,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

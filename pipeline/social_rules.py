@@ -254,15 +254,45 @@ class _Rules:
     body_soft_limit: int | None = None
 
 
+_PARAGRAPH = "\n\n"
+
+
+def _by_paragraph(count: Callable[[str], int]) -> Callable[[str], int]:
+    """``count`` summed over blank-line-separated paragraphs, each remembered.
+
+    Every rule here is additive across a blank line: no URL, mention, hashtag or
+    grapheme cluster spans one. Snippets are trimmed by trying many bodies in front
+    of the same link, handle and hashtags; remembering those paragraphs makes each
+    try cost only the body's measure.
+    """
+    remembered = functools.lru_cache(maxsize=1024)(count)
+    separator = count(_PARAGRAPH)
+
+    def measure(text: str) -> int:
+        paragraphs = text.split(_PARAGRAPH)
+        return sum(map(remembered, paragraphs)) + separator * (len(paragraphs) - 1)
+
+    return measure
+
+
+_X_MEASURE = _by_paragraph(lambda text: _x_weight(text))
+_GRAPHEMES_MEASURE = _by_paragraph(lambda text: graphemes(text))
+
+
+@functools.lru_cache(maxsize=64)
+def _mastodon_measure(limit: int) -> Callable[[str], int]:
+    return _by_paragraph(lambda text: graphemes(_mastodon_countable(text)))
+
+
 def _rules(platform: str, mastodon_limit: int) -> _Rules:
     if isinstance(mastodon_limit, bool) or not isinstance(mastodon_limit, int) or mastodon_limit < 1:
         raise ValueError(f"mastodon_limit must be a positive integer, not {mastodon_limit!r}")
     if platform == "x":
-        return _Rules(280, "weighted characters", _x_weight)
+        return _Rules(280, "weighted characters", _X_MEASURE)
     if platform == "mastodon":
-        return _Rules(mastodon_limit, "graphemes", lambda text: graphemes(_mastodon_countable(text)))
+        return _Rules(mastodon_limit, "graphemes", _mastodon_measure(mastodon_limit))
     if platform == "bluesky":
-        return _Rules(300, "graphemes", graphemes, max_hashtag_chars=64, max_bytes=BLUESKY_MAX_BYTES)
+        return _Rules(300, "graphemes", _GRAPHEMES_MEASURE, max_hashtag_chars=64, max_bytes=BLUESKY_MAX_BYTES)
     if platform == "threads":
         return _Rules(
             500,
@@ -501,6 +531,11 @@ def _render(pieces: Sequence[_Piece], *, with_facets: bool) -> tuple[str, tuple[
 
 def _break_points(body: str, *, words_only: bool) -> list[int]:
     """Offsets where ``body`` may be cut: after a word, or between two CJK characters."""
+    if body.isascii() and "\r" not in body:
+        # Fast path: in ASCII every character is its own grapheme cluster.
+        if words_only:
+            return [i for i in range(1, len(body)) if body[i].isspace() and not body[i - 1].isspace()]
+        return [i for i in range(1, len(body)) if not body[i - 1].isspace()]
     clusters = [(m.end(), m.group()) for m in _GRAPHEME.finditer(body)]
     points: list[int] = []
     for (end, cluster), (_, following) in itertools.pairwise(clusters):

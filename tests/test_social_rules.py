@@ -663,3 +663,21 @@ def test_random_bodies_always_fit(platform: str) -> None:
             assert snippet.bytes <= 3000
         for tag in snippet.hashtags:
             assert tag in snippet.text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Intro paragraph 🧑‍🎄 with émoji\n\nhttps://example.com/a-long/path?x=1\n\n@JamesonProsth #Tag",
+        "one\n\n\n\ntwo\n\n\nthree 義肢\n\nhttps://example.com\n\n",
+        "@user@mastodon.social said\n\nsee example.com/x and https://a.co\n\n❤️‍🔥",
+        "\n\nstarts blank\r\n\r\nwith CRLF\n\nend",
+    ],
+)
+def test_measuring_by_paragraph_equals_measuring_whole(text: str) -> None:
+    """The memoised per-paragraph measure must agree with the plain whole-text rules."""
+    from pipeline import social_rules as rules
+
+    assert measure("x", text) == rules._x_weight(text)
+    assert measure("bluesky", text) == graphemes(text)
+    assert measure("mastodon", text) == graphemes(rules._mastodon_countable(text))

@@ -12,16 +12,18 @@ import json
 import mimetypes
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jinja2
-from feedgen.feed import FeedGenerator
-from lxml import etree
 
 from pipeline import urls
 from pipeline.config import Settings
 from pipeline.dates import to_utc_iso
 from pipeline.posts import Post
 from pipeline.render import render_template
+
+if TYPE_CHECKING:
+    from feedgen.feed import FeedGenerator
 
 ATOM = "http://www.w3.org/2005/Atom"
 GENERATOR = "Jameson Prosthetics publishing pipeline"
@@ -54,6 +56,10 @@ def render_feeds(posts: Sequence[Post], settings: Settings, env: jinja2.Environm
 
 
 def _feedgen(items: list[Post], contents: dict[str, str], settings: Settings, *, atom: bool = False) -> FeedGenerator:
+    # Imported here, not at the top: a rebuild with nothing new skips feeds entirely
+    # and should not pay for loading feedgen and lxml.
+    from feedgen.feed import FeedGenerator
+
     clinic = settings.clinic
     fg = FeedGenerator()
     fg.load_extension("dc", atom=False, rss=True)
@@ -101,6 +107,8 @@ def _feedgen(items: list[Post], contents: dict[str, str], settings: Settings, *,
 def _repair_atom_links(document: bytes, items: list[Post], settings: Settings) -> bytes:
     """feedgen 1.0 drops every attribute but href from entry links (a shadowed variable
     in ``atom_entry``), turning an image enclosure into a second alternate link."""
+    from lxml import etree
+
     root = etree.fromstring(document)
     for entry, post in zip(root.findall(f"{{{ATOM}}}entry"), items, strict=True):
         for link in entry.findall(f"{{{ATOM}}}link"):

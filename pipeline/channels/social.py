@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
@@ -20,7 +21,11 @@ from pipeline.config import PLATFORMS, Settings
 from pipeline.dates import to_utc_iso
 from pipeline.posts import Post
 from pipeline.render import render_template, with_utm
-from pipeline.social_rules import Snippet, compose
+
+if TYPE_CHECKING:
+    from pipeline.social_rules import Snippet
+
+SnippetData = Mapping[str, Any]  # Snippet.as_dict(): what the JSON file and the queue hold
 
 
 def social_link(post: Post, settings: Settings, platform: str) -> str:
@@ -34,6 +39,10 @@ def social_link(post: Post, settings: Settings, platform: str) -> str:
 
 
 def render_snippets(post: Post, settings: Settings, env: jinja2.Environment) -> dict[str, Snippet]:
+    # Imported here: twitter-text compiles large regular expressions at import (~0.3 s),
+    # which a no-op rebuild, served from the cache, should not pay.
+    from pipeline.social_rules import compose
+
     snippets = {}
     for platform in PLATFORMS:
         body = render_template(
@@ -50,13 +59,17 @@ def render_snippets(post: Post, settings: Settings, env: jinja2.Environment) -> 
     return snippets
 
 
-def snippets_json(post: Post, snippets: dict[str, Snippet], settings: Settings) -> bytes:
+def snippets_data(snippets: Mapping[str, Snippet]) -> dict[str, SnippetData]:
+    return {platform: snippets[platform].as_dict() for platform in PLATFORMS}
+
+
+def snippets_json(post: Post, snippets: Mapping[str, SnippetData], settings: Settings) -> bytes:
     document = {
         "slug": post.slug,
         "title": post.title,
         "release_at": to_utc_iso(post.date),
         "url": urls.post_url(settings, post.slug),
-        **{platform: snippets[platform].as_dict() for platform in PLATFORMS},
+        **{platform: dict(snippets[platform]) for platform in PLATFORMS},
     }
     return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
@@ -75,7 +88,7 @@ QUEUE_COLUMNS = (
 )
 
 
-def queue_csv(rows: Sequence[tuple[Post, dict[str, Snippet]]], settings: Settings) -> bytes:
+def queue_csv(rows: Sequence[tuple[Post, Mapping[str, SnippetData]]], settings: Settings) -> bytes:
     """One row per platform and post, oldest release first, for a scheduler's bulk import."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -91,11 +104,11 @@ def queue_csv(rows: Sequence[tuple[Post, dict[str, Snippet]]], settings: Setting
                     platform,
                     post.slug,
                     settings.social.handles[platform].handle,
-                    snippet.text,
-                    snippet.length,
-                    snippet.limit,
+                    snippet["text"],
+                    snippet["length"],
+                    snippet["limit"],
                     social_link(post, settings, platform),
-                    snippet.note,
+                    snippet["note"],
                 )
             )
     return buffer.getvalue().encode("utf-8")
