@@ -45,6 +45,18 @@ def test_build_matches_golden_files(case: str, tmp_path: Path) -> None:
         assert produced[rel] == expected[rel], f"{rel} differs from tests/golden/{case}/expected/{rel}"
 
 
+def test_no_markup_from_a_title_or_body_survives_as_markup() -> None:
+    """The edge-case post puts <script> in its title, summary and body: no HTML or XML
+    output may carry it as a tag, in any channel."""
+    for path in (GOLDEN / "basic" / "expected").rglob("*"):
+        if path.suffix in (".html", ".xml"):  # .eml and .txt carry the title as literal text
+            text = path.read_text(encoding="utf-8")
+            assert "<script" not in text.lower(), path
+            assert "onclick" not in text and "onerror" not in text, path
+    rss = (GOLDEN / "basic" / "expected" / "feed.xml").read_text(encoding="utf-8")
+    assert "Edge cases: &lt;script&gt;alert('title')&lt;/script&gt;" in rss
+
+
 def test_same_posts_and_now_give_identical_bytes(tmp_path: Path) -> None:
     """Two cold builds in different folders, one with a warm cache rebuilt: identical."""
     outputs = []
