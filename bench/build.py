@@ -20,11 +20,45 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = (
-    "prosthesis socket liner residual limb gait balance knee ankle foot pressure skin fit comfort "
-    "walking stairs research study patients clinic fitting alignment pain phantom sensation daily "
-    "care volume swelling shrinker activity recovery therapy strength confidence family support"
-).split()
+WORDS = [
+    "prosthesis",
+    "socket",
+    "liner",
+    "residual",
+    "limb",
+    "gait",
+    "balance",
+    "knee",
+    "ankle",
+    "foot",
+    "pressure",
+    "skin",
+    "fit",
+    "comfort",
+    "walking",
+    "stairs",
+    "research",
+    "study",
+    "patients",
+    "clinic",
+    "fitting",
+    "alignment",
+    "pain",
+    "phantom",
+    "sensation",
+    "daily",
+    "care",
+    "volume",
+    "swelling",
+    "shrinker",
+    "activity",
+    "recovery",
+    "therapy",
+    "strength",
+    "confidence",
+    "family",
+    "support",
+]
 TAGS = ["socket fit", "phantom limb pain", "research", "skin care", "gait", "new amputees", "family", "sports"]
 
 
