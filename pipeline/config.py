@@ -150,6 +150,8 @@ class SchedulerSettings(_Strict):
     digest_cron: str | None = None
     backfill_hours: float = Field(48, ge=0)
     require_approval: bool = False
+    # How often the delivery job resumes unfinished campaigns and retries deferred (4xx) deliveries.
+    delivery_seconds: float = Field(60, gt=0)
 
 
 class Settings(_Strict):

@@ -1,0 +1,581 @@
+"""The scheduler: APScheduler wiring only. It decides WHEN; ``pipeline.release`` and
+the ledger decide WHETHER.
+
+Jobs live in a SQLAlchemy job store (table ``apscheduler_jobs``) on the ledger's
+database, so they survive restarts. Each job references its function by import
+path (``pipeline.scheduling:release_job``) with only picklable arguments (the
+absolute config path and a slug):
+
+- ``release:<slug>``: a date trigger at the post's time, one per queued post;
+- ``rescan``: every ``scheduler.rescan_seconds``, brings the release jobs in line
+  with ``posts/`` (new, moved, drafted, deleted, approved) and says so in the log;
+- ``delivery``: every ``scheduler.delivery_seconds``, resumes unfinished campaigns
+  and retries deferred deliveries;
+- ``digest``: optional, ``scheduler.digest_cron`` in the clinic's zone.
+
+Every job has ``misfire_grace_time=None`` and ``coalesce=True``: APScheduler's
+default grace of 1 s would silently drop a release whose time passed while the
+process was down; with these, it runs once at start-up instead.
+
+One scheduler per state folder: ``state/scheduler.lock`` is locked with
+``fcntl.lockf``. The kernel drops the lock when the process dies, however it
+dies, so a crash never leaves it stuck; unlike ``flock``, a POSIX lock is not
+inherited by the worker processes a large build forks.
+
+SIGTERM and SIGINT let the job in progress finish, then exit 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from pipeline import release
+from pipeline.config import Settings, load_settings
+from pipeline.delivery import DeliveryAborted, deliver
+from pipeline.errors import PipelineError
+from pipeline.posts import Post, check_unique_slugs, parse_post, post_files
+from pipeline.release import local, relative
+from pipeline.store import Store, make_engine
+from pipeline.transports import Transport, transport_from_spec
+
+log = logging.getLogger("pipeline.scheduler")
+
+JOBSTORE_TABLE = "apscheduler_jobs"
+RELEASE_PREFIX = "release:"
+JOB_DEFAULTS: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+HELD_REMINDER_SECONDS = 3600.0
+LOCK_NAME = "scheduler.lock"
+
+
+# --- logging ------------------------------------------------------------------------------
+
+
+class ZonedFormatter(logging.Formatter):
+    """Timestamps in the clinic's zone, with the offset: ``2026-11-03 09:00:00.012-05:00``."""
+
+    def __init__(self, zone: Any) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s")
+        self.zone = zone
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, self.zone).isoformat(sep=" ", timespec="milliseconds")
+
+
+def configure_logging(settings: Settings, *, verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ZonedFormatter(settings.clinic.zone))
+    for name, level in (("pipeline", logging.DEBUG if verbose else logging.INFO), ("apscheduler", logging.WARNING)):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+# --- the single-instance lock ------------------------------------------------------------
+
+
+class AlreadyRunning(PipelineError):
+    pass
+
+
+class InstanceLock:
+    """An exclusive ``lockf`` lock on ``state/scheduler.lock`` holding the owner's PID.
+
+    Never call ``holder()`` from the process that holds the lock: closing any
+    descriptor of the file releases a process's POSIX locks.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            pid = self._read_pid()
+            who = f"PID {pid}" if pid else "another process"
+            raise AlreadyRunning(
+                f"another scheduler is already running ({who}) on {self.path.parent}",
+                hint=f"stop it first (kill {pid or 'PID'} or `systemctl stop jameson-scheduler`); "
+                "the lock frees itself when that process exits, even if it crashed",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock; the stale PID inside is harmless
+            self._fd = None
+
+    def _read_pid(self) -> int | None:
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def holder(self) -> int | None:
+        """The PID of the running scheduler (0 if unknown), or None when none runs."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return self._read_pid() or 0
+        finally:
+            os.close(fd)
+        return None
+
+
+def lock_for(settings: Settings) -> InstanceLock:
+    return InstanceLock(settings.state_dir / LOCK_NAME)
+
+
+# --- the posts folder, parsed incrementally ---------------------------------------------------
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class PostIndex:
+    """The valid posts in ``posts/`` (bodies stripped), re-parsing only files that changed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._cache: dict[Path, tuple[tuple[int, int, int], Post | PipelineError]] = {}
+
+    def scan(self) -> tuple[list[Post], list[PipelineError]]:
+        seen = set()
+        for path in post_files(self.settings.posts_dir):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            seen.add(path)
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = self._cache.get(path)
+            if cached is not None and cached[0] == stamp:
+                continue
+            try:
+                post = parse_post(path.read_bytes(), _display(path), self.settings)
+                parsed: Post | PipelineError = dataclasses.replace(post, body_markdown="", body_html="", body_text="")
+            except PipelineError as error:
+                parsed = error
+            except FileNotFoundError:
+                continue
+            self._cache[path] = (stamp, parsed)
+        for gone in set(self._cache) - seen:
+            del self._cache[gone]
+        posts = [p for _, p in self._cache.values() if isinstance(p, Post)]
+        errors = [e for _, e in self._cache.values() if isinstance(e, PipelineError)]
+        clashes = check_unique_slugs(posts)
+        clashing = {e.path for e in clashes}
+        return [p for p in posts if p.path not in clashing], errors + clashes
+
+
+# --- the running process ---------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    config_path: str
+    settings: Settings
+    store: Store
+    transport: Transport
+    scheduler: BackgroundScheduler | None = None
+    index: PostIndex | None = None
+    in_progress: set[str] = field(default_factory=set)
+    reported: set[str] = field(default_factory=set)  # errors already logged
+    reminded: dict[str, float] = field(default_factory=dict)  # held slug -> monotonic time of last reminder
+    sync_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_runtime: Runtime | None = None
+
+
+@contextmanager
+def _job_runtime(config_path: str) -> Iterator[Runtime]:
+    """The scheduler's runtime, or (a job run outside the scheduler) a fresh one."""
+    current = _runtime
+    if current is not None and current.config_path == config_path:
+        yield current
+        return
+    settings = load_settings(config_path)
+    store = Store.open(settings)
+    try:
+        yield Runtime(config_path, settings, store, transport_from_spec(settings.delivery.transport, settings))
+    finally:
+        store.close()
+
+
+@contextmanager
+def _guard(what: str) -> Iterator[None]:
+    """Jobs are an edge: a user's mistake is one log line, a bug a traceback; neither stops the scheduler."""
+    try:
+        yield
+    except PipelineError as error:
+        log.error("%s: %s", what, error)
+    except Exception:
+        log.exception("%s failed (a bug: please report it with this traceback)", what)
+
+
+# --- jobs (referenced by import path; arguments are plain strings) ---------------------------------
+
+
+def release_job(config_path: str, slug: str) -> None:
+    with _guard(f"release {slug}"), _job_runtime(config_path) as rt:
+        rt.in_progress.add(slug)
+        try:
+            release.release_post(rt.settings, slug, datetime.now(UTC), store=rt.store, transport=rt.transport, jobs=1)
+        finally:
+            rt.in_progress.discard(slug)
+
+
+def rescan_job(config_path: str) -> None:
+    with _guard("rescan"):
+        current = _runtime
+        if current is None or current.config_path != config_path or current.scheduler is None:
+            log.debug("rescan: not inside a running scheduler; nothing to do")
+            return
+        sync(current, datetime.now(UTC))
+
+
+def delivery_job(config_path: str) -> None:
+    with _guard("delivery"), _job_runtime(config_path) as rt:
+        try:
+            summary = deliver(rt.store, rt.settings, rt.transport, None, wait_for_retries=False)
+        except DeliveryAborted as aborted:
+            log.error("delivery stopped: %s; %d sent; retrying in %g s", aborted, aborted.summary.sent,
+                      rt.settings.scheduler.delivery_seconds)  # fmt: skip
+            return
+        release.log_delivery("delivery", summary)
+
+
+def digest_job(config_path: str) -> None:
+    with _guard("digest"), _job_runtime(config_path) as rt:
+        release.send_digest(rt.settings, datetime.now(UTC), store=rt.store, transport=rt.transport)
+
+
+def _ref(function: Any) -> str:
+    return f"{__name__}:{function.__name__}"
+
+
+def release_job_id(slug: str) -> str:
+    return release.meta_key(RELEASE_PREFIX.rstrip(":"), slug)
+
+
+# --- keeping the release jobs in line with posts/ -----------------------------------------------
+
+
+def sync(rt: Runtime, now: datetime, *, startup: bool = False) -> None:
+    """Add, move and remove release jobs to match ``posts/`` and the ledger; release
+    backfill in one batch; log each change in words."""
+    with rt.sync_lock:
+        _sync(rt, now, startup=startup)
+
+
+def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
+    settings, store, scheduler = rt.settings, rt.store, rt.scheduler
+    assert scheduler is not None and rt.index is not None
+    posts, errors = rt.index.scan()
+    for error in errors:
+        text = str(error)
+        if text not in rt.reported:
+            log.error("%s (not scheduled until fixed)", text)
+    rt.reported = {str(e) for e in errors}
+
+    released = release.released_posts(store)
+    held = release.held_posts(store)
+    first_run = release.first_run_at(store, now)
+    wanted: dict[str, Post] = {}
+    approved: dict[str, str] = {}
+    backfill: list[Post] = []
+    for post in posts:
+        if post.draft or post.slug in released:
+            continue
+        if post.slug in held:
+            problem = release.approval_problem(store, settings, post, first_run)
+            if problem is not None:
+                _remind(rt, post, problem, startup)
+                continue
+            approval = release.get_approval(store, post.slug)
+            approved[post.slug] = approval.by if approval else "?"
+        elif post.date <= now and release.backfill_reason(post, now, first_run, settings):
+            backfill.append(post)
+            continue
+        wanted[post.slug] = post
+
+    if backfill:
+        log.info("catching up: %d post(s) whose time passed long ago (backfill)", len(backfill))
+        release.release_posts(
+            settings, [p.slug for p in backfill], now, store=store, transport=rt.transport,
+            jobs=None if startup else 1,
+        )  # fmt: skip
+
+    jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(RELEASE_PREFIX)}
+    by_path = {p.path: p for p in posts}
+    for slug, post in sorted(wanted.items(), key=lambda item: item[1].date):
+        if slug in rt.in_progress:
+            continue
+        job_id = release_job_id(slug)
+        job = jobs.pop(job_id, None)
+        when = f"{local(post.date, settings)} ({relative(post.date, now)})"
+        if job is None:
+            scheduler.add_job(
+                _ref(release_job),
+                DateTrigger(run_date=post.date, timezone=settings.clinic.zone),
+                args=[rt.config_path, slug],
+                id=job_id,
+                name=f"release {slug}",
+                replace_existing=True,
+                **JOB_DEFAULTS,
+            )
+            verb = "due now, releasing" if post.date <= now else "queued"
+            if slug in approved:
+                verb = f"approved by {approved[slug]}: releasing"
+            log.info("%s %s (%r) for %s: %s", verb, slug, post.title, when, ", ".join(sorted(post.channels)) or "-")
+        elif job.trigger.run_date != post.date:
+            before = job.trigger.run_date
+            scheduler.reschedule_job(job_id, trigger=DateTrigger(run_date=post.date, timezone=settings.clinic.zone))
+            log.info("moved %s from %s to %s", slug, local(before, settings), when)
+        elif startup:
+            late = " (overdue: it runs now)" if post.date <= now else ""
+            log.info("queued %s (%r) for %s%s", slug, post.title, when, late)
+    for job_id, job in jobs.items():
+        slug = job.args[1] if len(job.args) > 1 else job_id[len(RELEASE_PREFIX) :]
+        if slug in rt.in_progress:
+            continue
+        try:
+            scheduler.remove_job(job_id)
+        except JobLookupError:
+            continue  # it fired meanwhile
+        log.info("unqueued %s: %s", slug, _why_gone(slug, posts, errors, released, held, by_path))
+
+
+def _why_gone(
+    slug: str,
+    posts: list[Post],
+    errors: list[PipelineError],
+    released: dict[str, Any],
+    held: dict[str, Any],
+    by_path: dict[str, Post],
+) -> str:
+    post = next((p for p in posts if p.slug == slug), None)
+    if post is not None and post.draft:
+        return f"{post.path} is now a draft"
+    if slug in released:
+        return "already released"
+    if slug in held:
+        return "held for approval"
+    broken = next((e for e in errors if e.path and slug in Path(e.path).stem), None)
+    if broken is not None:
+        return f"the post has an error: {broken}"
+    return "no post with this slug any more (file deleted or renamed, or slug changed)"
+
+
+def _remind(rt: Runtime, post: Post, problem: str, startup: bool) -> None:
+    # release_post said it loudly when the post was held; remind at start-up and hourly.
+    last = rt.reminded.setdefault(post.slug, time.monotonic())
+    if not startup and time.monotonic() - last < HELD_REMINDER_SECONDS:
+        return
+    rt.reminded[post.slug] = time.monotonic()
+    log.warning(
+        "HELD: %s (%r), due %s, is still not released: %s. Run `pipeline approve %s --by NAME`",
+        post.slug,
+        post.title,
+        local(post.date, rt.settings),
+        problem,
+        post.slug,
+    )
+
+
+# --- start-up and shutdown ----------------------------------------------------------------------------
+
+
+def digest_trigger(settings: Settings) -> CronTrigger | None:
+    expression = settings.scheduler.digest_cron
+    if not expression:
+        return None
+    try:
+        return CronTrigger.from_crontab(expression, timezone=settings.clinic.zone)
+    except ValueError as exc:
+        raise PipelineError(
+            f"invalid cron expression {expression!r}: {exc}",
+            field="scheduler.digest_cron",
+            hint="five fields: minute hour day-of-month month day-of-week, e.g. '0 9 * * mon' for Mondays 09:00",
+        ) from None
+
+
+def make_scheduler(settings: Settings) -> BackgroundScheduler:
+    jobstore = SQLAlchemyJobStore(engine=make_engine(settings.database_url), tablename=JOBSTORE_TABLE)
+    return BackgroundScheduler(
+        jobstores={"default": jobstore},
+        executors={"default": ThreadPoolExecutor(4)},
+        job_defaults=JOB_DEFAULTS,
+        timezone=settings.clinic.zone,
+    )
+
+
+def _housekeeping(rt: Runtime, trigger: CronTrigger | None, now: datetime) -> None:
+    scheduler, settings = rt.scheduler, rt.settings
+    assert scheduler is not None
+    common: dict[str, Any] = {"args": [rt.config_path], "replace_existing": True, **JOB_DEFAULTS}
+    scheduler.add_job(
+        _ref(rescan_job), IntervalTrigger(seconds=settings.scheduler.rescan_seconds), id="rescan", name="rescan posts/",
+        **common,
+    )  # fmt: skip
+    scheduler.add_job(
+        _ref(delivery_job), IntervalTrigger(seconds=settings.scheduler.delivery_seconds), id="delivery",
+        name="resume and retry deliveries", next_run_time=now, **common,
+    )  # fmt: skip
+    existing = scheduler.get_job("digest")
+    if trigger is None:
+        if existing is not None:
+            scheduler.remove_job("digest")
+            log.info("digest: turned off (no scheduler.digest_cron)")
+        return
+    if existing is None or repr(existing.trigger) != repr(trigger):
+        # A stored digest job with the same schedule is kept, so a digest missed
+        # while the scheduler was down still goes out (once) at start-up.
+        scheduler.add_job(_ref(digest_job), trigger, id="digest", name="digest", **common)
+    job = scheduler.get_job("digest")
+    if job is not None and job.next_run_time is not None:
+        log.info("digest: %r, next at %s", settings.scheduler.digest_cron, local(job.next_run_time, settings))
+
+
+def run(settings: Settings, config_path: Path, *, transport_spec: str | None = None, verbose: bool = False) -> int:
+    """Run the scheduler until SIGTERM or SIGINT; returns the exit status (0)."""
+    global _runtime
+    configure_logging(settings, verbose=verbose)
+    lock = lock_for(settings)
+    lock.acquire()
+    try:
+        transport = transport_from_spec(transport_spec or settings.delivery.transport, settings)
+        trigger = digest_trigger(settings)
+        store = Store.open(settings)
+        try:
+            return _run(settings, str(config_path.resolve()), store, transport, trigger)
+        finally:
+            _runtime = None
+            store.close()
+    finally:
+        lock.release()
+
+
+def _run(settings: Settings, config_path: str, store: Store, transport: Transport, trigger: CronTrigger | None) -> int:
+    global _runtime
+    stop = threading.Event()
+    signals = {"count": 0}
+
+    def on_signal(number: int, _frame: FrameType | None) -> None:
+        signals["count"] += 1
+        name = signal.Signals(number).name
+        if signals["count"] == 1:
+            log.info("%s received: finishing the job in progress, then stopping", name)
+        else:
+            log.warning("%s received again: still finishing the job in progress (SIGKILL stops at once)", name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        now = datetime.now(UTC)
+        first_run = store.get_meta(release.FIRST_RUN_KEY)
+        if first_run is None:
+            release.first_run_at(store, now)
+            log.info("first run: posts dated before %s are backfill (feed only, never e-mailed)", local(now, settings))
+        scheduler = make_scheduler(settings)
+        rt = Runtime(config_path, settings, store, transport, scheduler=scheduler, index=PostIndex(settings))
+        _runtime = rt
+        scheduler.start(paused=True)  # the job store is readable, nothing runs yet
+        try:
+            _housekeeping(rt, trigger, now)
+            if not stop.is_set():
+                sync(rt, now, startup=True)
+            if not stop.is_set():
+                scheduler.resume()
+                queued = [j for j in scheduler.get_jobs() if j.id.startswith(RELEASE_PREFIX)]
+                upcoming = min((j.next_run_time for j in queued if j.next_run_time), default=None)
+                log.info(
+                    "scheduler running (PID %d, %s): %d release(s) queued%s; rescanning %s every %g s",
+                    os.getpid(),
+                    transport.description,
+                    len(queued),
+                    f", next at {local(upcoming, settings)}" if upcoming else "",
+                    settings.posts_dir,
+                    settings.scheduler.rescan_seconds,
+                )
+            while not stop.wait(1.0):
+                pass
+        finally:
+            scheduler.shutdown(wait=True)  # lets the job in progress finish
+        log.info("scheduler stopped")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stored_release_jobs(settings: Settings) -> dict[str, datetime | None]:
+    """Release jobs in the job store (slug -> next run time), read without running anything."""
+    store = SQLAlchemyJobStore(engine=make_engine(settings.database_url), tablename=JOBSTORE_TABLE)
+    store.start(None, "default")  # type: ignore[no-untyped-call]
+    try:
+        return {
+            job.args[1]: job.next_run_time
+            for job in store.get_all_jobs()  # type: ignore[no-untyped-call]
+            if job.id.startswith(RELEASE_PREFIX)
+        }
+    finally:
+        store.shutdown()  # type: ignore[no-untyped-call]
+
+
+__all__ = [
+    "JOBSTORE_TABLE",
+    "InstanceLock",
+    "PostIndex",
+    "configure_logging",
+    "delivery_job",
+    "digest_job",
+    "lock_for",
+    "release_job",
+    "rescan_job",
+    "run",
+    "stored_release_jobs",
+    "sync",
+]

@@ -1,0 +1,9 @@
+"""Run the release scheduler: ``python scheduler.py [--config pipeline.toml] [--transport SPEC]``.
+
+The same as ``pipeline schedule run``; the wiring lives in ``pipeline/scheduling.py``.
+"""
+
+from pipeline.commands.schedule import run_command
+
+if __name__ == "__main__":
+    run_command(prog_name="scheduler.py")

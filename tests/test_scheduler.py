@@ -1,0 +1,528 @@
+"""The scheduler, run for real: a `python scheduler.py` process, the real clock, a real
+SQLite ledger and job store, and the outbox transport (a Maildir we count mails in).
+
+Times are a few seconds ahead; the scheduler rescans posts/ every 0.5 s.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import release
+from pipeline.commands.schedule import COMMANDS
+from pipeline.config import Settings, load_settings
+from pipeline.errors import PipelineError
+from pipeline.posts import parse_post
+from pipeline.scheduling import JOBSTORE_TABLE, digest_trigger
+from pipeline.store import Store
+from pipeline.subscribers import add_subscriber
+from tests.conftest import ROOT, make_project
+
+ZONE_NAME = "America/New_York"
+READY = "scheduler running"
+SUBSCRIBERS = 3
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def configure(project: Path, **scheduler: object) -> Path:
+    """Set [scheduler] and [delivery] keys in the project's pipeline.toml."""
+    path = project / "pipeline.toml"
+    text = path.read_text()
+    values = {"rescan_seconds": 0.5, **scheduler}
+    for key, value in values.items():
+        literal = str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else value
+        text, count = re.subn(rf"(?m)^#?\s*{key} = .*$", f"{key} = {literal}", text)
+        assert count == 1, key
+    path.write_text(text)
+    return path
+
+
+def project_with_readers(tmp_path: Path, readers: int = SUBSCRIBERS, **scheduler: object) -> tuple[Path, Settings]:
+    project = make_project(tmp_path)
+    settings = load_settings(configure(project, **scheduler))
+    with Store.open(settings) as store:
+        if readers <= 10:
+            for number in range(readers):
+                add_subscriber(store, settings, f"reader{number}@example.org")
+        else:
+            rows = [{"email": f"reader{n}@example.org", "status": "active", "source": "test"} for n in range(readers)]
+            store.add_subscribers_bulk(rows)
+    return project, settings
+
+
+def at(seconds: float) -> datetime:
+    """A whole second, ``seconds`` from now (post dates have second precision)."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0)
+
+
+def write_post(project: Path, slug: str, when: datetime | str, *, title: str | None = None, extra: str = "") -> Path:
+    from zoneinfo import ZoneInfo
+
+    date = when if isinstance(when, str) else when.astimezone(ZoneInfo(ZONE_NAME)).isoformat()
+    path = project / "posts" / f"{slug}.md"
+    text = f"---\ntitle: {title or slug.replace('-', ' ').capitalize()}\ndate: {date}\n{extra}---\nNews for {slug}.\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # atomically, as an editor's save would
+    return path
+
+
+def mails(project: Path) -> list[tuple[str, str]]:
+    """(To, Subject) of every message in the outbox."""
+    folder = project / "state" / "outbox" / "new"
+    if not folder.exists():
+        return []
+    parser = email.parser.BytesHeaderParser()
+    found = []
+    for path in folder.iterdir():
+        headers = parser.parsebytes(path.read_bytes())
+        found.append((str(headers["To"]), str(headers["Subject"])))
+    return found
+
+
+def mails_about(project: Path, title: str) -> list[str]:
+    return sorted(to for to, subject in mails(project) if subject == title)
+
+
+def publications(settings: Settings, slug: str) -> dict[str, datetime]:
+    with Store.open(settings) as store:
+        return {p.channel: p.recorded_at for p in store.list_publications() if p.slug == slug}
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Scheduler:
+    """A `python scheduler.py` process whose log lines we can wait for."""
+
+    def __init__(self, project: Path, *args: str) -> None:
+        self.project = project
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "scheduler.py"), "--config", str(project / "pipeline.toml"), *args],
+            cwd=project,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 20.0, *, start: int = 0) -> str:
+        """The first log line (from index ``start``) matching the regex ``pattern``."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        with self._changed:
+            while True:
+                for line in self.lines[start:]:
+                    if regex.search(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.process.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no log line matches {pattern!r}; the log:\n{self.log}")
+                self._changed.wait(min(remaining, 0.2))
+
+    def count(self, pattern: str) -> int:
+        return sum(1 for line in self.lines if re.search(pattern, line))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def running() -> Iterator[list[Scheduler]]:
+    """Schedulers started by a test; any still running at the end are killed."""
+    started: list[Scheduler] = []
+    yield started
+    for scheduler in started:
+        if scheduler.process.poll() is None:
+            scheduler.kill()
+
+
+def start(running: list[Scheduler], project: Path, *args: str) -> Scheduler:
+    scheduler = Scheduler(project, *args)
+    running.append(scheduler)
+    scheduler.wait_for(READY, timeout=30)
+    return scheduler
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+# --- the real scheduler --------------------------------------------------------------------------
+
+
+def test_releases_on_time_once_picks_up_new_posts_and_never_releases_a_moved_post_early(
+    tmp_path: Path, running: list[Scheduler]
+) -> None:
+    project, settings = project_with_readers(tmp_path)
+    first = write_post(project, "first-post", at(6), title="First post")
+    first_date = parse_post(first.read_bytes(), str(first), settings).date
+    scheduler = start(running, project)
+    assert "queued first-post" in scheduler.log
+
+    # Added while it runs: picked up by the rescan.
+    added_date = at(3)
+    write_post(project, "added-later", added_date, title="Added later")
+    # Queued, then moved a minute later before its time: must not go out at the old time.
+    old_date = at(3)
+    moved = write_post(project, "moved-later", old_date, title="Moved later")
+    scheduler.wait_for("queued moved-later")
+    write_post(project, "moved-later", at(60), title="Moved later")
+    # (Were the old job to fire first, the release reads the file and finds the new date.)
+    scheduler.wait_for("moved moved-later from|moved-later not released yet")
+    # A local time that happens twice is refused with the fix, and never scheduled.
+    write_post(project, "ambiguous", "2026-11-01 01:30")
+
+    scheduler.wait_for("released added-later")
+    scheduler.wait_for("released first-post")
+    wait_until(lambda: len(mails_about(project, "First post")) == SUBSCRIBERS, 10, "the first post's mails")
+    wait_until(lambda: len(mails_about(project, "Added later")) == SUBSCRIBERS, 10, "the added post's mails")
+    wait_until(lambda: datetime.now(UTC) > old_date + timedelta(seconds=1.5), 10, "the moved post's old time")
+    time.sleep(1.5)  # three more rescans: any second release would show now
+
+    for slug, date in (("first-post", first_date), ("added-later", added_date)):
+        recorded = publications(settings, slug)
+        assert set(recorded) == {"feed", "email", "social"}
+        lateness = (recorded["feed"] - date).total_seconds()
+        assert 0 <= lateness < 2, f"{slug} released {lateness:.2f} s after its time"
+        assert scheduler.count(f"released {slug}") == 1
+    assert mails_about(project, "First post") == [f"reader{n}@example.org" for n in range(SUBSCRIBERS)]
+    assert len(mails_about(project, "Added later")) == SUBSCRIBERS
+    assert (project / "out" / "newsletter" / "first-post.html").exists()
+    assert "First post" in (project / "out" / "feed.xml").read_text()
+
+    assert publications(settings, "moved-later") == {}
+    assert mails_about(project, "Moved later") == []
+    assert "Moved later" not in (project / "out" / "feed.xml").read_text()
+    assert moved.exists()
+
+    dst = scheduler.wait_for("ambiguous")
+    assert "posts/ambiguous.md:3: date: 2026-11-01 01:30 happens twice in America/New_York" in dst
+    assert "2026-11-01T01:30:00-04:00 for the first" in dst
+    assert "not scheduled" in dst
+    assert scheduler.count(r"queued ambiguous|released ambiguous") == 0
+
+    assert scheduler.stop() == 0
+    assert "scheduler stopped" in scheduler.lines[-1]
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}[-+]\d\d:\d\d ", scheduler.lines[0]), "zone-aware timestamps"
+
+
+def test_a_release_missed_while_killed_runs_once_at_restart(tmp_path: Path, running: list[Scheduler]) -> None:
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    project, settings = project_with_readers(tmp_path)
+    scheduler = start(running, project)
+    due = at(3)
+    write_post(project, "missed", due, title="Missed while down")
+    scheduler.wait_for("queued missed")
+    scheduler.kill()  # SIGKILL: no clean-up, the lock file and the stored job stay behind
+
+    jobs = SQLAlchemyJobStore(url=settings.database_url, tablename=JOBSTORE_TABLE)
+    jobs.start(None, "default")
+    job = jobs.lookup_job("release:missed")
+    jobs.shutdown()
+    assert job is not None and job.next_run_time == due
+    assert job.misfire_grace_time is None and job.coalesce is True  # APScheduler's default would drop it
+
+    wait_until(lambda: datetime.now(UTC) > due + timedelta(seconds=1), 10, "the release time to pass")
+    assert publications(settings, "missed") == {}
+
+    restarted = start(running, project)  # the dead process's lock does not stop it
+    line = restarted.wait_for("released missed")
+    assert "late" in line or "after its time" in line
+    wait_until(lambda: len(mails_about(project, "Missed while down")) == SUBSCRIBERS, 10, "the mails")
+    time.sleep(1.5)
+    assert len(mails_about(project, "Missed while down")) == SUBSCRIBERS
+    assert restarted.count("released missed") == 1
+    assert "was missed by" not in restarted.log
+    assert set(publications(settings, "missed")) == {"feed", "email", "social"}
+    assert restarted.stop() == 0
+
+
+def test_a_second_scheduler_refuses_to_start(tmp_path: Path, running: list[Scheduler]) -> None:
+    project, _settings = project_with_readers(tmp_path, readers=0)
+    first = start(running, project)
+    second = subprocess.run(
+        [sys.executable, str(ROOT / "scheduler.py"), "--config", str(project / "pipeline.toml")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert f"error: another scheduler is already running (PID {first.process.pid})" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.process.poll() is None
+    assert first.stop(signal.SIGINT) == 0  # Ctrl-C: a clean stop too
+
+
+def test_backfilled_posts_go_to_the_feed_and_are_never_emailed(tmp_path: Path, running: list[Scheduler]) -> None:
+    project, settings = project_with_readers(tmp_path)
+    with Store.open(settings) as store:  # the pipeline first ran ten days ago
+        store.set_meta(release.FIRST_RUN_KEY, (datetime.now(UTC) - timedelta(days=10)).isoformat())
+    write_post(project, "from-2020", datetime(2020, 5, 4, 13, 0, tzinfo=UTC), title="From 2020")
+    write_post(project, "three-days-late", at(-3 * 86400), title="Three days late")
+    write_post(project, "just-due", at(-60), title="Just due")
+
+    scheduler = start(running, project)
+    scheduler.wait_for("released just-due")
+    wait_until(lambda: len(mails_about(project, "Just due")) == SUBSCRIBERS, 10, "the due post's mails")
+    time.sleep(1.5)
+
+    old = scheduler.wait_for("backfill: from-2020")
+    assert "before the pipeline first ran" in old and "not e-mailed and not queued for social" in old
+    late = scheduler.wait_for("backfill: three-days-late")
+    assert "late (more than scheduler.backfill_hours = 48)" in late
+    for slug in ("from-2020", "three-days-late"):
+        assert set(publications(settings, slug)) == {"feed"}
+    assert {subject for _to, subject in mails(project)} == {"Just due"}
+    feed = (project / "out" / "feed.xml").read_text()
+    assert "From 2020" in feed and "Three days late" in feed
+    with Store.open(settings) as store:
+        assert [c.key for c in store.list_campaigns()] == ["just-due"]
+    assert scheduler.stop() == 0
+
+
+def test_approval_gate_holds_unapproved_and_changed_posts(tmp_path: Path, running: list[Scheduler]) -> None:
+    project, settings = project_with_readers(tmp_path, require_approval=True)
+    config = str(project / "pipeline.toml")
+    scheduler = start(running, project)
+    due = at(4)
+    write_post(project, "unapproved", due, title="Unapproved")
+    approved = write_post(project, "approved", due, title="Approved")
+    edited = write_post(project, "edited-after", due, title="Edited after approval")
+    scheduler.wait_for("queued edited-after")
+    with Store.open(settings) as store:
+        for path in (approved, edited):
+            release.approve(store, parse_post(path.read_bytes(), str(path), settings), "Dr. Lee", datetime.now(UTC))
+    edited.write_text(edited.read_text() + "\nA late correction.\n")
+
+    held = scheduler.wait_for("HELD: unapproved")
+    assert "not approved" in held and "pipeline approve unapproved --by NAME" in held
+    void = scheduler.wait_for("HELD: edited-after")
+    assert "approval by Dr. Lee" in void and "is void: the post changed after it" in void
+    scheduler.wait_for("released approved")
+    wait_until(lambda: len(mails_about(project, "Approved")) == SUBSCRIBERS, 10, "the approved post's mails")
+
+    queue = cli("queue", "--config", config)
+    assert queue.returncode == 0, queue.stderr
+    assert "HELD" in queue.stdout and "unapproved" in queue.stdout and "edited-after" in queue.stdout
+    assert publications(settings, "unapproved") == {} and mails_about(project, "Unapproved") == []
+
+    start_line = len(scheduler.lines)
+    approval = cli("approve", "unapproved", "--by", "Dr. Ana Ruiz", "--config", config)
+    assert approval.returncode == 0, approval.stderr
+    assert "approved by Dr. Ana Ruiz" in approval.stdout
+    scheduler.wait_for("approved by Dr. Ana Ruiz: releasing unapproved", start=start_line)
+    scheduler.wait_for("released unapproved", start=start_line)
+    wait_until(lambda: len(mails_about(project, "Unapproved")) == SUBSCRIBERS, 10, "the mails once approved")
+    assert mails_about(project, "Edited after approval") == []
+    with Store.open(settings) as store:
+        assert set(release.held_posts(store)) == {"edited-after"}
+    assert scheduler.stop() == 0
+
+
+def test_sigterm_lets_the_release_in_progress_finish_then_exits_0(tmp_path: Path, running: list[Scheduler]) -> None:
+    readers = 120
+    project, _settings = project_with_readers(tmp_path, readers=readers)
+    configure(project, rate_per_second=60)  # about 2 s of sending
+    scheduler = start(running, project)
+    write_post(project, "long-send", at(2), title="Long send")
+    scheduler.wait_for("released long-send")
+    assert scheduler.stop() == 0
+    assert len(mails_about(project, "Long send")) == readers
+    log = scheduler.log
+    assert log.index("SIGTERM received") < log.index(f"sent {readers} of {readers}") < log.index("scheduler stopped")
+
+
+# --- the release itself, in-process (a real ledger, no clock games) ------------------------------
+
+
+def test_releasing_twice_is_a_no_op(settings: Settings, project: Path) -> None:
+    with Store.open(settings) as store:
+        add_subscriber(store, settings, "ann@example.org")
+    write_post(project, "twice", at(-30), title="Twice")
+    now = datetime.now(UTC)
+    with Store.open(settings) as store:
+        release.first_run_at(store, now - timedelta(days=1))
+        first = release.release_post(settings, "twice", now, store=store)
+        second = release.release_post(settings, "twice", now + timedelta(seconds=5), store=store)
+        assert (first.status, second.status) == ("released", "already")
+        assert len(store.list_campaigns()) == 1
+    assert mails_about(project, "Twice") == ["ann@example.org"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="build() renders every post whose date passed; it needs a way to withhold held slugs (reported to the lead)",
+)
+def test_a_held_post_stays_out_of_the_feed_while_another_is_released(settings: Settings, project: Path) -> None:
+    gated = settings.model_copy(update={"scheduler": settings.scheduler.model_copy(update={"require_approval": True})})
+    write_post(project, "held-back", at(-30), title="Held back")
+    approved = write_post(project, "cleared", at(-30), title="Cleared")
+    now = datetime.now(UTC)
+    with Store.open(gated) as store:
+        release.first_run_at(store, now - timedelta(days=1))
+        release.approve(store, parse_post(approved.read_bytes(), str(approved), gated), "Dr. Lee", now)
+        outcomes = release.release_posts(gated, ["held-back", "cleared"], now, store=store)
+    assert [o.status for o in outcomes] == ["held", "released"]
+    feed = (project / "out" / "feed.xml").read_text()
+    assert "Cleared" in feed
+    assert "Held back" not in feed
+
+
+def test_a_post_moved_later_is_not_released_by_its_old_job(settings: Settings, project: Path) -> None:
+    write_post(project, "later", at(3600))
+    outcome = release.release_post(settings, "later", datetime.now(UTC))
+    assert outcome.status == "not-due"
+    assert publications(settings, "later") == {}
+
+
+def test_digest_sends_what_was_released_since_the_last_one(settings: Settings, project: Path) -> None:
+    now = datetime.now(UTC)
+    with Store.open(settings) as store:
+        add_subscriber(store, settings, "ann@example.org")
+        release.first_run_at(store, now - timedelta(days=2))
+        for slug in ("one", "two"):
+            write_post(project, slug, at(-120), title=slug.capitalize())
+            assert release.release_post(settings, slug, now, store=store).status == "released"
+        digest = release.send_digest(settings, now + timedelta(minutes=1), store=store)
+        assert digest is not None and digest.campaign_id is not None
+        assert "one" in digest.message and "two" in digest.message
+        assert release.send_digest(settings, now + timedelta(minutes=2), store=store) is None
+        assert len(store.list_campaigns()) == 3
+    assert len(mails(project)) == 3
+
+
+def test_a_bad_digest_cron_is_a_clear_error(settings: Settings) -> None:
+    bad = settings.model_copy(update={"scheduler": settings.scheduler.model_copy(update={"digest_cron": "0 9 * *"})})
+    with pytest.raises(PipelineError) as caught:
+        digest_trigger(bad)
+    assert "scheduler.digest_cron" in str(caught.value) and "'0 9 * * mon'" in str(caught.value)
+    good = settings.model_copy(
+        update={"scheduler": settings.scheduler.model_copy(update={"digest_cron": "0 9 * * mon"})}
+    )
+    trigger = digest_trigger(good)
+    assert trigger is not None
+    assert (
+        trigger.get_next_fire_time(None, datetime(2026, 11, 27, tzinfo=UTC)).isoformat() == "2026-11-30T09:00:00-05:00"
+    )
+
+
+# --- unqueue / requeue: one line changes, every other byte stays --------------------------------------
+
+ORIGINAL = (
+    b"---\r\n"
+    b"title: Edited in place   \r\n"
+    b"# a comment staff wrote\r\n"
+    b"date: 2026-12-01 09:00  # Tuesday\r\n"
+    b"tags: [a, b]\r\n"
+    b"---\r\n"
+    b"Body with trailing spaces   \r\n"
+    b"and no final newline"
+)
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    commands = {c.name: c for c in COMMANDS}
+    result = CliRunner().invoke(commands[args[0]], list(args[1:]))
+    return result.exit_code, result.output
+
+
+def test_requeue_and_unqueue_change_one_line_only(settings: Settings, project: Path) -> None:
+    path = project / "posts" / "edited.md"
+    path.write_bytes(ORIGINAL)
+    config = str(project / "pipeline.toml")
+
+    code, output = invoke("requeue", "edited", "--at", "2027-02-03 10:15", "--config", config)
+    assert code == 0, output
+    assert path.read_bytes() == ORIGINAL.replace(b"2026-12-01 09:00", b"2027-02-03 10:15")
+
+    code, output = invoke("unqueue", "edited", "--config", config)
+    assert code == 0, output
+    assert "will not be released" in output
+    expected = ORIGINAL.replace(b"2026-12-01 09:00", b"2027-02-03 10:15").replace(
+        b"# Tuesday\r\n", b"# Tuesday\r\ndraft: true\r\n"
+    )
+    assert path.read_bytes() == expected
+
+    code, output = invoke("requeue", "edited", "--at", "2027-02-04T08:00:00Z", "--config", config)
+    assert code == 0, output
+    assert path.read_bytes() == expected.replace(b"2027-02-03 10:15", b"2027-02-04 03:00").replace(
+        b"draft: true", b"draft: false"
+    )
+    assert "queued for 2027-02-04 03:00 EST" in output
+
+
+def test_requeue_refuses_a_dst_ambiguous_time_as_the_error_documents(settings: Settings, project: Path) -> None:
+    path = project / "posts" / "edited.md"
+    path.write_bytes(ORIGINAL)
+    config = str(project / "pipeline.toml")
+
+    code, output = invoke("requeue", "edited", "--at", "2026-11-01 01:30", "--config", config)
+    assert code == 1
+    assert "--at: 2026-11-01 01:30 happens twice in America/New_York (the clocks fall back)" in output
+    assert "2026-11-01T01:30:00-04:00 for the first, 2026-11-01T01:30:00-05:00 for the second" in output
+    assert path.read_bytes() == ORIGINAL
+
+    code, output = invoke("requeue", "edited", "--at", "2026-03-08 02:30", "--config", config)
+    assert code == 1 and "does not exist in America/New_York" in output
+    assert path.read_bytes() == ORIGINAL
+
+    # Doing what the message says works, and the file keeps the offset (the wall time alone is ambiguous).
+    code, output = invoke("requeue", "edited", "--at", "2026-11-01T01:30:00-05:00", "--config", config)
+    assert code == 0, output
+    assert b"date: 2026-11-01T01:30-05:00  # Tuesday\r\n" in path.read_bytes()
+    post = parse_post(path.read_bytes(), str(path), settings)
+    assert post.date == datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
+
+
+def test_unqueue_refuses_a_released_post(settings: Settings, project: Path) -> None:
+    write_post(project, "gone-out", at(-30))
+    release.release_post(settings, "gone-out", datetime.now(UTC))
+    code, output = invoke("unqueue", "gone-out", "--config", str(project / "pipeline.toml"))
+    assert code == 1 and "was already released" in output
