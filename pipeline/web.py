@@ -459,6 +459,7 @@ class WebApp:
             "error": error,
             "max_email": MAX_EMAIL_LENGTH,
             "max_name": MAX_NAME_LENGTH,
+            "button": "Subscribe",
             **(extra or {}),
         }
         response = self.page(template, context, status=status, headers={"cache-control": "no-store"})
@@ -600,6 +601,7 @@ class WebApp:
                 "reason": reason,
                 "valid_days": _confirm_days(),
                 "noindex": True,
+                "button": "Send me a new link",
             },
         )
         response.headers["x-robots-tag"] = "noindex"

@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from httpx import Response
 from starlette.testclient import TestClient
@@ -27,6 +28,7 @@ from pipeline.store import Store, Subscriber
 from pipeline.tokens import SECRET_ENV, load_secret, make_token
 from pipeline.web import CSRF_COOKIE, RedactTokens, WebLimits, create_app, mask_address, redact
 from tests.conftest import ROOT, make_project
+from tests.live_server import free_port, live_server
 
 NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
 POSTS = ROOT / "tests" / "golden" / "basic" / "posts"
@@ -667,3 +669,33 @@ def test_app_logs_never_contain_tokens_or_addresses(
     text = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))
     assert f"subscriber {sub.id} is active" in text
     assert token not in text and unsubscribe not in text and "ann@example.org" not in text
+
+
+def test_pipeline_serve_answers_and_its_access_log_has_no_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real command under uvicorn: the access log shows the request, never the token."""
+    monkeypatch.setenv(SECRET_ENV, SECRET)  # the server process inherits it
+    project = make_project(tmp_path, posts=POSTS)
+    settings = load_settings(project / "pipeline.toml")
+    assert build(settings, NOW, jobs=1).ok
+    with Store.open(settings) as store:
+        sub = add(store, "ann@example.org")
+    unsubscribe = make_token("unsubscribe", sub.id, load_secret(settings))
+    confirm = make_token("confirm", sub.id, load_secret(settings))
+    with live_server(project, free_port()) as server, httpx.Client(base_url=server.url) as http:
+        assert http.get(f"/confirm/{confirm}").status_code == 200
+        assert http.get(f"/unsubscribe/{unsubscribe}").status_code == 200
+        one_click = http.post(f"/unsubscribe/{unsubscribe}", data={"List-Unsubscribe": "One-Click"})
+        assert one_click.status_code == 200
+        assert "server" not in one_click.headers
+        feed = http.get("/feed.xml")
+        assert http.get("/feed.xml", headers={"if-none-match": feed.headers["etag"]}).status_code == 304
+        assert http.get("/confirm/forged.token.here").status_code == 400
+    log = server.log_text()
+    assert '"GET /confirm/[redacted] HTTP/1.1" 200' in log
+    assert '"POST /unsubscribe/[redacted] HTTP/1.1" 200' in log
+    assert '"GET /feed.xml HTTP/1.1" 304' in log
+    assert f"unsubscribe: subscriber {sub.id} unsubscribed" in log  # the app's own log reaches the console
+    for secret_part in (unsubscribe, confirm, "forged.token.here"):
+        assert secret_part not in log
