@@ -152,15 +152,22 @@ class _OutboxConnection:
 
 
 def _dot_stuff(message: bytes) -> bytes:
-    """The DATA payload: CRLF line ends, leading dots doubled, the final '.' line."""
-    if message.count(b"\n") != message.count(b"\r\n"):
-        message = re.sub(rb"\r?\n|\r", b"\r\n", message)
-    data = message.replace(b"\r\n.", b"\r\n..")
-    if data.startswith(b"."):
-        data = b"." + data
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data + b".\r\n"
+    """The DATA payload: CRLF line ends, leading dots doubled, the final '.' line.
+
+    Messages are expected with CRLF line ends already (the email package's SMTP
+    policy and ``MessageTemplate`` produce them); a message with LF only is
+    converted. The scans are the costly part of sending a newsletter over a fast
+    link, so each is done only when the cheap test says it is needed.
+    """
+    if b"\r\n" not in message and b"\n" in message:
+        message = message.replace(b"\n", b"\r\n")
+    if b"\n." in message:
+        message = message.replace(b"\n.", b"\n..")
+    if message.startswith(b"."):
+        message = b"." + message
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    return message + b".\r\n"
 
 
 class _Client(smtplib.SMTP):
