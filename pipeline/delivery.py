@@ -405,12 +405,12 @@ class _CampaignRun:
 
     def _message(self, claim: Claim) -> bytes:
         token = make_token("unsubscribe", claim.subscriber_id, self.secret, self.campaign.issued_at)
-        message = self.template.personalise(
+        message = self.template.personalise_wire(
             to_address=claim.email,
             to_name=claim.name,
             token=token,
             message_id=message_id_for(self.campaign.id, claim.subscriber_id, self.template.from_domain),
-            date=datetime.now(UTC),
+            date=datetime.now(UTC).replace(microsecond=0),
         )
         self.limiter.wait()
         return message

@@ -90,7 +90,7 @@ def _secret_file(path: Path) -> bytes:
 
 
 def _mac(purpose: str, body: str, secret: bytes) -> str:
-    digest = hmac.new(secret, f"{purpose}:{body}".encode("ascii"), hashlib.sha256).digest()
+    digest = hmac.digest(secret, f"{purpose}:{body}".encode("ascii"), hashlib.sha256)
     return base64.urlsafe_b64encode(digest[:_MAC_BYTES]).rstrip(b"=").decode("ascii")
 
 

@@ -31,12 +31,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
+from pipeline.message import from_wire, to_wire
 
 PASSWORD_ENV = "PIPELINE_SMTP_PASSWORD"
 SPEC_HINT = 'use "outbox:PATH" or "smtp://[user@]host:port[?tls=starttls|ssl]"'
 _DEFAULT_PORTS = {"none": 25, "starttls": 587, "ssl": 465}
 _ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 RECONNECT_ATTEMPTS = 3
+_MAX_REPLY_LINE = 8193  # smtplib's limit (RFC 5321 asks for 512; some servers say more)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class OutboxTransport:
     def deliver(self, message: bytes) -> str:
         # Maildir files use the local line ending; mailbox.Maildir's unique names are
         # not thread-safe, hence the lock (writing a file is quick).
-        data = message.replace(b"\r\n", b"\n")
+        data = from_wire(message).replace(b"\r\n", b"\n")
         with self._lock:
             try:
                 return str(self._box().add(data))
@@ -151,25 +153,6 @@ class _OutboxConnection:
 # --- SMTP --------------------------------------------------------------------------------
 
 
-def _dot_stuff(message: bytes) -> bytes:
-    """The DATA payload: CRLF line ends, leading dots doubled, the final '.' line.
-
-    Messages are expected with CRLF line ends already (the email package's SMTP
-    policy and ``MessageTemplate`` produce them); a message with LF only is
-    converted. The scans are the costly part of sending a newsletter over a fast
-    link, so each is done only when the cheap test says it is needed.
-    """
-    if b"\r\n" not in message and b"\n" in message:
-        message = message.replace(b"\n", b"\r\n")
-    if b"\n." in message:
-        message = message.replace(b"\n.", b"\n..")
-    if message.startswith(b"."):
-        message = b"." + message
-    if not message.endswith(b"\r\n"):
-        message += b"\r\n"
-    return message + b".\r\n"
-
-
 class _Client(smtplib.SMTP):
     """One SMTP transaction, pipelined when the server advertises PIPELINING.
 
@@ -179,33 +162,54 @@ class _Client(smtplib.SMTP):
     """
 
     def transaction(self, sender: str, recipient: str, message: bytes) -> Reply:
-        data = _dot_stuff(message)
+        data = to_wire(message)
         body = " BODY=8BITMIME" if self.has_extn("8bitmime") else ""
         mail_cmd = f"MAIL FROM:<{sender}>{body}\r\n".encode("ascii")
         rcpt_cmd = f"RCPT TO:<{recipient}>\r\n".encode("ascii")
         if self.has_extn("pipelining"):
             self.send(mail_cmd + rcpt_cmd + b"DATA\r\n")
-            replies = [self.getreply(), self.getreply(), self.getreply()]
+            replies = [self.read_reply(), self.read_reply(), self.read_reply()]
         else:
             replies = []
             for command in (mail_cmd, rcpt_cmd, b"DATA\r\n"):
                 self.send(command)
-                replies.append(self.getreply())
+                replies.append(self.read_reply())
                 if replies[-1][0] >= 400:
                     break
         failure = next((r for r in replies if r[0] >= 400), None)
         if failure is None and replies[-1][0] == 354:
             self.send(data)
-            return _reply(self.getreply())
+            return _reply(self.read_reply())
         try:
             if replies[-1][0] == 354:
                 # The server took DATA though MAIL or RCPT failed: end the empty message.
                 self.send(b".\r\n")
-                self.getreply()
+                self.read_reply()
             self.rset()
         except (smtplib.SMTPServerDisconnected, OSError):
             self.close()  # the answer stands; the next message reconnects
         return _reply(failure or replies[-1])
+
+    def read_reply(self) -> tuple[int, bytes]:
+        """smtplib's ``getreply`` without its per-line debug and bookkeeping."""
+        if self.file is None:
+            if self.sock is None:
+                raise smtplib.SMTPServerDisconnected("not connected")
+            self.file = self.sock.makefile("rb")
+        lines = []
+        while True:
+            line = self.file.readline(_MAX_REPLY_LINE)
+            if not line:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("connection unexpectedly closed")
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if line[3:4] != b"-":
+                break
+        try:
+            code = int(line[:3])
+        except ValueError:
+            code = -1
+        return code, b"\n".join(lines)
 
 
 def _text(value: bytes | str) -> str:

@@ -22,6 +22,7 @@ from pipeline.config import Settings
 from pipeline.delivery import DeliveryAborted, deliver, max_in_flight, send_test, start_campaign
 from pipeline.doctor import check_message, diagnose, sample_message
 from pipeline.errors import PipelineError
+from pipeline.message import from_wire, to_wire
 from pipeline.signing import DkimSigner
 from pipeline.store import Store
 from pipeline.tokens import SECRET_ENV, read_token
@@ -69,6 +70,8 @@ def test_normal_send_to_200_subscribers(tmp_path: Path) -> None:
             assert text_part is not None and html_part is not None
             text, html = text_part.get_content(), html_part.get_content()
             assert link in text and link in html and urls.TOKEN_PLACEHOLDER not in text + html
+            # A line starting with a dot (MJML's CSS has one) arrives intact: stuffed once, not twice.
+            assert b"\r\n.mj-outlook-group-fix" in received.data
         assert len(message_ids) == 200
 
         # Done is done: sending again sends nothing; starting again gives the same campaign.
@@ -243,7 +246,21 @@ def test_outbox_writes_one_maildir_file_per_message(tmp_path: Path) -> None:
             message_from_bytes(f.read_bytes(), policy=email.policy.default)["To"].addresses[0].addr_spec for f in files
         )
         assert recipients == sorted(emails)
+        assert all(b"\n.mj-outlook-group-fix" in f.read_bytes() for f in files)
         assert store.is_published(sample_newsletter(settings).key, "email")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"A: b\r\n\r\n.one\r\n..two\r\nthree.\r\n", b".starts\r\nwith a dot", b"A: b\n\n.lf only\n"],
+)
+def test_wire_form_round_trip(message: bytes) -> None:
+    wire = to_wire(message)
+    assert wire.endswith(b"\r\n.\r\n") and b"\n." not in wire.replace(b"\n..", b"")[:-3]
+    assert to_wire(wire) is wire
+    assert from_wire(wire) == (message if b"\r\n" in message else message.replace(b"\n", b"\r\n")) + (
+        b"" if message.endswith(b"\n") else b"\r\n"
+    )
 
 
 def test_send_test_touches_no_ledger(tmp_path: Path) -> None:
