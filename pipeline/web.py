@@ -56,6 +56,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -392,7 +393,7 @@ class WebApp:
     secret: bytes
     limits: WebLimits
     clock: Callable[[], float] = time.monotonic
-    env: Any = field(init=False)
+    env: jinja2.Environment = field(init=False)
     csrf: CsrfTokens = field(init=False)
     client_limit: RateLimiter = field(init=False)
     address_limit: RateLimiter = field(init=False)
@@ -524,7 +525,10 @@ class WebApp:
             problem = f"That name is too long: please keep it under {MAX_NAME_LENGTH} characters."
         else:
             try:
-                address = normalise_address(email, check_deliverability=self.settings.delivery.check_deliverability)
+                # In a thread: with check_deliverability on, this asks DNS.
+                address = await run_in_threadpool(
+                    normalise_address, email, check_deliverability=self.settings.delivery.check_deliverability
+                )
             except PipelineError:
                 problem = (
                     "Please enter your e-mail address, like name@example.com."
