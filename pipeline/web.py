@@ -554,6 +554,11 @@ class WebApp:
     def _subscribe_and_confirm(self, address: str, name: str) -> None:
         """After the response: record the request and send the confirmation e-mail."""
         try:
+            existing = self.store.get_subscriber_by_email(address)
+            if existing is not None and existing.is_active:
+                # Nothing to do, and nothing to change: a stranger's form must not set the name.
+                logger.info("subscribe: subscriber %d is already active; nothing sent", existing.id)
+                return
             result = add_subscriber(self.store, self.settings, address, clean_name(name), confirm=True, source="web")
             if not result.needs_confirmation:
                 logger.info("subscribe: subscriber %d is already active; nothing sent", result.subscriber.id)

@@ -221,6 +221,14 @@ def test_responses_are_identical_for_known_and_unknown_addresses(
     assert store.get_subscriber_by_email("active@example.org").status == "active"  # type: ignore[union-attr]
 
 
+def test_the_form_never_changes_an_active_subscriber(client: TestClient, settings: Settings, store: Store) -> None:
+    sub = add(store, "ann@example.org")
+    assert subscribe(client, "ann@example.org", name="Somebody Else").status_code == 200
+    after = store.get_subscriber(sub.id)
+    assert after == sub  # same status, same name (none), same timestamps
+    assert outbox(settings) == []
+
+
 def test_invalid_addresses_get_a_clear_message_in_the_form(client: TestClient, store: Store) -> None:
     for email, expected in (
         ("", "Please enter your e-mail address"),
