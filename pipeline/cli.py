@@ -16,8 +16,10 @@ from pipeline import __version__
 # command is found.
 COMMAND_MODULES = (
     "pipeline.commands.publish",
-    "pipeline.commands.serve",
+    "pipeline.commands.send",
+    "pipeline.commands.subscribers",
     "pipeline.commands.schedule",
+    "pipeline.commands.serve",
 )
 
 
