@@ -30,8 +30,10 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import functools
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -44,10 +46,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -65,8 +69,10 @@ log = logging.getLogger("pipeline.scheduler")
 
 JOBSTORE_TABLE = "apscheduler_jobs"
 RELEASE_PREFIX = "release:"
+DELIVERY_EXECUTOR = "delivery"
 JOB_DEFAULTS: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 HELD_REMINDER_SECONDS = 3600.0
+SETTLE_SECONDS = 1.0
 LOCK_NAME = "scheduler.lock"
 
 
@@ -179,6 +185,7 @@ class PostIndex:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._cache: dict[Path, tuple[tuple[int, int, int], Post | PipelineError]] = {}
+        self.fresh: set[str | None] = set()  # paths (as in errors) of files changed within SETTLE_SECONDS
 
     def scan(self) -> tuple[list[Post], list[PipelineError]]:
         seen = set()
@@ -202,6 +209,8 @@ class PostIndex:
             self._cache[path] = (stamp, parsed)
         for gone in set(self._cache) - seen:
             del self._cache[gone]
+        recent = time.time_ns() - int(SETTLE_SECONDS * 1e9)
+        self.fresh = {str(e.path) for (_ino, mtime, _size), e in self._cache.values() if mtime > recent}
         posts = [p for _, p in self._cache.values() if isinstance(p, Post)]
         errors = [e for _, e in self._cache.values() if isinstance(e, PipelineError)]
         clashes = check_unique_slugs(posts)
@@ -220,10 +229,18 @@ class Runtime:
     transport: Transport
     scheduler: BackgroundScheduler | None = None
     index: PostIndex | None = None
-    in_progress: set[str] = field(default_factory=set)
+    # Ids of jobs submitted to an executor and not finished: gone from the job store,
+    # but not to be added again by a rescan (kept by _track, under the job-store lock).
+    active: set[str] = field(default_factory=set)
     reported: set[str] = field(default_factory=set)  # errors already logged
     reminded: dict[str, float] = field(default_factory=dict)  # held slug -> monotonic time of last reminder
     sync_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Only the main thread calls the scheduler's methods: APScheduler 3.11's shutdown()
+    # holds the job-store lock while it waits for running jobs, so a job that added or
+    # removed a job itself would deadlock a SIGTERM. Jobs put requests here instead.
+    requests: queue.SimpleQueue[tuple[str, int, str]] = field(default_factory=queue.SimpleQueue)
+    stopping: bool = False  # set by the signal handler (which takes no lock)
+    signal_name: str = ""
 
 
 _runtime: Runtime | None = None
@@ -260,20 +277,36 @@ def _guard(what: str) -> Iterator[None]:
 
 def release_job(config_path: str, slug: str) -> None:
     with _guard(f"release {slug}"), _job_runtime(config_path) as rt:
-        rt.in_progress.add(slug)
+        # Inside the scheduler the newsletter goes out in its own job, so a long send
+        # never keeps the next release waiting for a thread.
+        handed_off = rt.scheduler is not None
+        outcome = release.release_post(
+            rt.settings, slug, datetime.now(UTC), store=rt.store, transport=rt.transport, jobs=1,
+            deliver_now=not handed_off,
+        )  # fmt: skip
+        if handed_off and outcome.campaign_id is not None:
+            rt.requests.put(("deliver", outcome.campaign_id, slug))
+
+
+def campaign_job(config_path: str, campaign_id: int, what: str) -> None:
+    """Deliver one campaign (started by a release); stored, so a crash leaves it to the next start."""
+    with _guard(f"deliver {what}"), _job_runtime(config_path) as rt:
         try:
-            release.release_post(rt.settings, slug, datetime.now(UTC), store=rt.store, transport=rt.transport, jobs=1)
-        finally:
-            rt.in_progress.discard(slug)
+            summary = deliver(rt.store, rt.settings, rt.transport, campaign_id, wait_for_retries=False)
+        except DeliveryAborted as aborted:
+            log.error("%s: delivery stopped: %s; %d sent; the delivery job resumes it", what, aborted,
+                      aborted.summary.sent)  # fmt: skip
+            return
+        release.log_delivery(what, summary)
 
 
 def rescan_job(config_path: str) -> None:
-    with _guard("rescan"):
-        current = _runtime
-        if current is None or current.config_path != config_path or current.scheduler is None:
-            log.debug("rescan: not inside a running scheduler; nothing to do")
-            return
-        sync(current, datetime.now(UTC))
+    """Ask the main thread to bring the release jobs in line with posts/."""
+    current = _runtime
+    if current is None or current.config_path != config_path or current.scheduler is None:
+        log.debug("rescan: not inside a running scheduler; nothing to do")
+        return
+    current.requests.put(("sync", 0, ""))
 
 
 def delivery_job(config_path: str) -> None:
@@ -314,11 +347,13 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
     settings, store, scheduler = rt.settings, rt.store, rt.scheduler
     assert scheduler is not None and rt.index is not None
     posts, errors = rt.index.scan()
-    for error in errors:
+    # A file saved a moment ago may be half written: report its error once it settles.
+    settled = [e for e in errors if e.path not in rt.index.fresh]
+    for error in settled:
         text = str(error)
         if text not in rt.reported:
             log.error("%s (not scheduled until fixed)", text)
-    rt.reported = {str(e) for e in errors}
+    rt.reported = {str(e) for e in settled}
 
     released = release.released_posts(store)
     held = release.held_posts(store)
@@ -349,11 +384,10 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
         )  # fmt: skip
 
     jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(RELEASE_PREFIX)}
-    by_path = {p.path: p for p in posts}
     for slug, post in sorted(wanted.items(), key=lambda item: item[1].date):
-        if slug in rt.in_progress:
-            continue
         job_id = release_job_id(slug)
+        if job_id in rt.active:
+            continue
         job = jobs.pop(job_id, None)
         when = f"{local(post.date, settings)} ({relative(post.date, now)})"
         if job is None:
@@ -379,13 +413,13 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
             log.info("queued %s (%r) for %s%s", slug, post.title, when, late)
     for job_id, job in jobs.items():
         slug = job.args[1] if len(job.args) > 1 else job_id[len(RELEASE_PREFIX) :]
-        if slug in rt.in_progress:
+        if job_id in rt.active:
             continue
         try:
             scheduler.remove_job(job_id)
         except JobLookupError:
             continue  # it fired meanwhile
-        log.info("unqueued %s: %s", slug, _why_gone(slug, posts, errors, released, held, by_path))
+        log.info("unqueued %s: %s", slug, _why_gone(slug, posts, errors, released, held))
 
 
 def _why_gone(
@@ -394,7 +428,6 @@ def _why_gone(
     errors: list[PipelineError],
     released: dict[str, Any],
     held: dict[str, Any],
-    by_path: dict[str, Post],
 ) -> str:
     post = next((p for p in posts if p.slug == slug), None)
     if post is not None and post.draft:
@@ -442,11 +475,33 @@ def digest_trigger(settings: Settings) -> CronTrigger | None:
         ) from None
 
 
+class _Scheduler(BackgroundScheduler):  # type: ignore[misc]  # APScheduler 3 ships no types
+    """APScheduler checks "paused" before it takes the job-store lock, so a pass that
+    began just before ``pause()`` can still submit a job after shutdown (and a date
+    job is then deleted unrun). Checking under the lock closes that window."""
+
+    def _process_jobs(self) -> float | None:
+        # Holding the (re-entrant) lock across the whole pass also dispatches its
+        # "submitted" events before a rescan can look at the job store.
+        with self._jobstores_lock:
+            if self.state != STATE_RUNNING:  # paused, or stopped while we waited for the lock
+                return None
+            result: float | None = super()._process_jobs()  # type: ignore[no-untyped-call]
+            return result
+
+
+def _track(rt: Runtime, event: JobEvent) -> None:
+    if event.code == EVENT_JOB_SUBMITTED:
+        rt.active.add(event.job_id)
+    else:
+        rt.active.discard(event.job_id)
+
+
 def make_scheduler(settings: Settings) -> BackgroundScheduler:
     jobstore = SQLAlchemyJobStore(engine=make_engine(settings.database_url), tablename=JOBSTORE_TABLE)
-    return BackgroundScheduler(
+    return _Scheduler(
         jobstores={"default": jobstore},
-        executors={"default": ThreadPoolExecutor(4)},
+        executors={"default": ThreadPoolExecutor(4), DELIVERY_EXECUTOR: ThreadPoolExecutor(2)},
         job_defaults=JOB_DEFAULTS,
         timezone=settings.clinic.zone,
     )
@@ -462,7 +517,7 @@ def _housekeeping(rt: Runtime, trigger: CronTrigger | None, now: datetime) -> No
     )  # fmt: skip
     scheduler.add_job(
         _ref(delivery_job), IntervalTrigger(seconds=settings.scheduler.delivery_seconds), id="delivery",
-        name="resume and retry deliveries", next_run_time=now, **common,
+        name="resume and retry deliveries", next_run_time=now, executor=DELIVERY_EXECUTOR, **common,
     )  # fmt: skip
     existing = scheduler.get_job("digest")
     if trigger is None:
@@ -500,55 +555,108 @@ def run(settings: Settings, config_path: Path, *, transport_spec: str | None = N
 
 def _run(settings: Settings, config_path: str, store: Store, transport: Transport, trigger: CronTrigger | None) -> int:
     global _runtime
-    stop = threading.Event()
-    signals = {"count": 0}
+    scheduler = make_scheduler(settings)
+    rt = Runtime(config_path, settings, store, transport, scheduler=scheduler, index=PostIndex(settings))
 
     def on_signal(number: int, _frame: FrameType | None) -> None:
-        signals["count"] += 1
-        name = signal.Signals(number).name
-        if signals["count"] == 1:
-            log.info("%s received: finishing the job in progress, then stopping", name)
-        else:
-            log.warning("%s received again: still finishing the job in progress (SIGKILL stops at once)", name)
-        stop.set()
+        # No logging here: a handler that takes a lock the interrupted code holds deadlocks.
+        if rt.stopping:
+            os.write(2, b"still finishing the job in progress (SIGKILL stops at once)\n")
+        rt.signal_name = signal.Signals(number).name
+        rt.stopping = True
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _runtime = rt
+    scheduler.add_listener(
+        functools.partial(_track, rt), EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED
+    )
     try:
         now = datetime.now(UTC)
-        first_run = store.get_meta(release.FIRST_RUN_KEY)
-        if first_run is None:
+        if store.get_meta(release.FIRST_RUN_KEY) is None:
             release.first_run_at(store, now)
             log.info("first run: posts dated before %s are backfill (feed only, never e-mailed)", local(now, settings))
-        scheduler = make_scheduler(settings)
-        rt = Runtime(config_path, settings, store, transport, scheduler=scheduler, index=PostIndex(settings))
-        _runtime = rt
         scheduler.start(paused=True)  # the job store is readable, nothing runs yet
         try:
             _housekeeping(rt, trigger, now)
-            if not stop.is_set():
+            if not rt.stopping:
                 sync(rt, now, startup=True)
-            if not stop.is_set():
+            if not rt.stopping:
                 scheduler.resume()
-                queued = [j for j in scheduler.get_jobs() if j.id.startswith(RELEASE_PREFIX)]
-                upcoming = min((j.next_run_time for j in queued if j.next_run_time), default=None)
-                log.info(
-                    "scheduler running (PID %d, %s): %d release(s) queued%s; rescanning %s every %g s",
-                    os.getpid(),
-                    transport.description,
-                    len(queued),
-                    f", next at {local(upcoming, settings)}" if upcoming else "",
-                    settings.posts_dir,
-                    settings.scheduler.rescan_seconds,
-                )
-            while not stop.wait(1.0):
-                pass
+                _say_running(rt)
+            while not rt.stopping:
+                try:
+                    request = rt.requests.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                _serve(rt, request)
+            log.info("%s received: finishing the job in progress, then stopping", rt.signal_name or "stop")
         finally:
-            scheduler.shutdown(wait=True)  # lets the job in progress finish
+            leftovers = _shutdown(scheduler)
+        # Releases that finished while we stopped may have left their newsletter to us.
+        while True:
+            try:
+                kind, campaign_id, slug = rt.requests.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "deliver":
+                leftovers.append((campaign_id, slug))
+        for campaign_id, slug in dict.fromkeys(leftovers):
+            campaign_job(config_path, campaign_id, slug)
         log.info("scheduler stopped")
         return 0
     finally:
+        _runtime = None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _serve(rt: Runtime, request: tuple[str, int, str]) -> None:
+    """Carry out a job's request, in the main thread."""
+    kind, campaign_id, slug = request
+    assert rt.scheduler is not None
+    with _guard(kind):
+        if kind == "sync":
+            sync(rt, datetime.now(UTC))
+        elif kind == "deliver":
+            rt.scheduler.add_job(
+                _ref(campaign_job), args=[rt.config_path, campaign_id, slug], id=f"deliver:{campaign_id}",
+                name=f"deliver {slug}", executor=DELIVERY_EXECUTOR, replace_existing=True, **JOB_DEFAULTS,
+            )  # fmt: skip
+
+
+def _say_running(rt: Runtime) -> None:
+    assert rt.scheduler is not None
+    queued = [j for j in rt.scheduler.get_jobs() if j.id.startswith(RELEASE_PREFIX)]
+    upcoming = min((j.next_run_time for j in queued if j.next_run_time), default=None)
+    log.info(
+        "scheduler running (PID %d, %s): %d release(s) queued%s; rescanning %s every %g s",
+        os.getpid(),
+        rt.transport.description,
+        len(queued),
+        f", next at {local(upcoming, rt.settings)}" if upcoming else "",
+        rt.settings.posts_dir,
+        rt.settings.scheduler.rescan_seconds,
+    )
+
+
+def _shutdown(scheduler: BackgroundScheduler) -> list[tuple[int, str]]:
+    """Stop starting jobs, let the ones in progress finish, then stop. Returns the
+    newsletters of releases that finished but whose delivery job had not started
+    (``(campaign id, slug)``); the caller sends them, so a release is never left half done.
+
+    Pausing first, and waiting for the scheduler thread's current pass over the job
+    store, closes APScheduler's shutdown race (see ``_Scheduler``).
+    """
+    scheduler.pause()
+    with scheduler._jobstores_lock:  # wait for a pass in progress (see _Scheduler)
+        pass
+    leftovers = []
+    for job in scheduler.get_jobs():
+        if job.id.startswith("deliver:"):
+            leftovers.append((int(job.args[1]), str(job.args[2])))
+            scheduler.remove_job(job.id)  # if we die before sending, the delivery job resumes it at start
+    scheduler.shutdown(wait=True)
+    return leftovers
 
 
 def stored_release_jobs(settings: Settings) -> dict[str, datetime | None]:
@@ -569,6 +677,7 @@ __all__ = [
     "JOBSTORE_TABLE",
     "InstanceLock",
     "PostIndex",
+    "campaign_job",
     "configure_logging",
     "delivery_job",
     "digest_job",
