@@ -162,8 +162,9 @@ def start_campaign(
 
 
 def max_in_flight(settings: Settings) -> int:
-    """The most deliveries that can be 'sending' at once: each worker's batch plus one queued."""
-    return (settings.delivery.concurrency + 1) * settings.delivery.batch_size
+    """The most deliveries that can be 'sending' at once: two batches per worker (one
+    being sent, one waiting), so that the ledger is visited once per round, not per batch."""
+    return 2 * settings.delivery.concurrency * settings.delivery.batch_size
 
 
 def deliver(
@@ -285,23 +286,31 @@ class _CampaignRun:
         ]
         for worker in workers:
             worker.start()
-        in_flight = 0
+        in_flight = 0  # claimed and not yet recorded, arrived outcomes included
+        arrived: list[Outcome] = []
+        flush_at = max(limit // 4, 1)
         renewed = time.monotonic()
         try:
             while True:
                 claimed = False
-                while not self.abort.is_set() and limit - in_flight >= min(batch_size, limit):
-                    claims, skipped = self.store.claim_deliveries(self.campaign.id, batch_size)
+                room = limit - in_flight
+                # Claim only when half the window is free, then fill it; record outcomes a
+                # quarter window at a time. Few, large ledger transactions leave the
+                # sending threads the interpreter lock most of the time.
+                if not self.abort.is_set() and (room >= limit // 2 or in_flight == 0):
+                    claims, skipped = self.store.claim_deliveries(self.campaign.id, room)
                     self._count_skipped(skipped)
-                    if claims:
-                        self.jobs.put(claims)
-                        in_flight += len(claims)
-                    if not claims and not skipped:
-                        break
-                    claimed = True
-                collected = self._collect(block=in_flight > 0 and not claimed)
-                in_flight -= collected
-                if in_flight and not collected and not any(w.is_alive() for w in workers):
+                    for start in range(0, len(claims), batch_size):
+                        self.jobs.put(claims[start : start + batch_size])
+                    in_flight += len(claims)
+                    claimed = bool(claims or skipped)
+                block = in_flight > len(arrived) and not claimed
+                got = self._gather(arrived, block=block)
+                if arrived and (len(arrived) >= flush_at or len(arrived) == in_flight or (block and not got)):
+                    self._record(arrived)
+                    in_flight -= len(arrived)
+                    arrived = []
+                if block and not got and not any(w.is_alive() for w in workers):
                     # Cannot happen unless a worker crashed outside its guard; its claims
                     # stay 'sending' and the next run sends them again.
                     self._fail(PipelineError("every sending thread stopped unexpectedly"))
@@ -321,8 +330,9 @@ class _CampaignRun:
             # Interrupted (Ctrl-C) or a bug: stop the workers, keep what they finished.
             self.abort.set()
             deadline = time.monotonic() + 10
-            while in_flight and time.monotonic() < deadline:
-                in_flight -= self._collect(block=True)
+            while in_flight > len(arrived) and time.monotonic() < deadline:
+                self._gather(arrived, block=True)
+            self._record(arrived)
             raise
         finally:
             for _ in workers:
@@ -330,19 +340,24 @@ class _CampaignRun:
             for worker in workers:
                 worker.join(timeout=30)
 
-    def _collect(self, *, block: bool) -> int:
-        """Write every outcome that has arrived (waiting briefly for some if ``block``)."""
-        batch: list[Outcome] = []
+    def _gather(self, arrived: list[Outcome], *, block: bool) -> int:
+        """Move outcomes handed back by the workers into ``arrived`` (waiting briefly
+        for the first if ``block``); returns how many came."""
+        before = len(arrived)
         try:
-            batch += self.outcomes.get(timeout=_POLL_SECONDS) if block else self.outcomes.get_nowait()
-            while len(batch) < 5000:
-                batch += self.outcomes.get_nowait()
+            arrived += self.outcomes.get(timeout=_POLL_SECONDS) if block else self.outcomes.get_nowait()
+            while True:
+                arrived += self.outcomes.get_nowait()
         except queue.Empty:
             pass
-        if not batch:
-            return 0
-        self.store.record_outcomes(batch)
-        for outcome in batch:
+        return len(arrived) - before
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        """Commit outcomes to the ledger, then count them."""
+        if not outcomes:
+            return
+        self.store.record_outcomes(outcomes)
+        for outcome in outcomes:
             if outcome.status == "sent":
                 self.result.sent += 1
                 self.counts["sent"] += 1
@@ -352,7 +367,6 @@ class _CampaignRun:
             elif outcome.status == "retry":
                 self.result.retried += 1
         self._report()
-        return len(batch)
 
     def _count_skipped(self, skipped: int) -> None:
         if skipped:
@@ -383,37 +397,31 @@ class _CampaignRun:
         # times a second. They stay within the in-flight window either way.
         try:
             while (batch := self.jobs.get()) is not None:
-                outcomes = []
-                for claim in batch:
-                    if self.abort.is_set():
-                        outcomes.append(Outcome(claim.delivery_id, claim.subscriber_id, "release"))
-                        continue
+                outcomes: list[Outcome] = []
+                if not self.abort.is_set():
                     try:
-                        reply = connection.send(self.sender, claim.email, self._message(claim))
+                        items = [(claim.email, self._message(claim)) for claim in batch]
+                        for reply in connection.send_many(self.sender, items, self.limiter.wait):
+                            outcomes.append(self._outcome(batch[len(outcomes)], reply))
                     except PipelineError as exc:
                         self._fail(exc)
-                        outcomes.append(Outcome(claim.delivery_id, claim.subscriber_id, "release"))
-                        continue
-                    except Exception as exc:  # a bug: keep the claim pending and stop the run
+                    except Exception as exc:  # a bug: keep the claims pending and stop the run
                         self._fail(PipelineError(f"internal error while sending: {exc!r}"))
-                        outcomes.append(Outcome(claim.delivery_id, claim.subscriber_id, "release"))
-                        continue
-                    outcomes.append(self._outcome(claim, reply))
+                # Whatever was not attempted goes back to pending, uncounted.
+                outcomes += [Outcome(c.delivery_id, c.subscriber_id, "release") for c in batch[len(outcomes) :]]
                 self.outcomes.put(outcomes)
         finally:
             connection.close()
 
     def _message(self, claim: Claim) -> bytes:
         token = make_token("unsubscribe", claim.subscriber_id, self.secret, self.campaign.issued_at)
-        message = self.template.personalise_wire(
+        return self.template.personalise_wire(
             to_address=claim.email,
             to_name=claim.name,
             token=token,
             message_id=message_id_for(self.campaign.id, claim.subscriber_id, self.template.from_domain),
             date=datetime.now(UTC).replace(microsecond=0),
         )
-        self.limiter.wait()
-        return message
 
     def _outcome(self, claim: Claim, reply: Reply) -> Outcome:
         if reply.ok:

@@ -661,13 +661,17 @@ class Store:
                 if status == "active"
             ]
             skipped = [row[0] for row in rows if row[5] != "active"]
-            if claims:
-                conn.execute(_MARK, {"ids": [c.delivery_id for c in claims], "status": "sending", "now": now})
             if skipped:
                 conn.execute(
                     update(deliveries)
                     .where(deliveries.c.id.in_(skipped))
                     .values(status="skipped", last_reply="not sent: subscriber is no longer active", updated_at=now)
+                )
+            if claims:
+                # Exactly the rows read above: the same conditions up to the last id read,
+                # and nothing else changes a campaign's deliveries while its lease is held.
+                conn.execute(
+                    _MARK_RANGE, {"b_campaign": campaign_id, "now": now, "b_last_id": rows[-1][0]}
                 )
             return claims, len(skipped)
 
@@ -682,7 +686,7 @@ class Store:
             # (which carry the server's queue id, useful for tracing) in a light second one.
             for chunk in _chunks(sent):
                 conn.execute(_SENT, {"ids": [o.delivery_id for o in chunk], "now": now})
-                conn.execute(_REPLY, [{"b_id": o.delivery_id, "b_reply": o.reply} for o in chunk])
+                _executemany_plain(conn, _REPLY, [{"b_id": o.delivery_id, "b_reply": o.reply} for o in chunk])
             for o in outcomes:
                 if o.status == "sent":
                     continue
@@ -785,10 +789,18 @@ _CLAIM = (
     .order_by(deliveries.c.id)
     .limit(bindparam("limit"))
 )
-_MARK = (
+_MARK_RANGE = (
     update(deliveries)
-    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
-    .values(status=bindparam("status"), updated_at=bindparam("now", type_=schema.UTCDateTime()))
+    .where(
+        deliveries.c.campaign_id == bindparam("b_campaign"),
+        deliveries.c.status == "pending",
+        deliveries.c.id <= bindparam("b_last_id"),
+        or_(
+            deliveries.c.next_attempt_at.is_(None),
+            deliveries.c.next_attempt_at <= bindparam("now", type_=schema.UTCDateTime()),
+        ),
+    )
+    .values(status="sending", updated_at=bindparam("now", type_=schema.UTCDateTime()))
 )
 _SENT = (
     update(deliveries)
@@ -802,6 +814,26 @@ _SENT = (
     )
 )
 _REPLY = update(deliveries).where(deliveries.c.id == bindparam("b_id")).values(last_reply=bindparam("b_reply"))
+
+
+def _executemany_plain(conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
+    """Run ``statement`` once per row through the driver directly.
+
+    For plain integer and text parameters only (no type conversion happens): it skips
+    SQLAlchemy's per-row parameter processing, which costs more than the database's
+    own work here. The SQL is compiled for the connection's dialect, so it stays portable.
+    """
+    compiled = _COMPILED.get((statement, conn.dialect.name))
+    if compiled is None:
+        compiled = _COMPILED[(statement, conn.dialect.name)] = statement.compile(dialect=conn.dialect)
+    if compiled.positional:
+        order = compiled.positiontup
+        conn.exec_driver_sql(compiled.string, [tuple(row[name] for name in order) for row in rows])
+    else:
+        conn.exec_driver_sql(compiled.string, rows)
+
+
+_COMPILED: dict[tuple[Any, str], Any] = {}
 
 
 def _owner_alive(owner: str) -> bool:
