@@ -659,20 +659,6 @@ def _shutdown(scheduler: BackgroundScheduler) -> list[tuple[int, str]]:
     return leftovers
 
 
-def stored_release_jobs(settings: Settings) -> dict[str, datetime | None]:
-    """Release jobs in the job store (slug -> next run time), read without running anything."""
-    store = SQLAlchemyJobStore(engine=make_engine(settings.database_url), tablename=JOBSTORE_TABLE)
-    store.start(None, "default")  # type: ignore[no-untyped-call]
-    try:
-        return {
-            job.args[1]: job.next_run_time
-            for job in store.get_all_jobs()  # type: ignore[no-untyped-call]
-            if job.id.startswith(RELEASE_PREFIX)
-        }
-    finally:
-        store.shutdown()  # type: ignore[no-untyped-call]
-
-
 __all__ = [
     "JOBSTORE_TABLE",
     "InstanceLock",
@@ -685,6 +671,5 @@ __all__ = [
     "release_job",
     "rescan_job",
     "run",
-    "stored_release_jobs",
     "sync",
 ]

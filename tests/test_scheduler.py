@@ -82,9 +82,9 @@ def write_post(project: Path, slug: str, when: datetime | str, *, title: str | N
     return path
 
 
-def mails(project: Path) -> list[tuple[str, str]]:
+def mails(project: Path, outbox: str = "state/outbox") -> list[tuple[str, str]]:
     """(To, Subject) of every message in the outbox."""
-    folder = project / "state" / "outbox" / "new"
+    folder = project / outbox / "new"
     if not folder.exists():
         return []
     parser = email.parser.BytesHeaderParser()
@@ -283,8 +283,9 @@ def test_a_release_missed_while_killed_runs_once_at_restart(tmp_path: Path, runn
 
 
 def test_a_second_scheduler_refuses_to_start(tmp_path: Path, running: list[Scheduler]) -> None:
-    project, _settings = project_with_readers(tmp_path, readers=0)
+    project, _settings = project_with_readers(tmp_path, readers=0, digest_cron="0 9 * * mon")
     first = start(running, project)
+    assert re.search(r"digest: '0 9 \* \* mon', next at \d{4}-\d\d-\d\d 09:00 E[SD]T", first.log)
     second = subprocess.run(
         [sys.executable, str(ROOT / "scheduler.py"), "--config", str(project / "pipeline.toml")],
         cwd=project,
@@ -298,6 +299,24 @@ def test_a_second_scheduler_refuses_to_start(tmp_path: Path, running: list[Sched
     assert "Traceback" not in second.stderr
     assert first.process.poll() is None
     assert first.stop(signal.SIGINT) == 0  # Ctrl-C: a clean stop too
+
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scheduler.py"),
+            "--config",
+            str(project / "pipeline.toml"),
+            "--transport",
+            "pigeon",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "error: transport: unknown transport 'pigeon'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_backfilled_posts_go_to_the_feed_and_are_never_emailed(tmp_path: Path, running: list[Scheduler]) -> None:
@@ -370,11 +389,13 @@ def test_sigterm_lets_the_release_in_progress_finish_then_exits_0(tmp_path: Path
     readers = 120
     project, _settings = project_with_readers(tmp_path, readers=readers)
     configure(project, rate_per_second=60)  # about 2 s of sending
-    scheduler = start(running, project)
+    scheduler = start(running, project, "--transport", "outbox:state/elsewhere")
+    assert "state/elsewhere)" in scheduler.wait_for(READY)
     write_post(project, "long-send", at(2), title="Long send")
     scheduler.wait_for("released long-send")
     assert scheduler.stop() == 0
-    assert len(mails_about(project, "Long send")) == readers
+    assert len([s for _to, s in mails(project, "state/elsewhere") if s == "Long send"]) == readers
+    assert mails(project) == []
     log = scheduler.log
     assert log.index("SIGTERM received") < log.index(f"sent {readers} of {readers}") < log.index("scheduler stopped")
 
