@@ -47,12 +47,25 @@ class CacheEntry:
     snippets: dict[str, Mapping[str, Any]] | None = None  # for the social queue
 
 
+@dataclass(frozen=True)
+class ApprovalGate:
+    """With ``require_approval``: a post dated after ``since`` (the first run) is published
+    only as the file that was approved, i.e. its (slug, content hash) is in ``approved``."""
+
+    since: datetime
+    approved: frozenset[tuple[str, str]]
+
+    def allows(self, post: Post) -> bool:
+        return post.date < self.since or (post.slug, post.content_hash) in self.approved
+
+
 @dataclass
 class BuildResult:
     posts: list[Post]  # every valid post, bodies stripped
     released: list[Post]
     queued: list[Post]
     errors: list[PipelineError]
+    withheld: list[Post] = field(default_factory=list)  # due, but not approved
     rendered: int = 0
     reused: int = 0
     written: list[str] = field(default_factory=list)
@@ -108,6 +121,12 @@ class _Task:
     raw: bytes
     digest: str
     now: datetime
+    gate: ApprovalGate | None
+
+
+def _live(post: Post, now: datetime, gate: ApprovalGate | None) -> bool:
+    """Released at ``now``: due, not a draft, and approved where approval is required."""
+    return post.is_released(now) and (gate is None or gate.allows(post))
 
 
 def _process(task: _Task) -> CacheEntry:
@@ -122,7 +141,7 @@ def _process(task: _Task) -> CacheEntry:
     try:
         if not post.draft and "social" in post.channels:
             entry.snippets = snippets_data(render_snippets(post, settings, env))
-        if post.is_released(task.now):
+        if _live(post, task.now, task.gate):
             outputs = post_outputs(post, settings, env, entry.snippets)
             for rel, data in outputs.items():
                 write_atomic(settings.out_dir / rel, data)
@@ -219,6 +238,7 @@ def build(
     *,
     jobs: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    gate: ApprovalGate | None = None,
 ) -> BuildResult:
     out_dir = settings.out_dir
     fingerprint = templates_fingerprint(settings)
@@ -240,12 +260,12 @@ def build(
             digest = hashlib.sha256(raw).hexdigest()
             cached = dataclasses.replace(cached, stat=stat) if cached.digest == digest else None
         if cached is not None:
-            live = cached.post is not None and cached.error is None and cached.post.is_released(now)
+            live = cached.post is not None and cached.error is None and _live(cached.post, now, gate)
             if not live or (cached.outputs and cached.outputs.keys() <= existing):
                 entries[key] = cached
                 continue
         raw = raw or path.read_bytes()
-        tasks.append((key, _Task(_display(Path(key), cwd), stat, raw, hashlib.sha256(raw).hexdigest(), now)))
+        tasks.append((key, _Task(_display(Path(key), cwd), stat, raw, hashlib.sha256(raw).hexdigest(), now, gate)))
 
     rendered = {key for key, _ in tasks}
     for done, (key, entry) in enumerate(_run(tasks, settings, jobs), start=1):
@@ -258,8 +278,14 @@ def build(
     clashing = {e.path for e in clashes}
     errors = [e.error for e in entries.values() if e.error is not None] + clashes
     valid = [p for p in valid if p.path not in clashing]
-    released = sorted((p for p in valid if p.is_released(now)), key=lambda p: (p.date, p.slug))
-    queued = sorted((p for p in valid if not p.draft and p.date > now), key=lambda p: (p.date, p.slug))
+    released = sorted((p for p in valid if _live(p, now, gate)), key=lambda p: (p.date, p.slug))
+    withheld = sorted(
+        (p for p in valid if p.is_released(now) and not _live(p, now, gate)), key=lambda p: (p.date, p.slug)
+    )
+    queued = sorted(
+        (p for p in valid if not p.draft and p.date > now and (gate is None or gate.allows(p))),
+        key=lambda p: (p.date, p.slug),
+    )
 
     # Outputs of posts that are live now; anything else in our folders is stale.
     outputs: dict[str, str] = {}
@@ -269,9 +295,10 @@ def build(
             entry.post is None
             or entry.error is not None
             or entry.post.path in clashing
-            or not entry.post.is_released(now)
+            or not _live(entry.post, now, gate)
         ):
-            entry.outputs = {} if entry.post is None or not entry.post.is_released(now) else entry.outputs
+            # Not published now: its files are pruned below, and it renders afresh once it is.
+            entry.outputs = {}
             continue
         outputs.update(entry.outputs)
         if key in rendered:
@@ -324,6 +351,7 @@ def build(
         posts=sorted(valid, key=lambda p: (p.date, p.slug)),
         released=released,
         queued=queued,
+        withheld=withheld,
         errors=sorted(errors, key=lambda e: (e.path or "", e.line or 0)),
         rendered=len(rendered),
         reused=len(entries) - len(rendered),

@@ -39,7 +39,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from pipeline.build import build, full_posts
+from pipeline.build import ApprovalGate, build, full_posts
 from pipeline.channels.newsletter import render_digest, render_post_newsletter
 from pipeline.config import Settings
 from pipeline.delivery import DeliveryAborted, Summary, deliver, start_campaign
@@ -169,6 +169,15 @@ def approve(store: Store, post: Post, by: str, now: datetime) -> Approval:
     return approval
 
 
+def approval_gate(settings: Settings, store: Store, now: datetime) -> ApprovalGate | None:
+    """What the build may publish under ``require_approval`` (None when it is off):
+    exactly the approved versions of posts, so a held post never reaches the feed."""
+    if not settings.scheduler.require_approval:
+        return None
+    approved = frozenset((slug, str(data["content_hash"])) for slug, data in all_of(store, APPROVAL).items())
+    return ApprovalGate(since=first_run_at(store, now), approved=approved)
+
+
 def approval_problem(store: Store, settings: Settings, post: Post, first_run: datetime) -> str | None:
     """Why ``post`` may not be released yet under the approval gate, or None."""
     if not settings.scheduler.require_approval or post.date < first_run:
@@ -273,9 +282,8 @@ def _release_locked(
         else:
             todo.append(slug)
     if todo:
-        # TODO(build): build() renders every post whose date has passed; a HELD post
-        # therefore reaches the feed at the next build. It needs a way to withhold slugs.
-        result = build(settings, now, jobs=jobs)
+        # The gate keeps unapproved posts out of every output, not just out of the mail.
+        result = build(settings, now, jobs=jobs, gate=approval_gate(settings, store, now))
         by_slug = {post.slug: post for post in result.posts}
         env = make_environment(settings) if any(s in by_slug for s in todo) else None
         for slug in todo:
@@ -453,7 +461,7 @@ def send_digest(
             log.info("digest: nothing released since %s; no digest sent", local(since, settings))
             store.set_meta(LAST_DIGEST_KEY, now.isoformat())
             return None
-        result = build(settings, now, jobs=1)
+        result = build(settings, now, jobs=1, gate=approval_gate(settings, store, now))
         posts = [p for p in result.released if p.slug in set(slugs)]
         if not posts:
             log.info("digest: the posts released since %s are gone from posts/; no digest sent", local(since, settings))

@@ -180,3 +180,31 @@ def test_python_dash_m_and_console_script_agree(project: Path) -> None:
         assert subprocess.run(
             [str(script), "--version"], capture_output=True, text=True, env=os.environ
         ).stdout.startswith("pipeline")
+
+
+def test_approval_gate_keeps_unapproved_posts_out_of_every_output(settings: Settings) -> None:
+    from pipeline.build import ApprovalGate
+
+    write_post(settings.posts_dir, "2026-11-03-old.md", GOOD_POST.replace("A good post", "Old"))
+    write_post(
+        settings.posts_dir,
+        "2026-11-20-new.md",
+        GOOD_POST.replace("2026-11-03", "2026-11-20").replace("A good post", "New"),
+    )
+    since = datetime(2026, 11, 10, tzinfo=UTC)
+    closed = ApprovalGate(since=since, approved=frozenset())
+    result = build(settings, NOW, gate=closed)
+    assert [p.slug for p in result.released] == ["old"]  # dated before the first run: exempt
+    assert [p.slug for p in result.withheld] == ["new"]
+    assert "new" not in (settings.out_dir / "feed.xml").read_text()
+    assert not (settings.out_dir / "archive/new.html").exists()
+    post = next(p for p in result.withheld)
+    opened = ApprovalGate(since=since, approved=frozenset({("new", post.content_hash)}))
+    result = build(settings, NOW, gate=opened)
+    assert [p.slug for p in result.released] == ["old", "new"] and result.withheld == []
+    assert "/archive/new" in (settings.out_dir / "feed.xml").read_text()
+    assert (settings.out_dir / "archive/new.html").exists()
+    # An approval of another version of the file does not count.
+    stale = ApprovalGate(since=since, approved=frozenset({("new", "0" * 64)}))
+    assert [p.slug for p in build(settings, NOW, gate=stale).withheld] == ["new"]
+    assert not (settings.out_dir / "archive/new.html").exists()

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from slugify import slugify
 
-from pipeline.build import build, load_posts, newsletter_outputs
+from pipeline.build import ApprovalGate, build, load_posts, newsletter_outputs
 from pipeline.channels.newsletter import render_post_newsletter
 from pipeline.channels.social import render_snippets
 from pipeline.commands.common import config_option, parse_when, pass_settings, report_errors
@@ -73,7 +73,11 @@ def build_command(
     ) as bar:
         task = bar.add_task("render", total=None)
         result = build(
-            settings, now, jobs=jobs, on_progress=lambda done, total: bar.update(task, completed=done, total=total)
+            settings,
+            now,
+            jobs=jobs,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            gate=_approval_gate(settings, now),
         )
     elapsed = time.perf_counter() - started
     if not quiet:
@@ -82,9 +86,23 @@ def build_command(
             f"{result.rendered} rendered, {result.reused} unchanged, {len(result.written)} files written, "
             f"{len(result.removed)} removed -> {settings.out_dir}/ in {elapsed:.2f}s"
         )
+        for post in result.withheld:
+            click.echo(f"  HELD (not approved; run `pipeline approve {post.slug} --by NAME`): {post.slug}")
         for post in result.queued[:5]:
             click.echo(f"  queued: {post.slug} at {post.date.astimezone(settings.clinic.zone):%Y-%m-%d %H:%M %Z}")
     report_errors(result.errors)
+
+
+def _approval_gate(settings: Settings, now: datetime) -> ApprovalGate | None:
+    """Under require_approval, staff builds publish only approved posts, like the scheduler."""
+    if not settings.scheduler.require_approval:
+        return None
+    # Imported only here: most builds never open the ledger.
+    from pipeline.release import approval_gate
+    from pipeline.store import Store
+
+    with Store.open(settings) as store:
+        return approval_gate(settings, store, now)
 
 
 @click.command("validate")
