@@ -23,6 +23,7 @@ the same on both copies, which lets receiving servers drop the duplicate.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import queue
 import threading
 import time
@@ -400,7 +401,7 @@ class _CampaignRun:
                 outcomes: list[Outcome] = []
                 if not self.abort.is_set():
                     try:
-                        items = [(claim.email, self._message(claim)) for claim in batch]
+                        items = [(claim.email, functools.partial(self._message, claim)) for claim in batch]
                         for reply in connection.send_many(self.sender, items, self.limiter.wait):
                             outcomes.append(self._outcome(batch[len(outcomes)], reply))
                     except PipelineError as exc:

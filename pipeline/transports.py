@@ -89,6 +89,13 @@ class ConnectionLost(Exception):
 
 
 Pace = Callable[[], None]
+# (recipient, message): the message as bytes, or a function that builds it when its
+# turn comes (so building overlaps the network wait instead of delaying the first send).
+Item = tuple[str, bytes | Callable[[], bytes]]
+
+
+def _content(message: bytes | Callable[[], bytes]) -> bytes:
+    return message if isinstance(message, bytes) else message()
 
 
 class Connection(Protocol):
@@ -98,7 +105,7 @@ class Connection(Protocol):
         Raises ``TransportError`` when the transport is unusable (after reconnecting).
         """
 
-    def send_many(self, sender: str, items: Sequence[tuple[str, bytes]], pace: Pace | None = None) -> Iterator[Reply]:
+    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Iterator[Reply]:
         """Hand over (recipient, message) pairs in order, yielding each one's reply as it
         comes; ``pace`` is called before each message goes out (the rate limit).
 
@@ -158,11 +165,11 @@ class _OutboxConnection:
     def send(self, sender: str, recipient: str, message: bytes) -> Reply:
         return Reply(250, f"2.0.0 saved in the outbox as {self._outbox.deliver(message)}")
 
-    def send_many(self, sender: str, items: Sequence[tuple[str, bytes]], pace: Pace | None = None) -> Iterator[Reply]:
+    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Iterator[Reply]:
         for recipient, message in items:
             if pace is not None:
                 pace()
-            yield self.send(sender, recipient, message)
+            yield self.send(sender, recipient, _content(message))
 
     def close(self) -> None:
         pass
@@ -208,12 +215,13 @@ class _Client(smtplib.SMTP):
             self.close()  # the answer stands; the next message reconnects
         return _reply(failure or replies[-1])
 
-    def transactions(self, sender: str, items: Sequence[tuple[str, bytes]], pace: Pace | None) -> Iterator[Reply]:
+    def transactions(self, sender: str, items: Sequence[Item], pace: Pace | None) -> Iterator[Reply]:
         """Several transactions on this connection, one reply per item, in order.
 
         With PIPELINING, each write carries one message's content and the next
         message's MAIL, RCPT and DATA (RFC 2920 allows content first in a group), so a
-        message costs one round trip instead of two.
+        message costs one round trip instead of two; and the next message is built
+        while the server is busy with the current one.
         """
         if not items:
             return
@@ -221,7 +229,7 @@ class _Client(smtplib.SMTP):
             for recipient, message in items:
                 if pace is not None:
                     pace()
-                yield self.transaction(sender, recipient, message)
+                yield self.transaction(sender, recipient, _content(message))
             return
         body = " BODY=8BITMIME" if self.has_extn("8bitmime") else ""
 
@@ -231,23 +239,27 @@ class _Client(smtplib.SMTP):
             return f"MAIL FROM:<{sender}>{body}\r\nRCPT TO:<{items[index][0]}>\r\nDATA\r\n".encode("ascii")
 
         self.send(envelope(0))
-        for index, (_recipient, message) in enumerate(items):
+        upcoming = _content(items[0][1])
+        for index in range(len(items)):
+            message = upcoming
             replies = [self.read_reply(), self.read_reply(), self.read_reply()]
             following = envelope(index + 1)
             failure = next((r for r in replies if r[0] >= 400), None)
-            if failure is None and replies[2][0] == 354:
+            accepted = failure is None and replies[2][0] == 354
+            if accepted:
                 if pace is not None:
                     pace()
                 self.send(to_wire(message) + following)
-                yield _reply(self.read_reply())
-                continue
-            # Refused before its content: end an accepted DATA, reset, go on to the next.
-            ended = replies[2][0] == 354
-            self.send((b".\r\n" if ended else b"") + b"RSET\r\n" + following)
-            if ended:
+            else:
+                # Refused before its content: end an accepted DATA, reset, go on to the next.
+                ended = replies[2][0] == 354
+                self.send((b".\r\n" if ended else b"") + b"RSET\r\n" + following)
+                if ended:
+                    self.read_reply()
                 self.read_reply()
-            self.read_reply()
-            yield _reply(failure or replies[2])
+            if index + 1 < len(items):
+                upcoming = _content(items[index + 1][1])  # while the server works
+            yield _reply(self.read_reply() if accepted else failure or replies[2])
 
     def read_reply(self) -> tuple[int, bytes]:
         """smtplib's ``getreply`` without its per-line debug and bookkeeping."""
@@ -353,7 +365,7 @@ class SmtpConnection:
         (reply,) = self.send_many(sender, [(recipient, message)])  # consumed to the end
         return reply
 
-    def send_many(self, sender: str, items: Sequence[tuple[str, bytes]], pace: Pace | None = None) -> Iterator[Reply]:
+    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Iterator[Reply]:
         done = 0
         failures = 0
         complete = False
