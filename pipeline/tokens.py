@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -89,8 +90,18 @@ def _secret_file(path: Path) -> bytes:
     return secret
 
 
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    return hmac.new(secret, digestmod=hashlib.sha256)
+
+
 def _mac(purpose: str, body: str, secret: bytes) -> str:
-    digest = hmac.digest(secret, f"{purpose}:{body}".encode("ascii"), hashlib.sha256)
+    # A copy of a keyed HMAC skips the key set-up; and unlike the one-shot
+    # hmac.digest, it never releases the GIL, which a send loop with many threads
+    # pays for dearly in waits to get it back.
+    mac = _keyed(secret).copy()
+    mac.update(f"{purpose}:{body}".encode("ascii"))
+    digest = mac.digest()
     return base64.urlsafe_b64encode(digest[:_MAC_BYTES]).rstrip(b"=").decode("ascii")
 
 
