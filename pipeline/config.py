@@ -135,7 +135,7 @@ class DeliverySettings(_Strict):
     dkim_key: Path | None = None
     dkim_selector: str | None = None
     smtp_timeout: float = Field(30.0, gt=0)
-    # Deliveries claimed per round trip to the ledger. At most (concurrency + 1) x batch_size
+    # Deliveries per worker hand-over. At most 2 x concurrency x batch_size
     # messages are "in flight" (marked sending, not yet recorded sent): after a crash,
     # only those can go out twice. 1 is strictest; larger is faster on a fast relay.
     batch_size: int = Field(10, ge=1, le=1000)
