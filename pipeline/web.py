@@ -51,7 +51,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,12 @@ MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,199}$")
 _INACTIVE = ("unsubscribed", "bounced", "complained")
+
+
+def _issued_at(token: str) -> datetime:
+    """When a token (already verified) was issued: its second, hex-encoded field."""
+    return datetime.fromtimestamp(int(token.split(".")[1], 16), tz=UTC)
+
 
 FEEDS = {
     "feed.xml": "application/rss+xml; charset=utf-8",
@@ -579,11 +585,18 @@ class WebApp:
         except TokenError:
             return self.confirm_problem(request, "expired" if self._expired(token) else "damaged")
         subscriber = await run_in_threadpool(self.store.get_subscriber, subscriber_id)
-        if subscriber is None or subscriber.status in _INACTIVE:
-            # Forgotten, or unsubscribed/bounced after this link was sent: a new request
-            # would have made them pending again. Only a new link can re-subscribe them.
+        if subscriber is None:
             return self.confirm_problem(request, "stale")
-        if subscriber.status == "pending":
+        if subscriber.status in _INACTIVE:
+            # Someone who left and asked to come back stays unsubscribed until they click
+            # a link sent after they left: that click is their consent. A link from before
+            # they left is stale (it must not undo the unsubscribe).
+            left_at = subscriber.unsubscribed_at or subscriber.updated_at
+            if _issued_at(token) <= left_at.replace(microsecond=0):  # same second: ambiguous, so stale
+                return self.confirm_problem(request, "stale")
+            subscriber = await run_in_threadpool(self.store.set_subscriber_status, subscriber.id, "active")
+            logger.info("confirm: subscriber %d is active again", subscriber.id)
+        elif subscriber.status == "pending":
             subscriber = await run_in_threadpool(self.store.set_subscriber_status, subscriber.id, "active")
             logger.info("confirm: subscriber %d is active", subscriber.id)
         return self.page(

@@ -365,6 +365,20 @@ def test_confirm_after_unsubscribing_does_not_resubscribe(client: TestClient, se
     assert client.get(f"/confirm/{token}").status_code == 400
 
 
+def test_a_link_requested_after_unsubscribing_brings_them_back(
+    client: TestClient, settings: Settings, store: Store
+) -> None:
+    """Leaving and asking to return: status stays unsubscribed until the new link is clicked."""
+    sub = add(store, "ann@example.org", "unsubscribed")
+    left = store.get_subscriber(sub.id)
+    assert left is not None
+    left_at = left.unsubscribed_at or left.updated_at
+    token = make_token("confirm", sub.id, load_secret(settings), issued_at=left_at + timedelta(seconds=2))
+    response = client.get(f"/confirm/{token}")
+    assert response.status_code == 200, response.text
+    assert store.get_subscriber(sub.id).status == "active"  # type: ignore[union-attr]
+
+
 # --- unsubscribe -------------------------------------------------------------------------------------
 
 
