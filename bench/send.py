@@ -276,7 +276,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000, help="the smaller delivery run, for memory flatness")
     parser.add_argument("--baseline-a", type=int, default=50_000, help="messages for baseline (a)")
     parser.add_argument("--baseline-b", type=int, default=2_000, help="messages for baseline (b)")
-    parser.add_argument("--batch-size", type=int, default=50, help="delivery.batch_size for the run")
+    parser.add_argument("--batch-size", type=int, default=100, help="delivery.batch_size for the run")
     parser.add_argument("--delivery-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--deliver-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -135,8 +135,7 @@ class Campaign:
         return int(self.created_at.timestamp())
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     """A delivery handed to a sender: marked 'sending' in the ledger."""
 
     delivery_id: int
@@ -146,8 +145,7 @@ class Claim:
     attempts: int  # before this one
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What happened to one claimed delivery; ``Store.record_outcomes`` writes it.
 
     ``status``: 'sent', 'retry' (back to pending at ``next_attempt_at``), 'failed',
@@ -670,9 +668,7 @@ class Store:
             if claims:
                 # Exactly the rows read above: the same conditions up to the last id read,
                 # and nothing else changes a campaign's deliveries while its lease is held.
-                conn.execute(
-                    _MARK_RANGE, {"b_campaign": campaign_id, "now": now, "b_last_id": rows[-1][0]}
-                )
+                conn.execute(_MARK_RANGE, {"b_campaign": campaign_id, "now": now, "b_last_id": rows[-1][0]})
             return claims, len(skipped)
 
     def record_outcomes(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:

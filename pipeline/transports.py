@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.config import Settings
@@ -42,9 +42,8 @@ RECONNECT_ATTEMPTS = 3
 _MAX_REPLY_LINE = 8193  # smtplib's limit (RFC 5321 asks for 512; some servers say more)
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An SMTP reply (or the outbox's equivalent)."""
+class Reply(NamedTuple):
+    """An SMTP reply (or the outbox's equivalent). A tuple: one is made per message."""
 
     code: int
     text: str
