@@ -85,8 +85,17 @@ def _clean_header_value(value: str) -> str:
 
 def _header(name: str, value: str) -> bytes:
     """One folded header line; non-ASCII values are RFC 2047 encoded by the email package."""
-    if value.isascii() and len(name) + 2 + len(value) <= 78:
-        return f"{name}: {value}\r\n".encode("ascii")  # nothing to encode or fold
+    if value.isascii() and "=?" not in value:
+        # Fold at spaces after the first word, so the value never starts on a
+        # continuation line (Python's folder does that for long values, and some
+        # clients then show a leading space).
+        lines = [f"{name}:"]
+        for word in value.split(" "):
+            if len(lines[-1]) + 1 + len(word) > 78 and lines[-1] != f"{name}:":
+                lines.append(word)
+            else:
+                lines[-1] += " " + word
+        return ("\r\n ".join(lines) + "\r\n").encode("ascii")
     return SMTP.fold_binary(name, SMTP.header_factory(name, value))
 
 
