@@ -58,8 +58,9 @@ def confirmation_message(settings: Settings, subscriber: Subscriber, *, now: dat
 def send_confirmation(
     settings: Settings, transport: Transport, subscriber: Subscriber, *, now: datetime | None = None
 ) -> Reply:
-    """Send the confirmation e-mail to a pending subscriber."""
-    if subscriber.status != "pending":
+    """Send the confirmation e-mail to a pending subscriber, or to one who left and asked
+    to come back (they stay unsubscribed until they click it)."""
+    if subscriber.status == "active":
         raise PipelineError(f"{subscriber.email} is {subscriber.status}, not waiting for confirmation", field="email")
     message = confirmation_message(settings, subscriber, now=now)
     connection = transport.open()

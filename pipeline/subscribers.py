@@ -101,7 +101,11 @@ def add_subscriber(
                 field="email",
                 hint="send them a confirmation with --confirm: they become active when they click it",
             )
-        return AddResult(store.set_subscriber_status(existing.id, "pending", now=now), "pending")
+        # They stay unsubscribed (or bounced) until they click the new link: anyone can
+        # type an address into a form, so only that click is consent (the confirm page
+        # accepts links sent after they left). Nothing else, an import included, can
+        # bring them back meanwhile.
+        return AddResult(existing, "pending")
     if existing.status == "pending":
         if confirm:
             return AddResult(existing, "pending")

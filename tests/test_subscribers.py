@@ -91,6 +91,19 @@ def test_import_never_reactivates_an_unsubscribed_address(store: Store, settings
     assert report.activated == 1
 
 
+def test_a_stranger_typing_an_unsubscribed_address_then_an_import_never_resubscribes_it(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    add_subscriber(store, settings, "ann@example.org")
+    remove_subscriber(store, "ann@example.org")
+    asked = add_subscriber(store, settings, "ann@example.org", confirm=True, source="web")  # anyone can do this
+    assert asked.needs_confirmation
+    report = import_csv(store, settings, write(tmp_path, "email,name\nann@example.org,Ann\n"))
+    assert report.kept and "stays so" in str(report.kept[0])
+    ann = store.get_subscriber_by_email("ann@example.org")
+    assert ann is not None and ann.status == "unsubscribed"
+
+
 def test_status_column_records_opt_outs(store: Store, settings: Settings, tmp_path: Path) -> None:
     active = store.add_subscriber("was-active@example.com")
     text = "email,status\nwas-active@example.com,unsubscribed\nnew@example.com,complained\nodd@example.com,vip\n"
@@ -155,7 +168,8 @@ def test_add_and_remove(store: Store, settings: Settings) -> None:
     with pytest.raises(PipelineError, match="unsubscribed"):
         add_subscriber(store, settings, "new@example.com")
     again = add_subscriber(store, settings, "new@example.com", confirm=True)
-    assert again.needs_confirmation and again.subscriber.status == "pending"
+    # Asking to come back sends a link; they stay unsubscribed until they click it.
+    assert again.needs_confirmation and again.subscriber.status == "unsubscribed"
     with pytest.raises(PipelineError, match="not a subscriber"):
         remove_subscriber(store, "nobody@example.com")
     remove_subscriber(store, "new@example.com", forget=True)
