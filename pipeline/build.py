@@ -32,7 +32,7 @@ from pipeline.posts import Post, check_unique_slugs, parse_post, post_files
 from pipeline.render import make_environment, templates_fingerprint
 from pipeline.writer import write_atomic, write_if_changed
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 PARALLEL_THRESHOLD = 64  # below this many posts to render, a process pool costs more than it saves
 DIGEST_DAYS = 7
 
@@ -43,7 +43,7 @@ class CacheEntry:
     digest: str  # sha256 of its bytes
     post: Post | None  # without bodies (they are large; re-read when needed)
     error: PipelineError | None
-    outputs: dict[str, str] = field(default_factory=dict)  # files written: relative path -> sha256
+    outputs: tuple[str, ...] = ()  # the files it wrote, relative to out/
     snippets: dict[str, Mapping[str, Any]] | None = None  # for the social queue
 
 
@@ -124,6 +124,10 @@ class _Task:
     gate: ApprovalGate | None
 
 
+def _by_date(post: Post) -> tuple[datetime, str]:
+    return post.date, post.slug
+
+
 def _live(post: Post, now: datetime, gate: ApprovalGate | None) -> bool:
     """Released at ``now``: due, not a draft, and approved where approval is required."""
     return post.is_released(now) and (gate is None or gate.allows(post))
@@ -139,16 +143,19 @@ def _process(task: _Task) -> CacheEntry:
         return CacheEntry(task.stat, task.digest, post=None, error=error)
     entry = CacheEntry(task.stat, task.digest, post=_light(post), error=None)
     try:
+        snippets = None
         if not post.draft and "social" in post.channels:
-            entry.snippets = snippets_data(render_snippets(post, settings, env))
+            snippets = snippets_data(render_snippets(post, settings, env))
+            if post.date > task.now - timedelta(hours=settings.scheduler.backfill_hours):
+                entry.snippets = snippets  # the social queue may list it
         if _live(post, task.now, task.gate):
-            outputs = post_outputs(post, settings, env, entry.snippets)
+            outputs = post_outputs(post, settings, env, snippets)
             for rel, data in outputs.items():
                 write_atomic(settings.out_dir / rel, data)
-                entry.outputs[rel] = hashlib.sha256(data).hexdigest()
+            entry.outputs = tuple(outputs)
     except PipelineError as error:
         entry.error = error
-        entry.outputs = {}
+        entry.outputs = ()
     return entry
 
 
@@ -163,7 +170,7 @@ def _cache_path(settings: Settings) -> Path:
 class Cache:
     entries: dict[str, CacheEntry] = field(default_factory=dict)  # by absolute post path
     shared_key: str = ""  # what the feeds, queue and digest were last built from
-    shared_outputs: dict[str, str] = field(default_factory=dict)
+    shared_outputs: tuple[str, ...] = ()
 
 
 def _load_cache(settings: Settings, fingerprint: str) -> Cache:
@@ -180,6 +187,19 @@ def _load_cache(settings: Settings, fingerprint: str) -> Cache:
 def _save_cache(settings: Settings, fingerprint: str, cache: Cache) -> None:
     state = (CACHE_VERSION, fingerprint, str(settings.out_dir.resolve()), cache)
     write_atomic(_cache_path(settings), pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _post_files(posts_dir: Path) -> list[tuple[str, os.stat_result]]:
+    """(absolute path, stat) of every post file, sorted; one scandir, no per-file Path objects."""
+    folder = os.path.abspath(posts_dir)
+    try:
+        with os.scandir(folder) as found:
+            files = [(entry.path, entry.stat()) for entry in found if entry.name.endswith(".md") and entry.is_file()]
+    except FileNotFoundError:
+        raise PipelineError(
+            "the posts folder does not exist", path=posts_dir, hint="create it or pass --posts DIR"
+        ) from None
+    return sorted(files)
 
 
 def _existing_outputs(out_dir: Path) -> set[str]:
@@ -249,22 +269,29 @@ def build(
 
     entries: dict[str, CacheEntry] = {}
     tasks: list[tuple[str, _Task]] = []
-    for path in post_files(settings.posts_dir):
-        key = str(path.absolute())
-        info = path.stat()
+    changed = False  # anything to write back to the cache?
+    # Snippets are kept only for posts the social queue can still list: queued ones and
+    # those released within the backfill window (a post's date never moves back in).
+    window = now - timedelta(hours=settings.scheduler.backfill_hours)
+    for key, info in _post_files(settings.posts_dir):
         stat = (info.st_mtime_ns, info.st_size)
         cached = previous.get(key)
         raw = b""
         if cached is not None and cached.stat != stat:
-            raw = path.read_bytes()
+            changed = True
+            raw = Path(key).read_bytes()
             digest = hashlib.sha256(raw).hexdigest()
             cached = dataclasses.replace(cached, stat=stat) if cached.digest == digest else None
         if cached is not None:
-            live = cached.post is not None and cached.error is None and _live(cached.post, now, gate)
-            if not live or (cached.outputs and cached.outputs.keys() <= existing):
+            post = cached.post
+            live = post is not None and cached.error is None and _live(post, now, gate)
+            needs_snippets = post is not None and not post.draft and "social" in post.channels and post.date > window
+            if (not live or (cached.outputs and existing.issuperset(cached.outputs))) and (
+                cached.snippets is not None or not needs_snippets
+            ):
                 entries[key] = cached
                 continue
-        raw = raw or path.read_bytes()
+        raw = raw or Path(key).read_bytes()
         tasks.append((key, _Task(_display(Path(key), cwd), stat, raw, hashlib.sha256(raw).hexdigest(), now, gate)))
 
     rendered = {key for key, _ in tasks}
@@ -278,7 +305,8 @@ def build(
     clashing = {e.path for e in clashes}
     errors = [e.error for e in entries.values() if e.error is not None] + clashes
     valid = [p for p in valid if p.path not in clashing]
-    released = sorted((p for p in valid if _live(p, now, gate)), key=lambda p: (p.date, p.slug))
+    valid.sort(key=_by_date)
+    released = [p for p in valid if _live(p, now, gate)]
     withheld = sorted(
         (p for p in valid if p.is_released(now) and not _live(p, now, gate)), key=lambda p: (p.date, p.slug)
     )
@@ -288,7 +316,7 @@ def build(
     )
 
     # Outputs of posts that are live now; anything else in our folders is stale.
-    outputs: dict[str, str] = {}
+    outputs: set[str] = set()
     written: list[str] = []
     for key, entry in entries.items():
         if (
@@ -298,7 +326,7 @@ def build(
             or not _live(entry.post, now, gate)
         ):
             # Not published now: its files are pruned below, and it renders afresh once it is.
-            entry.outputs = {}
+            entry.outputs = ()
             continue
         outputs.update(entry.outputs)
         if key in rendered:
@@ -332,23 +360,28 @@ def build(
             )
         ).encode()
     ).hexdigest()
-    if shared_key == cache.shared_key and cache.shared_outputs.keys() <= existing:
-        shared = cache.shared_outputs  # nothing they depend on changed: not even rendered
+    if shared_key == cache.shared_key and existing.issuperset(cache.shared_outputs):
+        shared = list(cache.shared_outputs)  # nothing they depend on changed: not even rendered
     else:
-        shared = {}
+        shared = []
         for rel, data in _shared_outputs(settings, env_or_new(), plan, snippets, now, errors).items():
             if write_if_changed(out_dir / rel, data):
                 written.append(rel)
-            shared[rel] = hashlib.sha256(data).hexdigest()
+            shared.append(rel)
     outputs.update(shared)
 
-    removed = sorted(rel for rel in existing - outputs.keys() if _is_ours(rel))
+    removed = sorted(rel for rel in existing - outputs if _is_ours(rel))
     for rel in removed:
         (out_dir / rel).unlink(missing_ok=True)
 
-    _save_cache(settings, fingerprint, Cache(entries, shared_key, shared))
+    for entry in entries.values():
+        if entry.snippets is not None and entry.post is not None and entry.post.date <= window:
+            entry.snippets = None  # out of the queue for good: not worth keeping
+            changed = True
+    if changed or tasks or removed or shared_key != cache.shared_key or entries.keys() != previous.keys():
+        _save_cache(settings, fingerprint, Cache(entries, shared_key, tuple(shared)))
     return BuildResult(
-        posts=sorted(valid, key=lambda p: (p.date, p.slug)),
+        posts=valid,
         released=released,
         queued=queued,
         withheld=withheld,

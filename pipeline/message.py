@@ -18,12 +18,15 @@ import hashlib
 from datetime import datetime
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
+from typing import TYPE_CHECKING
 
 from pipeline import urls
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.signing import DkimSigner
+
+if TYPE_CHECKING:  # dkimpy (and its DNS resolver) load only when a send actually signs
+    from pipeline.signing import DkimSigner
 
 PLACEHOLDER = urls.TOKEN_PLACEHOLDER.encode("ascii")
 

@@ -114,11 +114,27 @@ _NO_SPACE_SCRIPT = regex.compile(r"[\p{Ideographic}\p{Hiragana}\p{Katakana}\u30f
 _NEWLINES = regex.compile(r"\r\n|\r")
 
 
+# Characters that always form a grapheme cluster on their own (no combining marks, no
+# joiners, no emoji, no Hangul jamo): Latin, Greek and the common punctuation (… “ ” —).
+_SIMPLE_TEXT = regex.compile(r"[\x00-\x7e\u00a0-\u02ff\u0370-\u0482\u2010-\u2027\u2030-\u205e]*")
+
+
 def graphemes(text: str) -> int:
     """Number of extended grapheme clusters (user-perceived characters) in ``text``."""
-    if text.isascii() and "\r\n" not in text:
-        return len(text)  # fast path: every other ASCII character is its own cluster
+    if text.isascii() or _SIMPLE_TEXT.fullmatch(text):
+        return len(text) - text.count("\r\n")  # fast path: one cluster per character, CRLF one
     return len(_GRAPHEME.findall(text))
+
+
+# A URL needs "://" or a dot between two non-space characters (a domain); text with
+# neither cannot hold one, and twitter-text's large URL expression need not run.
+_MAY_HOLD_URL = regex.compile(r"://|[^\s.。．｡][.。．｡][^\s.。．｡]")
+
+
+def _urls(text: str, without_protocol: bool = True) -> list[dict[str, Any]]:
+    if "://" not in text and (not without_protocol or _MAY_HOLD_URL.search(text) is None):
+        return []
+    return list(extract_urls_with_indices(text, without_protocol))
 
 
 def _is_emoji(cluster: str) -> bool:
@@ -137,6 +153,9 @@ _X_URL_WEIGHT: Final = int(_X_OPTIONS["transformed_url_length"]) * _X_SCALE
 _X_EMOJI_WEIGHT: Final = int(_X_OPTIONS["default_weight"])
 
 
+_NON_ASCII = regex.compile(r"[^\x00-\x7f]")
+
+
 @functools.lru_cache(maxsize=4096)
 def _x_char_weight(char: str) -> int:
     return int(get_character_weight(char, _X_OPTIONS))
@@ -148,8 +167,9 @@ def _x_plain_weight(text: str) -> int:
         # Extended_Pictographic code point, so no emoji clusters either.
         return len(text) * _x_char_weight("a")
     if _EMOJI_PART.search(text) is None:
-        # No emoji at all: code point weights alone, no need to segment.
-        return sum(_x_char_weight(char) for char in text)
+        # No emoji at all: code point weights alone, no need to segment; ASCII weighs 1.
+        others = _NON_ASCII.findall(text)
+        return (len(text) - len(others)) * _x_char_weight("a") + sum(map(_x_char_weight, others))
     total = 0
     for match in _GRAPHEME.finditer(text):
         cluster: str = match.group()
@@ -173,7 +193,7 @@ def _x_weight(text: str) -> int:
     normalized = _NEWLINES.sub("\n", unicodedata.normalize("NFC", text))
     total = 0
     position = 0
-    for entity in extract_urls_with_indices(normalized):
+    for entity in _urls(normalized):
         start, end = (int(i) for i in entity["indices"])
         total += _x_plain_weight(normalized[position:start]) + _X_URL_WEIGHT
         position = end
@@ -200,7 +220,7 @@ _MASTODON_END_MENTION = regex.compile(
 def _mastodon_countable(text: str) -> str:
     """StatusLengthValidator#countable_text: URLs -> 23 x's, @user@domain -> @user."""
     entities: list[tuple[int, int, str]] = []
-    for entity in extract_urls_with_indices(text, False):  # extract_url_without_protocol: false
+    for entity in _urls(text, False):  # extract_url_without_protocol: false
         start, end = (int(i) for i in entity["indices"])
         entities.append((start, end, "x" * _MASTODON_URL_CHARS))
     for match in _MASTODON_MENTION.finditer(text):
@@ -234,7 +254,7 @@ def _threads_length(text: str) -> int:
 
 def _unique_links(text: str) -> int:
     """Threads: "All unique URLs found in the text field are counted as links"."""
-    return len({str(entity["url"]) for entity in extract_urls_with_indices(text)})
+    return len({str(entity["url"]) for entity in _urls(text)})
 
 
 # --------------------------------------------------------------------------- rules
@@ -331,6 +351,11 @@ _APOSTROPHES = regex.compile(r"['’ʼ]")
 _HAS_LETTER = regex.compile(r"\p{L}")
 # A hashtag already in the body (twitter-text style: needs a letter, not after a word char or &).
 _BODY_HASHTAG = regex.compile(r"(?<![\w&#＃])[#＃](?=[\p{L}\p{M}\p{Nd}_]*\p{L})[\p{L}\p{M}\p{Nd}_]+")
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_hashtags(tags: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(make_hashtags(tags))
 
 
 def make_hashtags(tags: Sequence[str]) -> list[str]:
@@ -471,6 +496,7 @@ _BLANK_LINES = regex.compile(r"\n{3,}")
 _ELLIPSIS_STRIP = " \t\n,;:.-–—·"
 
 
+@functools.lru_cache(maxsize=64)  # one post's body is composed for every platform
 def _normalize_body(body: str) -> str:
     text: str = _CONTROL.sub("", _NEWLINES.sub("\n", body).replace("\t", " "))
     lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
@@ -588,7 +614,7 @@ def _fit_body(body: str, fits: Callable[[str], bool]) -> tuple[str, bool]:
 
 def _check_link(link: str) -> None:
     parts = urlsplit(link)
-    if parts.scheme not in ("http", "https") or not parts.hostname or regex.search(r"\s", link):
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(link.split()) != 1:
         raise ValueError(f"link must be an absolute http(s) URL without spaces, not {link!r}")
 
 
@@ -619,7 +645,9 @@ def compose(
     handle = " ".join(handle.split())
     body = _normalize_body(body)
 
-    tags = make_hashtags(hashtags)
+    if isinstance(hashtags, str):
+        raise TypeError("hashtags must be a sequence of tag strings, not one string")
+    tags = list(_cached_hashtags(tuple(hashtags)))
     if rules.max_hashtag_chars is not None:
         tags = [tag for tag in tags if graphemes(tag) - 1 <= rules.max_hashtag_chars]
     if rules.max_hashtags is not None:
@@ -686,7 +714,7 @@ def _body_link_facets(text: str, body_text: str) -> tuple[Facet, ...]:
         return ()
     assert text.startswith(body_text)
     facets: list[Facet] = []
-    for entity in extract_urls_with_indices(body_text, False):
+    for entity in _urls(body_text, False):
         start, end = (int(i) for i in entity["indices"])
         byte_start = len(body_text[:start].encode("utf-8"))
         byte_end = byte_start + len(body_text[start:end].encode("utf-8"))

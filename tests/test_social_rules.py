@@ -681,3 +681,28 @@ def test_measuring_by_paragraph_equals_measuring_whole(text: str) -> None:
     assert measure("x", text) == rules._x_weight(text)
     assert measure("bluesky", text) == graphemes(text)
     assert measure("mastodon", text) == graphemes(rules._mastodon_countable(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain words only",
+        "Sentence one. Sentence two… “quoted” — dash",
+        "visit example.com today",
+        "e.g. this",
+        "see https://example.org/x?y=1 now",
+        "例子.中国 and ｗｗｗ．example．com",
+        "Ünïcödé ελληνικά café\r\nnext line",
+        "combining e\u0301 and family 👨‍👩‍👧 and flag 🇺🇸",
+    ],
+)
+def test_fast_paths_agree_with_the_full_rules(text: str) -> None:
+    """The shortcuts (no URL possible, one cluster per character) never change a count."""
+    import regex as full_regex
+    from twitter_text import extract_urls_with_indices
+
+    from pipeline import social_rules as rules
+
+    assert rules._urls(text) == list(extract_urls_with_indices(text))
+    assert rules._urls(text, False) == list(extract_urls_with_indices(text, False))
+    assert graphemes(text) == len(full_regex.findall(r"\X", text))

@@ -71,7 +71,10 @@ def snippets_json(post: Post, snippets: Mapping[str, SnippetData], settings: Set
         "url": urls.post_url(settings, post.slug),
         **{platform: dict(snippets[platform]) for platform in PLATFORMS},
     }
-    return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    # One key per line, each value compact: diff-friendly, and json's C encoder
+    # (indent= falls back to the pure-Python one, ~1 ms a post) does the work.
+    lines = [f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}" for key, value in document.items()]
+    return ("{\n" + ",\n".join(lines) + "\n}\n").encode("utf-8")
 
 
 QUEUE_COLUMNS = (
