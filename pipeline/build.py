@@ -10,6 +10,7 @@ their bytes change. Per-post work runs on every core.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import os
 import pickle
@@ -241,6 +242,24 @@ def load_posts(settings: Settings, *, posts_dir: Path | None = None) -> tuple[li
     clashing = {e.path for e in clashes}
     return [p for p in posts if p.path not in clashing], sorted(
         errors + clashes, key=lambda e: (e.path or "", e.line or 0)
+    )
+
+
+def find_post(settings: Settings, slug: str) -> Post:
+    """The post with this slug (drafts and future posts included), or one error saying why not:
+    the post's own error if its file is broken, else the closest slug there is."""
+    posts, errors = load_posts(settings)
+    post = next((p for p in posts if p.slug == slug), None)
+    if post is not None:
+        return post
+    broken = next((e for e in errors if e.path and slug in Path(e.path).stem), None)
+    if broken is not None:
+        raise broken
+    close = difflib.get_close_matches(slug, [p.slug for p in posts], n=1)
+    raise PipelineError(
+        f"no post with slug {slug!r}",
+        field="slug",
+        hint=f"did you mean {close[0]!r}?" if close else "`pipeline queue` lists the queued posts",
     )
 
 

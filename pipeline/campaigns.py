@@ -6,10 +6,9 @@ released yet, or has e-mail turned off is refused with a reason.
 
 from __future__ import annotations
 
-import difflib
 from datetime import datetime
 
-from pipeline.build import load_posts
+from pipeline.build import find_post, load_posts
 from pipeline.channels.newsletter import Newsletter, render_digest, render_post_newsletter
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
@@ -19,18 +18,7 @@ from pipeline.render import local_time, make_environment
 
 def post_for_slug(settings: Settings, slug: str, now: datetime) -> Post:
     """The released, e-mailable post with this slug, or a ``PipelineError`` saying why not."""
-    posts, errors = load_posts(settings)
-    post = next((p for p in posts if p.slug == slug), None)
-    if post is None:
-        broken = next((e for e in errors if e.path and slug in e.path), None)
-        if broken is not None:
-            raise broken
-        close = difflib.get_close_matches(slug, [p.slug for p in posts], n=1)
-        raise PipelineError(
-            f"no post with slug {slug!r}",
-            field="slug",
-            hint=f"did you mean {close[0]!r}?" if close else f"see the file names in {settings.posts_dir}",
-        )
+    post = find_post(settings, slug)
     if post.draft:
         raise PipelineError(
             "is a draft; it is never e-mailed", path=post.path, field="draft", hint="remove 'draft: true'"

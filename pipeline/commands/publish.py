@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from slugify import slugify
 
-from pipeline.build import ApprovalGate, build, load_posts, newsletter_outputs
+from pipeline.build import ApprovalGate, build, find_post, load_posts, newsletter_outputs
 from pipeline.channels.newsletter import render_post_newsletter
 from pipeline.channels.social import render_snippets
 from pipeline.commands.common import config_option, parse_when, pass_settings, report_errors
@@ -24,15 +24,17 @@ from pipeline.writer import write_atomic
 
 console = Console(stderr=True, highlight=False)
 
-
-@click.command("build")
-@config_option
-@click.option(
+posts_option = click.option(
     "--posts",
     "posts_dir",
     type=click.Path(path_type=Path, file_okay=False),
     help="Folder of posts (default from pipeline.toml).",
 )
+
+
+@click.command("build")
+@config_option
+@posts_option
 @click.option(
     "--out",
     "out_dir",
@@ -107,12 +109,7 @@ def _approval_gate(settings: Settings, now: datetime) -> ApprovalGate | None:
 
 @click.command("validate")
 @config_option
-@click.option(
-    "--posts",
-    "posts_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Folder of posts (default from pipeline.toml).",
-)
+@posts_option
 @pass_settings
 def validate_command(settings: Settings, posts_dir: Path | None) -> None:
     """Check every post and template; print every problem; exit 1 if any."""
@@ -198,15 +195,7 @@ def new_command(settings: Settings, title: str, at_text: str | None, slug: str |
 @pass_settings
 def preview_command(settings: Settings, slug: str) -> None:
     """Write one post's newsletter (even if not yet released), print its path and snippets."""
-    posts, errors = load_posts(settings)
-    post = next((p for p in posts if p.slug == slug), None)
-    if post is None:
-        matching = [e for e in errors if e.path and Path(e.path).stem.endswith(slug)]
-        if matching:
-            report_errors(matching)
-        raise PipelineError(
-            f"no post with slug {slug!r}", field="slug", hint="see `pipeline queue` or the posts folder for slugs"
-        )
+    post = find_post(settings, slug)
     env = make_environment(settings)
     newsletter = render_post_newsletter(post, settings, env)
     folder = settings.out_dir / "preview"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,33 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline import release, scheduling
-from pipeline.build import load_posts
+from pipeline.build import find_post, load_posts
 from pipeline.commands.common import config_option, parse_when, pass_settings
 from pipeline.config import DEFAULT_CONFIG, Settings
 from pipeline.errors import PipelineError
 from pipeline.post_edit import edit_post, format_date
-from pipeline.posts import Post
 from pipeline.release import local, relative
 from pipeline.store import Store
 
 out = Console(highlight=False, soft_wrap=True)
-
-
-def _post(settings: Settings, slug: str) -> Post:
-    """The post with this slug (drafts included), or a one-line error saying why not."""
-    posts, errors = load_posts(settings)
-    post = next((p for p in posts if p.slug == slug), None)
-    if post is not None:
-        return post
-    broken = next((e for e in errors if e.path and slug in Path(e.path).stem), None)
-    if broken is not None:
-        raise broken
-    close = difflib.get_close_matches(slug, [p.slug for p in posts], n=1)
-    raise PipelineError(
-        f"no post with slug {slug!r}",
-        field="slug",
-        hint=f"did you mean {close[0]!r}?" if close else "`pipeline queue` lists the queued posts",
-    )
 
 
 def _refuse_if_released(store: Store, slug: str, settings: Settings) -> None:
@@ -187,7 +168,7 @@ def queue_command(settings: Settings, recent: int) -> None:
 @pass_settings
 def unqueue_command(settings: Settings, slug: str) -> None:
     """Stop SLUG from being released: sets 'draft: true' in its file."""
-    post = _post(settings, slug)
+    post = find_post(settings, slug)
     with Store.open(settings) as store:
         _refuse_if_released(store, slug, settings)
     if post.draft:
@@ -210,7 +191,7 @@ def unqueue_command(settings: Settings, slug: str) -> None:
 def requeue_command(settings: Settings, slug: str, at_text: str) -> None:
     """Queue SLUG for release at TIME: sets its 'date:' (and clears 'draft: true')."""
     when = parse_when(at_text, settings, option="--at").replace(microsecond=0)
-    post = _post(settings, slug)
+    post = find_post(settings, slug)
     with Store.open(settings) as store:
         _refuse_if_released(store, slug, settings)
     changes = {"date": format_date(when, settings.clinic.zone)}
@@ -239,7 +220,7 @@ def requeue_command(settings: Settings, slug: str, at_text: str) -> None:
 @pass_settings
 def approve_command(settings: Settings, slug: str, by: str) -> None:
     """Approve SLUG for release as its file is now (any later edit voids the approval)."""
-    post = _post(settings, slug)
+    post = find_post(settings, slug)
     now = datetime.now(UTC)
     with Store.open(settings) as store:
         _refuse_if_released(store, slug, settings)
