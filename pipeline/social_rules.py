@@ -67,6 +67,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
+import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,6 +79,8 @@ import regex
 from twitter_text import extract_urls_with_indices
 from twitter_text.config import config as _twitter_text_config
 from twitter_text.get_character_weight import get_character_weight
+from twitter_text.regexp.valid_cctld import valid_cctld
+from twitter_text.regexp.valid_gtld import valid_gtld
 
 __all__ = [
     "PLATFORMS",
@@ -126,9 +130,30 @@ def graphemes(text: str) -> int:
     return len(_GRAPHEME.findall(text))
 
 
-# A URL needs "://" or a dot between two non-space characters (a domain); text with
-# neither cannot hold one, and twitter-text's large URL expression need not run.
-_MAY_HOLD_URL = regex.compile(r"://|[^\s.。．｡][.。．｡][^\s.。．｡]")
+def _tld_initials() -> str:
+    """The characters a top-level domain may start with, as twitter-text lists them.
+
+    Every URL twitter-text extracts, with or without a protocol, has a domain that
+    ends in an ASCII "." and one of its generic or country TLDs or a punycode label
+    ("xn--..."), so a text in which no "." is followed by one of these characters
+    holds no URL. The lists are read from twitter-text itself so as to never drift.
+    """
+    initials = {"x"}  # valid_punycode: xn--
+    for pattern in (valid_gtld.pattern, valid_cctld.pattern):
+        # "(?:(?:tld|tld|...)(?=[^0-9a-zA-Z@+-]|$))": a plain list of alternatives
+        alternatives = pattern.removeprefix("(?:(?:").removesuffix(")(?=[^0-9a-zA-Z@+-]|$))")
+        if not regex.fullmatch(r"[^\\()\[\]?*+.]+", alternatives):
+            raise RuntimeError("twitter-text's list of top-level domains changed shape; see _tld_initials")
+        initials.update(tld[0] for tld in alternatives.split("|"))
+    return "".join(sorted(initials))
+
+
+# A "." followed by what may start a top-level domain. Text without one (and without
+# "://") cannot hold a URL, and twitter-text's large URL expression, ~20 µs even on a
+# short link, need not run over it; a full stop in prose (". ", ".)") is no reason to.
+# Compiled, as twitter-text's expression is, by the standard library's engine with
+# IGNORECASE, so that it folds case alike (the Kelvin sign "K" matches "k").
+_MAY_HOLD_URL = re.compile(f"\\.[{re.escape(_tld_initials())}]", re.IGNORECASE)
 
 
 def _urls(text: str, without_protocol: bool = True) -> list[dict[str, Any]]:
@@ -139,6 +164,17 @@ def _urls(text: str, without_protocol: bool = True) -> list[dict[str, Any]]:
 
 def _is_emoji(cluster: str) -> bool:
     return _EMOJI_PART.search(cluster) is not None
+
+
+def _no_emoji(text: str) -> bool:
+    """True only if ``text`` holds no emoji part, so no grapheme cluster of it is an emoji.
+
+    Emoji parts are not ASCII, and searching only the non-ASCII characters, run
+    together, is much quicker than searching the whole text. Running them together
+    can only add a match (two regional indicators made adjacent), never lose one, so
+    a False here just means "look closer".
+    """
+    return text.isascii() or _EMOJI_PART.search("".join(_NON_ASCII.findall(text))) is None
 
 
 def _utf16_units(text: str) -> int:
@@ -166,9 +202,9 @@ def _x_plain_weight(text: str) -> int:
         # Fast path: ASCII is all in config v3's first range (weight 100) and holds no
         # Extended_Pictographic code point, so no emoji clusters either.
         return len(text) * _x_char_weight("a")
-    if _EMOJI_PART.search(text) is None:
+    others = _NON_ASCII.findall(text)
+    if _EMOJI_PART.search("".join(others)) is None:  # see _no_emoji
         # No emoji at all: code point weights alone, no need to segment; ASCII weighs 1.
-        others = _NON_ASCII.findall(text)
         return (len(text) - len(others)) * _x_char_weight("a") + sum(map(_x_char_weight, others))
     total = 0
     for match in _GRAPHEME.finditer(text):
@@ -243,8 +279,8 @@ def _mastodon_countable(text: str) -> str:
 
 
 def _threads_length(text: str) -> int:
-    if text.isascii():
-        return len(text)
+    if _no_emoji(text):
+        return _utf16_units(text)  # each cluster counts its UTF-16 units, so the text does
     total = 0
     for match in _GRAPHEME.finditer(text):
         cluster: str = match.group()
@@ -252,14 +288,10 @@ def _threads_length(text: str) -> int:
     return total
 
 
-def _unique_links(text: str) -> int:
-    """Threads: "All unique URLs found in the text field are counted as links"."""
-    return len({str(entity["url"]) for entity in _urls(text)})
-
-
 # --------------------------------------------------------------------------- rules
 
 _UTF16_UNIT = "characters (UTF-16 code units)"
+_PARAGRAPH = "\n\n"  # the blank line between a snippet's blocks
 
 
 @dataclass(frozen=True)
@@ -273,8 +305,15 @@ class _Rules:
     max_bytes: int | None = None
     body_soft_limit: int | None = None
 
+    @functools.cached_property
+    def separator(self) -> int:
+        """The measure of the blank line between two blocks of a snippet."""
+        return self.measure(_PARAGRAPH)
 
-_PARAGRAPH = "\n\n"
+    @functools.cached_property
+    def ellipsis(self) -> int:
+        """The measure of the "…" that ends a cut body."""
+        return self.measure(ELLIPSIS)
 
 
 def _by_paragraph(count: Callable[[str], int]) -> Callable[[str], int]:
@@ -307,6 +346,14 @@ def _mastodon_measure(limit: int) -> Callable[[str], int]:
 def _rules(platform: str, mastodon_limit: int) -> _Rules:
     if isinstance(mastodon_limit, bool) or not isinstance(mastodon_limit, int) or mastodon_limit < 1:
         raise ValueError(f"mastodon_limit must be a positive integer, not {mastodon_limit!r}")
+    if platform not in PLATFORMS:  # checked here, not in the cached function, so it never hashes it
+        raise ValueError(f"unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}")
+    # Validated before the cache, where True would hit the entry of 1 (True == 1).
+    return _platform_rules(platform, mastodon_limit)
+
+
+@functools.lru_cache(maxsize=64)
+def _platform_rules(platform: str, mastodon_limit: int) -> _Rules:
     if platform == "x":
         return _Rules(280, "weighted characters", _X_MEASURE)
     if platform == "mastodon":
@@ -353,9 +400,24 @@ _HAS_LETTER = regex.compile(r"\p{L}")
 _BODY_HASHTAG = regex.compile(r"(?<![\w&#＃])[#＃](?=[\p{L}\p{M}\p{Nd}_]*\p{L})[\p{L}\p{M}\p{Nd}_]+")
 
 
+@functools.lru_cache(maxsize=64)  # one post's body is composed for every platform
+def _body_hashtags(body: str) -> int:
+    return len(_BODY_HASHTAG.findall(body))
+
+
 @functools.lru_cache(maxsize=64)
 def _cached_hashtags(tags: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(make_hashtags(tags))
+
+
+def _hashtag_name(tag: str) -> str:
+    """The hashtag's name for ``tag``, as ``make_hashtags`` makes it, or "" with no letter."""
+    words = _TAG_WORD.findall(_APOSTROPHES.sub("", unicodedata.normalize("NFC", tag)))
+    name = "".join(word[:1].upper() + word[1:] for word in words)
+    return name if _HAS_LETTER.search(name) else ""
+
+
+_remembered_hashtag_name = functools.lru_cache(maxsize=1024)(_hashtag_name)
 
 
 def make_hashtags(tags: Sequence[str]) -> list[str]:
@@ -372,9 +434,10 @@ def make_hashtags(tags: Sequence[str]) -> list[str]:
     result: list[str] = []
     seen: set[str] = set()
     for tag in tags:
-        words = _TAG_WORD.findall(_APOSTROPHES.sub("", unicodedata.normalize("NFC", tag)))
-        name = "".join(word[:1].upper() + word[1:] for word in words)
-        if not _HAS_LETTER.search(name):
+        # A blog's tags recur from post to post: remember each one's name. Only a plain
+        # str is looked up, so anything else fails in _hashtag_name as it always did.
+        name = _remembered_hashtag_name(tag) if type(tag) is str else _hashtag_name(tag)
+        if not name:
             continue
         key = name.casefold()
         if key not in seen:
@@ -386,12 +449,19 @@ def make_hashtags(tags: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- LinkedIn
 
 LINKEDIN_RESERVED: Final = frozenset("|{}@[]()<>#\\*_~")
+_LINKEDIN_RESERVED_CHAR: Final = re.compile(f"[{re.escape(''.join(sorted(LINKEDIN_RESERVED)))}]")
 _LINKEDIN_MENTION = regex.compile(r"@\[[^\[\]]+\]\(urn:li:(?:person|organization):[^()\s]+\)")
 
 
 def escape_linkedin(text: str) -> str:
     """Backslash-escape every character that LinkedIn's "little" text format reserves."""
-    return "".join("\\" + char if char in LINKEDIN_RESERVED else char for char in text)
+    if _LINKEDIN_RESERVED_CHAR.search(text) is None:
+        return text  # the usual case, spared building the text again
+    return _LINKEDIN_RESERVED_CHAR.sub(_backslashed, text)
+
+
+def _backslashed(match: re.Match[str]) -> str:
+    return "\\" + match.group()
 
 
 def _linkedin_handle(handle: str) -> str:
@@ -498,6 +568,10 @@ _ELLIPSIS_STRIP = " \t\n,;:.-–—·"
 
 @functools.lru_cache(maxsize=64)  # one post's body is composed for every platform
 def _normalize_body(body: str) -> str:
+    if body.isascii() and body.isprintable() and "  " not in body and body.strip(" ") == body:
+        # Already normal: printable ASCII has no line break, tab or control character,
+        # and its only space, " ", is neither doubled nor at either end.
+        return body
     text: str = _CONTROL.sub("", _NEWLINES.sub("\n", body).replace("\t", " "))
     lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
     cleaned: str = _BLANK_LINES.sub("\n\n", "\n".join(lines))
@@ -555,13 +629,31 @@ def _render(pieces: Sequence[_Piece], *, with_facets: bool) -> tuple[str, tuple[
     return text, tuple(facets)
 
 
-def _break_points(body: str, *, words_only: bool) -> list[int]:
+# ASCII characters that ``str.isspace`` calls space (\x1c-\x1f included, unlike ``\s``).
+_ASCII_SPACE = "\t\n\x0b\x0c\r\x1c-\x1f "
+_ASCII_WORD_END = regex.compile(f"(?<=[^{_ASCII_SPACE}])[{_ASCII_SPACE}]")
+_ASCII_NON_SPACE = regex.compile(f"[^{_ASCII_SPACE}]")
+_MATCH_START: Final = operator.methodcaller("start")
+_MATCH_END: Final = operator.methodcaller("end")
+
+
+@functools.lru_cache(maxsize=64)  # X and Bluesky usually both cut the same body
+def _break_points(body: str, *, words_only: bool) -> tuple[int, ...]:
     """Offsets where ``body`` may be cut: after a word, or between two CJK characters."""
+    if words_only and body.isascii() and body.isprintable():
+        # Fastest path, for the usual body: its only space is " ", so the points are the
+        # offsets of the spaces that follow a word. Space k is at the length of the
+        # words before it plus k, and follows a word when the word before it is not "".
+        words = body.split(" ")
+        offsets = map(operator.add, itertools.accumulate(map(len, words)), itertools.count())
+        return tuple(itertools.compress(offsets, words[:-1]))
     if body.isascii() and "\r" not in body:
-        # Fast path: in ASCII every character is its own grapheme cluster.
+        # Fast path: in ASCII every character is its own grapheme cluster, so the points
+        # are the offsets 1 <= i < len(body) where body[i - 1] is not a space and, for
+        # words_only, body[i] is one; a regular expression finds them without a loop here.
         if words_only:
-            return [i for i in range(1, len(body)) if body[i].isspace() and not body[i - 1].isspace()]
-        return [i for i in range(1, len(body)) if not body[i - 1].isspace()]
+            return tuple(map(_MATCH_START, _ASCII_WORD_END.finditer(body)))
+        return tuple(map(_MATCH_END, _ASCII_NON_SPACE.finditer(body, 0, len(body) - 1)))
     clusters = [(m.end(), m.group()) for m in _GRAPHEME.finditer(body)]
     points: list[int] = []
     for (end, cluster), (_, following) in itertools.pairwise(clusters):
@@ -570,7 +662,7 @@ def _break_points(body: str, *, words_only: bool) -> list[int]:
         no_space = _NO_SPACE_SCRIPT.match(cluster) is not None or _NO_SPACE_SCRIPT.match(following) is not None
         if not words_only or following.isspace() or no_space:
             points.append(end)
-    return points
+    return tuple(points)
 
 
 def _cut(body: str, end: int) -> str:
@@ -612,6 +704,147 @@ def _fit_body(body: str, fits: Callable[[str], bool]) -> tuple[str, bool]:
     return cut, True
 
 
+# Characters that can never come just before a URL (twitter-text's
+# valid_url_preceding_chars excludes them), so a text starting with one has its first
+# URL found alike whether the text stands alone or follows a blank line.
+_TAIL_START = re.compile(r"[A-Za-z0-9@＠$#＃]")
+
+
+def _link_urls(text: str) -> set[str]:
+    """Threads: "All unique URLs found in the text field are counted as links"."""
+    return {str(entity["url"]) for entity in _urls(text)}
+
+
+def _most_urls(text: str) -> int:
+    """An upper bound on the URLs in ``text``, without twitter-text's slow expression.
+
+    Every URL holds a "." followed by the first letter of a top-level domain (see
+    ``_MAY_HOLD_URL``), and two URLs never overlap, so there are no more URLs than
+    such dots.
+    """
+    return len(_MAY_HOLD_URL.findall(text))
+
+
+def _fits_text(rules: _Rules, text: str) -> bool:
+    """Whether ``text`` is within all of the platform's limits."""
+    if rules.measure(text) > rules.limit:
+        return False
+    if rules.max_bytes is not None and len(text.encode("utf-8")) > rules.max_bytes:
+        return False
+    return rules.max_links is None or len(_link_urls(text)) <= rules.max_links
+
+
+class _Tail:
+    """What follows the body in a snippet (link, handle, hashtags), measured once.
+
+    A snippet's text is ``shown + "\n\n" + tail`` (only ``tail`` when the body is
+    empty), and while the body is trimmed only ``shown`` changes. Every check of the
+    text is additive across that blank line, so each try measures the body alone:
+
+    * the measures: X, Mastodon and Bluesky sum over paragraphs (``_by_paragraph``);
+      Threads and the UTF-16 counts go cluster by cluster, and a newline is always a
+      grapheme cluster of its own (UAX #29 GB4, GB5);
+    * UTF-8 bytes;
+    * Threads' unique links: twitter-text's URLs hold no whitespace, and the context
+      it checks around one (the character before it, the lookahead after the
+      top-level domain) takes a newline as it takes the start or end of the text,
+      so the URLs of the whole are those of the body and those of the tail. This
+      needs the tail to start with a character that cannot come before a URL
+      (``_TAIL_START``; it starts with the link, "Read more", a handle or a hashtag),
+      so that its first URL is found the same either way.
+
+    A ``shown`` ending in a line break (the body is normalized, so only in theory)
+    would join the blank line; such cases check the whole text instead.
+    """
+
+    def __init__(self, rules: _Rules, text: str) -> None:
+        self.rules = rules
+        self.text = text
+        self.length = rules.measure(text)
+        self.split_safe = _TAIL_START.match(text) is not None
+        self.bytes = len(text.encode("utf-8"))
+        self._links: set[str] | None = None  # computed when first needed (Threads only)
+        self._most_links = _most_urls(text) if rules.max_links is not None else 0
+        self._shown_lengths: dict[str, int] = {}  # the chosen body was measured by a try
+
+    def _tail_links(self) -> set[str]:
+        if self._links is None:
+            self._links = _link_urls(self.text)
+        return self._links
+
+    def _fits(self, length: int, size: int, shown: str) -> bool:
+        """Whether a snippet of this ``length`` and ``size`` in UTF-8 bytes fits, if its
+        body (prepared) is ``shown`` ("" for none)."""
+        rules = self.rules
+        if length > rules.limit:
+            return False
+        if rules.max_bytes is not None and size > rules.max_bytes:
+            return False
+        if rules.max_links is None:
+            return True
+        if self._most_links + _most_urls(shown) <= rules.max_links:
+            return True  # not even the bound is over: no need to find the links
+        return len(_link_urls(shown) | self._tail_links()) <= rules.max_links
+
+    def fits_alone(self) -> bool:
+        """Whether the snippet fits with no body."""
+        return self._fits(self.length, self.bytes, "")
+
+    def _additive(self, shown: str) -> bool:
+        return self.split_safe and not shown.endswith(("\n", "\r"))
+
+    def _shown_length(self, shown: str) -> int:
+        length = self._shown_lengths.get(shown)
+        if length is None:
+            length = self._shown_lengths[shown] = self.rules.measure(shown)
+        return length
+
+    def length_after(self, shown: str) -> int:
+        """``measure`` of the snippet whose (prepared) body is ``shown``."""
+        if not shown:
+            return self.length
+        if not self._additive(shown):
+            return self.rules.measure(shown + _PARAGRAPH + self.text)
+        return self._shown_length(shown) + self.rules.separator + self.length
+
+    def fits_after(self, shown: str) -> bool:
+        """Whether the snippet whose (prepared) body is ``shown`` fits."""
+        if not shown:
+            return self.fits_alone()
+        if not self._additive(shown):
+            return _fits_text(self.rules, shown + _PARAGRAPH + self.text)
+        length = self._shown_length(shown) + self.rules.separator + self.length
+        return self._fits(length, len(shown.encode("utf-8")) + len(_PARAGRAPH) + self.bytes, shown)
+
+
+@functools.lru_cache(maxsize=64)  # one post's body is fitted for several platforms
+def _is_plain(body: str) -> bool:
+    """Whether every rule counts each character of ``body``, and of its cuts, as 1.
+
+    So it is for ASCII (each character its own grapheme cluster, one UTF-8 byte, and
+    weighing 100 on X) that holds no carriage return (CRLF is one cluster), no "@"
+    (a Mastodon mention) and nothing that may be a URL, and does not end in a line
+    break (which would join the blank line after it). A cut is a prefix of the body
+    plus "…", which completes no URL and joins no cluster. Most posts' text is like
+    this, and then no try of a cut needs measuring.
+    """
+    return (
+        body.isascii()
+        and "\r" not in body
+        and not body.endswith("\n")
+        and "@" not in body
+        and "://" not in body
+        and _MAY_HOLD_URL.search(body) is None
+    )
+
+
+def _plain_measures(rules: _Rules, body_text: str) -> tuple[int, int]:
+    """``measure`` and UTF-8 bytes of a plain body (``_is_plain``) or of a cut of one."""
+    if body_text.endswith(ELLIPSIS):  # a cut: "…" is its one character that is not ASCII
+        return len(body_text) - 1 + rules.ellipsis, len(body_text) - 1 + len(ELLIPSIS.encode("utf-8"))
+    return len(body_text), len(body_text)
+
+
 def _check_link(link: str) -> None:
     parts = urlsplit(link)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(link.split()) != 1:
@@ -651,7 +884,7 @@ def compose(
     if rules.max_hashtag_chars is not None:
         tags = [tag for tag in tags if graphemes(tag) - 1 <= rules.max_hashtag_chars]
     if rules.max_hashtags is not None:
-        room = max(0, rules.max_hashtags - len(_BODY_HASHTAG.findall(body)))
+        room = max(0, rules.max_hashtags - _body_hashtags(body))
         tags = tags[:room]
 
     soft_cut = False
@@ -671,32 +904,44 @@ def compose(
     def pieces(body_text: str, kept: Sequence[str]) -> list[_Piece]:
         return _layout(platform, prepare(body_text), link_text, link_uri, handle, kept)
 
-    def fits_text(text: str) -> bool:
-        if rules.measure(text) > rules.limit:
-            return False
-        if rules.max_bytes is not None and len(text.encode("utf-8")) > rules.max_bytes:
-            return False
-        return rules.max_links is None or _unique_links(text) <= rules.max_links
-
     kept = len(tags)
-    while not fits_text(_render(pieces("", tags[:kept]), with_facets=False)[0]):
+    while not (tail := _Tail(rules, _render(pieces("", tags[:kept]), with_facets=False)[0])).fits_alone():
         if kept == 0:
-            bare = _render(pieces("", []), with_facets=False)[0]
             raise ValueError(
-                f"{platform}: the link and handle alone measure {rules.measure(bare)} {rules.unit}, "
+                f"{platform}: the link and handle alone measure {tail.length} {rules.unit}, "
                 f"over the limit of {rules.limit}"
             )
         kept -= 1
     final_tags = tags[:kept]
 
-    body_text, cut = _fit_body(body, lambda b: fits_text(_render(pieces(b, final_tags), with_facets=False)[0]))
-    text, facets = _render(pieces(body_text, final_tags), with_facets=bluesky)
+    # Each try of a cut body is checked from the body's measures and the tail's (_Tail).
+    if prepare is str and tail.split_safe and _is_plain(body):
+        # The body and each of its cuts measure their length (see _is_plain) and hold no
+        # link, so whether one fits is arithmetic: the tail's links already fit (above).
+        length_room = rules.limit - rules.separator - tail.length
+        byte_room = None if rules.max_bytes is None else rules.max_bytes - len(_PARAGRAPH) - tail.bytes
+
+        def fits(body_text: str) -> bool:
+            length, size = _plain_measures(rules, body_text)
+            return length <= length_room and (byte_room is None or size <= byte_room)
+
+        body_text, cut = _fit_body(body, fits)
+        shown = body_text
+        length = tail.length if not shown else _plain_measures(rules, shown)[0] + rules.separator + tail.length
+    else:
+        body_text, cut = _fit_body(body, lambda b: tail.fits_after(prepare(b)))
+        shown = prepare(body_text)
+        length = tail.length_after(shown)
+    facets: tuple[Facet, ...] = ()
     if bluesky:
-        facets = _body_link_facets(text, prepare(body_text)) + facets
+        text, facets = _render(pieces(body_text, final_tags), with_facets=True)
+        facets = _body_link_facets(text, shown) + facets
+    else:
+        text = shown + _PARAGRAPH + tail.text if shown else tail.text  # as _layout joins its blocks
     return Snippet(
         platform=platform,
         text=text,
-        length=rules.measure(text),
+        length=length,
         limit=rules.limit,
         unit=rules.unit,
         link_in_text=platform != "instagram",

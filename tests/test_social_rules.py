@@ -706,3 +706,115 @@ def test_fast_paths_agree_with_the_full_rules(text: str) -> None:
     assert rules._urls(text) == list(extract_urls_with_indices(text))
     assert rules._urls(text, False) == list(extract_urls_with_indices(text, False))
     assert graphemes(text) == len(full_regex.findall(r"\X", text))
+
+
+# --------------------------------------------------------------------------- shortcuts stay exact
+# compose measures only the body on each try of a cut, and plain bodies not even that;
+# these pin the facts that make those shortcuts give the same snippets as measuring
+# the whole text each time.
+
+# fmt: off
+URLISH = [
+    "example.com", "e.g.", "end.", ". ", ".:", "a.b", "K.com", "x.Com", "xn--p1ai", "例子.中国", "例example.com",
+    "ｗｗｗ．x．com", "https://a.co/x", "http://", "://", "t.co/ab", "www.", ".org", "(", ")", "@", "#", "$", "/",
+    "-", "_", " ", "\n", "a", "Z", "9", "é", "рф", "中国", "…",
+    "\u212a",  # the Kelvin sign, which folds to "k"
+    "\u200f",  # a right-to-left mark
+]
+# fmt: on
+
+
+def random_text(rng: random.Random, pieces: list[str], most: int = 12) -> str:
+    return "".join(rng.choice(pieces) for _ in range(rng.randint(0, most)))
+
+
+def test_url_prefilter_and_bound_hold_on_random_text() -> None:
+    """No URL hides from the quick "." scan, and its count bounds the URLs from above."""
+    from twitter_text import extract_urls_with_indices
+
+    from pipeline import social_rules as rules
+
+    rng = random.Random("urls")
+    for _ in range(3000):
+        text = random_text(rng, URLISH)
+        for without_protocol in (True, False):
+            found = list(extract_urls_with_indices(text, without_protocol))
+            assert rules._urls(text, without_protocol) == found, text
+            assert rules._most_urls(text) >= len(found), text
+
+
+def test_checks_are_additive_across_the_blank_line() -> None:
+    """measure, bytes and Threads' links of body + blank line + tail, from the parts."""
+    from pipeline import social_rules as rules
+
+    pieces = [*URLISH, *TOKENS, FAMILY, "\u0301", "\u20e3", "\U0001f1fa", "\r"]
+    rng = random.Random("additive")
+    for _ in range(400):
+        body = random_text(rng, pieces).rstrip("\r\n") or "x"
+        tail = rng.choice(["https://", "Read more: ", "@", "#", "Link", "h"]) + random_text(rng, pieces, 6)
+        assert rules._TAIL_START.match(tail)
+        whole = body + "\n\n" + tail
+        for platform in PLATFORMS:
+            assert measure(platform, whole) == measure(platform, body) + 2 + measure(platform, tail), (platform, whole)
+        assert rules._link_urls(whole) == rules._link_urls(body) | rules._link_urls(tail), whole
+
+
+def test_plain_bodies_and_their_cuts_measure_their_length() -> None:
+    from pipeline import social_rules as rules
+
+    rng = random.Random("plain")
+    alphabet = [*(chr(i) for i in range(32, 127)), " ", " ", "\n", "e.g.", "x.com", "a@b"]
+    checked = 0
+    for _ in range(2000):
+        body = random_text(rng, alphabet, 30)
+        if not rules._is_plain(body):
+            continue
+        checked += 1
+        for end in range(len(body) + 1):
+            cut = rules._cut(body, end) if end < len(body) else body
+            for platform in PLATFORMS:
+                expected, size = rules._plain_measures(rules._rules(platform, 500), cut)
+                assert measure(platform, cut) == expected, (platform, cut)
+                assert len(cut.encode("utf-8")) == size
+    assert checked > 500
+
+
+def test_break_point_shortcuts_agree_with_grapheme_clusters() -> None:
+    """The ASCII shortcuts find the points the grapheme-cluster walk finds."""
+    import regex as full_regex
+
+    from pipeline import social_rules as rules
+
+    def by_clusters(body: str, words_only: bool) -> tuple[int, ...]:
+        clusters = [(m.end(), m.group()) for m in full_regex.finditer(r"\X", body)]
+        return tuple(
+            end
+            for (end, cluster), (_, following) in itertools.pairwise(clusters)
+            if not cluster.isspace() and (not words_only or following.isspace())
+        )
+
+    rng = random.Random("points")
+    alphabet = [*(chr(i) for i in range(128)), " ", " ", " ", "word"]
+    for _ in range(3000):
+        body = random_text(rng, alphabet, 20).replace("\r", "")
+        for words_only in (True, False):
+            assert rules._break_points(body, words_only=words_only) == by_clusters(body, words_only), body
+
+
+def test_normalizing_an_already_normal_body_changes_nothing() -> None:
+    from pipeline import social_rules as rules
+
+    rng = random.Random("normal")
+    for _ in range(2000):
+        body = " ".join(random_text(rng, [*WORDS, "(", ".", "#", "~"], 4) for _ in range(rng.randint(1, 5)))
+        body = re.sub(" +", " ", body).strip()
+        lines = (re.sub(r"[^\S\n]+", " ", line).strip() for line in body.split("\n"))
+        assert rules._normalize_body(body) == "\n".join(lines).strip() == body
+
+
+def test_escape_linkedin_escapes_each_reserved_character() -> None:
+    from pipeline.social_rules import LINKEDIN_RESERVED
+
+    text = "".join(chr(i) for i in range(32, 127)) + "é \\\\g<0> \\1 " + FAMILY
+    expected = "".join("\\" + char if char in LINKEDIN_RESERVED else char for char in text)
+    assert escape_linkedin(text) == expected
