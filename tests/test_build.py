@@ -208,3 +208,14 @@ def test_approval_gate_keeps_unapproved_posts_out_of_every_output(settings: Sett
     stale = ApprovalGate(since=since, approved=frozenset({("new", "0" * 64)}))
     assert [p.slug for p in build(settings, NOW, gate=stale).withheld] == ["new"]
     assert not (settings.out_dir / "archive/new.html").exists()
+
+
+def test_a_deleted_output_is_written_again(settings: Settings) -> None:
+    write_post(settings.posts_dir, "2026-11-03-a.md", GOOD_POST)
+    build(settings, NOW)
+    (settings.out_dir / "newsletter/a.html").unlink()
+    (settings.out_dir / "feed.xml").unlink()
+    result = build(settings, NOW)
+    assert result.rendered == 1
+    assert (settings.out_dir / "newsletter/a.html").exists() and (settings.out_dir / "feed.xml").exists()
+    assert build(settings, NOW).written == []
