@@ -58,3 +58,12 @@ class PipelineErrors(PipelineError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+def decode_text(raw: bytes, path: str | Path, *, hint: str, encoding: str = "utf-8") -> str:
+    """Bytes -> text, or a PipelineError naming the line of the first undecodable byte."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PipelineError("the file is not UTF-8 text", path=path, line=line, hint=hint) from None

@@ -22,7 +22,7 @@ from slugify import slugify
 
 from pipeline.config import PLATFORMS, Settings
 from pipeline.dates import DateProblem, parse_datetime
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, decode_text
 from pipeline.markup import absolute_url, markdown_inline_to_html, markdown_to_html_and_text, strip_tags
 
 CHANNELS = ("feed", "email", "social")
@@ -251,13 +251,7 @@ def _derive_summary(body_html: str) -> str:
 
 def parse_post(raw: bytes, path: str, settings: Settings) -> Post:
     """Validate one post file's bytes. Raises ``PipelineError`` on the first mistake."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad_line = raw[: exc.start].count(b"\n") + 1
-        raise PipelineError(
-            "file is not UTF-8 text", path=path, line=bad_line, hint="save the file as UTF-8 in your editor"
-        ) from None
+    text = decode_text(raw, path, hint="save the file as UTF-8 in your editor")
     text = text.removeprefix("\ufeff")
     yaml_text, body, body_line = _split_front_matter(text, path)
     data, lines = _parse_yaml(yaml_text, path)

@@ -25,7 +25,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.config import Settings
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, decode_text
 from pipeline.schema import SUBSCRIBER_STATUSES
 from pipeline.store import Store, Subscriber, SubscriberExists, email_key, utcnow
 
@@ -157,13 +157,7 @@ class _Row:
 def _read_rows(path: Path, report: ImportReport) -> Iterator[tuple[int, list[str]]]:
     """(first line number, cells) for every non-blank row, header included."""
     raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PipelineError(
-            "the file is not UTF-8 text", path=path, line=line, hint="save or export it as 'CSV UTF-8'"
-        ) from None
+    text = decode_text(raw, path, hint="save or export it as 'CSV UTF-8'", encoding="utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""))
     previous_end = 0
     try:

@@ -64,16 +64,24 @@ def _render_both(env: jinja2.Environment, name: str, context: dict[str, object])
     return html, web_html, text
 
 
+def _links(settings: Settings, web_url: str) -> dict[str, object]:
+    """The links every newsletter carries: its web version, unsubscribe (with the token
+    placeholder), and subscribe (on the web version, instead of unsubscribe)."""
+    return {
+        "web_url": web_url,
+        "unsubscribe_url": urls.unsubscribe_url(settings),
+        "subscribe_url": urls.subscribe_url(settings),
+    }
+
+
 def render_post_newsletter(post: Post, settings: Settings, env: jinja2.Environment) -> Newsletter:
     web_url = urls.post_url(settings, post.slug)
     context: dict[str, object] = {
         "post": post,
         "subject": post.subject,
         "preheader": post.preheader,
-        "web_url": web_url,
         "post_url": web_url,
-        "unsubscribe_url": urls.unsubscribe_url(settings),
-        "subscribe_url": urls.subscribe_url(settings),
+        **_links(settings, web_url),
     }
     html, web_html, text = _render_both(env, "post", context)
     newsletter = Newsletter(
@@ -109,9 +117,7 @@ def render_digest(posts: Sequence[Post], settings: Settings, env: jinja2.Environ
         "items": [DigestItem(post=p, url=urls.post_url(settings, p.slug)) for p in ordered],
         "subject": subject,
         "preheader": preheader,
-        "web_url": web_url,
-        "unsubscribe_url": urls.unsubscribe_url(settings),
-        "subscribe_url": urls.subscribe_url(settings),
+        **_links(settings, web_url),
     }
     html, web_html, text = _render_both(env, "digest", context)
     newsletter = Newsletter(
