@@ -12,7 +12,7 @@ from functools import lru_cache
 from urllib.parse import urljoin, urlsplit
 
 import nh3
-from markdown_it import MarkdownIt
+from markdown_it_pyrs import MarkdownIt
 
 _ALLOWED_TAGS = {
     "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "div", "dl", "dt",
@@ -66,15 +66,19 @@ def markdown_to_html(source: str, base_url: str) -> str:
 
 def markdown_to_html_and_text(source: str, base_url: str) -> tuple[str, str]:
     """One parse, two renderings: sanitised HTML and plain text that say the same."""
-    from pipeline.plaintext import tokens_to_text
+    from pipeline.plaintext import tree_to_text
 
     md = _markdown()
-    tokens = md.parse(source)
-    return sanitize_html(md.renderer.render(tokens, md.options, {}), base_url), tokens_to_text(tokens, base_url)
+    return sanitize_html(md.render(source), base_url), tree_to_text(md.tree(source), base_url)
 
 
 def markdown_inline_to_html(source: str, base_url: str) -> str:
-    return sanitize_html(_markdown().renderInline(source), base_url)
+    """A one-paragraph Markdown snippet (a summary) without its <p> wrapper."""
+    rendered = _markdown().render(source).strip()
+    if rendered.startswith("<p>") and rendered.endswith("</p>"):
+        # A summary is one paragraph of the page it sits in: its own paragraphs run on.
+        rendered = rendered[3:-4].replace("</p>\n<p>", " ")
+    return sanitize_html(rendered, base_url)
 
 
 def strip_tags(fragment: str) -> str:

@@ -1,25 +1,27 @@
-"""CommonMark tokens -> readable plain text, for the e-mail's text part.
+"""CommonMark syntax tree -> readable plain text, for the e-mail's text part.
 
-Rendered from the same markdown-it token stream as the HTML (one parse), so the
-two parts always say the same thing. Links are written out after their text,
-images become their alt text, raw HTML keeps only its text, and paragraphs are
-wrapped at 72 columns without ever breaking a URL.
+Rendered from the same parse as the HTML, so the two parts always say the same
+thing. Links are written out after their text, images become their alt text, raw
+HTML keeps only its text (and its links), and paragraphs are wrapped at 72
+columns without ever breaking a URL.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import nh3
-from markdown_it.token import Token
 
 from pipeline.markup import absolute_url
 
 WIDTH = 72
-
-
+_INLINE = {
+    "text", "softbreak", "hardbreak", "strong", "em", "strikethrough", "code_inline",
+    "link", "image", "html_inline", "autolink", "text_special",
+}  # fmt: skip
 _ANCHOR = re.compile(r'<a\b[^>]*?\bhref="([^"]*)"[^>]*>(.*?)</a>', re.IGNORECASE | re.DOTALL)
 
 
@@ -32,32 +34,32 @@ def _strip_html(fragment: str, base_url: str = "") -> str:
     return html.unescape(nh3.clean(fragment, tags=set()))
 
 
-def _inline(tokens: Sequence[Token], base_url: str) -> str:
+def _text_of(node: Any) -> str:
+    return "".join(str(child.meta.get("content", "")) + _text_of(child) for child in node.children)
+
+
+def _inline(nodes: Iterable[Any], base_url: str) -> str:
     parts: list[str] = []
-    links: list[str] = []
-    for token in tokens:
-        kind = token.type
-        if kind == "text" or kind == "code_inline":
-            parts.append(token.content)
-        elif kind == "softbreak":
+    for node in nodes:
+        name = node.name
+        if name in ("text", "text_special"):
+            parts.append(str(node.meta.get("content", "")))
+        elif name == "softbreak":
             parts.append(" ")
-        elif kind == "hardbreak":
+        elif name == "hardbreak":
             parts.append("\n")
-        elif kind == "link_open":
-            href = str(token.attrs.get("href", ""))
-            links.append(absolute_url(href, base_url) if href and not href.startswith("#") else "")
-            parts.append("\x00")  # marks where the link text starts
-        elif kind == "link_close":
-            url = links.pop() if links else ""
-            start = len(parts) - 1 - parts[::-1].index("\x00")
-            label = "".join(parts[start + 1 :])
-            del parts[start:]
-            parts.append(label if not url or url in (label, f"mailto:{label}", f"tel:{label}") else f"{label} ({url})")
-        elif kind == "image":
-            alt = token.content or str(token.attrs.get("alt", ""))
+        elif name in ("strong", "em", "strikethrough", "code_inline"):
+            parts.append(_inline(node.children, base_url))
+        elif name in ("link", "autolink"):
+            href = str(node.meta.get("url", ""))
+            label = _inline(node.children, base_url) or href.removeprefix("mailto:")
+            url = absolute_url(href, base_url) if href and not href.startswith("#") else ""
+            same = not url or url in (label, f"mailto:{label}", f"tel:{label}")
+            parts.append(label if same else f"{label} ({url})")
+        elif name == "image":
+            alt = _text_of(node)
             parts.append(f"[{alt}]" if alt else "")
-        elif kind == "html_inline":
-            parts.append(_strip_html(token.content) if not token.content.startswith("<") else "")
+        # html_inline: a tag on its own; its text, if any, is in the text nodes around it
     return "".join(parts)
 
 
@@ -86,72 +88,87 @@ def _wrap(text: str, indent: str = "", first: str | None = None) -> list[str]:
     return lines
 
 
-def tokens_to_text(tokens: Sequence[Token], base_url: str) -> str:
-    blocks: list[list[str]] = []
-    lists: list[list[int]] = []  # one counter per open list; -1 for bullets
-    quote = 0
-    pending_marker: str | None = None
-    heading: str | None = None
-    table_row: list[str] | None = None
+class _Writer:
+    """Walks the block tree; a whole list is one block (no blank lines between items)."""
 
-    def prefix() -> str:
-        return "> " * quote + "   " * len(lists)
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.blocks: list[list[str]] = []
+        self.quote = 0
+        self.depth = 0  # open lists
+        self.marker: str | None = None  # the marker the next line of a list item starts with
 
-    for token in tokens:
-        kind = token.type
-        if kind in ("bullet_list_open", "ordered_list_open"):
-            start = int(token.attrs.get("start", 1) or 1)
-            if not lists:
-                blocks.append([])  # a whole list is one block: no blank lines between items
-            lists.append([start if kind == "ordered_list_open" else -1])
-        elif kind in ("bullet_list_close", "ordered_list_close"):
-            lists.pop()
-        elif kind == "list_item_open":
-            counter = lists[-1]
-            if counter[0] == -1:
-                pending_marker = "*  "
-            else:
-                pending_marker = f"{counter[0]}. ".ljust(3)
-                counter[0] += 1
-        elif kind == "blockquote_open":
-            quote += 1
-        elif kind == "blockquote_close":
-            quote -= 1
-        elif kind == "heading_open":
-            heading = token.tag
-        elif kind == "inline":
-            text = _inline(token.children or [], base_url)
-            if table_row is not None:
-                table_row.append(" ".join(text.split()))
+    def prefix(self) -> str:
+        return "> " * self.quote + "   " * self.depth
+
+    def lines(self, lines: list[str]) -> None:
+        if self.depth:
+            self.blocks[-1].extend(lines)
+        else:
+            self.blocks.append(lines)
+
+    def paragraph(self, text: str) -> None:
+        if self.marker is not None:
+            first = "> " * self.quote + "   " * (self.depth - 1) + self.marker
+            self.marker = None
+            self.lines(_wrap(text, indent=self.prefix(), first=first))
+        else:
+            self.lines(_wrap(text, indent=self.prefix()))
+
+    def children(self, nodes: Sequence[Any]) -> None:
+        run: list[Any] = []  # inline nodes straight inside a block (tight list items)
+        for node in nodes:
+            if node.name in _INLINE:
+                run.append(node)
                 continue
-            if heading is not None:
-                title = " ".join(text.split())
-                underline = "=" if heading == "h1" else "-"
-                blocks.append([title, underline * len(title)])
-                heading = None
-                continue
-            if pending_marker is not None:
-                first = "> " * quote + "   " * (len(lists) - 1) + pending_marker
-                pending_marker = None
-                lines = _wrap(text, indent=prefix(), first=first)
-            else:
-                lines = _wrap(text, indent=prefix())
-            if lists:
-                blocks[-1].extend(lines)
-            else:
-                blocks.append(lines)
-        elif kind in ("code_block", "fence"):
-            blocks.append(["    " + line for line in token.content.rstrip("\n").split("\n")])
-        elif kind == "html_block":
-            text = _strip_html(token.content, base_url).strip()
+            if run:
+                self.paragraph(_inline(run, self.base_url))
+                run = []
+            self.block(node)
+        if run:
+            self.paragraph(_inline(run, self.base_url))
+
+    def block(self, node: Any) -> None:
+        name = node.name
+        if name == "paragraph":
+            self.paragraph(_inline(node.children, self.base_url))
+        elif name == "heading":
+            title = " ".join(_inline(node.children, self.base_url).split())
+            self.blocks.append([title, ("=" if node.meta.get("level") == 1 else "-") * len(title)])
+        elif name in ("bullet_list", "ordered_list"):
+            if not self.depth:
+                self.blocks.append([])
+            self.depth += 1
+            number = int(node.meta.get("start", 1) or 1)
+            for item in node.children:
+                self.marker = "*  " if name == "bullet_list" else f"{number}. ".ljust(3)
+                number += 1
+                self.children(item.children)
+            self.depth -= 1
+        elif name == "blockquote":
+            self.quote += 1
+            self.children(node.children)
+            self.quote -= 1
+        elif name in ("code_block", "fence"):
+            content = str(node.meta.get("content", "")).rstrip("\n")
+            self.blocks.append(["    " + line for line in content.split("\n")])
+        elif name == "html_block":
+            text = _strip_html(str(node.meta.get("content", "")), self.base_url).strip()
             if text:
-                blocks.append(_wrap(text, indent=prefix()))
-        elif kind == "hr":
-            blocks.append(["-" * 24])
-        elif kind == "tr_open":
-            table_row = []
-        elif kind == "tr_close" and table_row is not None:
-            blocks.append([" | ".join(table_row)])
-            table_row = None
-    paragraphs = ["\n".join(block) for block in blocks if block]
+                self.blocks.append(_wrap(text, indent=self.prefix()))
+        elif name == "hr":
+            self.blocks.append(["-" * 24])
+        elif name == "table":
+            for section in node.children:
+                for row in section.children:
+                    cells = [" ".join(_inline(cell.children, self.base_url).split()) for cell in row.children]
+                    self.blocks.append([" | ".join(cells)])
+        else:
+            self.children(node.children)
+
+
+def tree_to_text(root: Any, base_url: str) -> str:
+    writer = _Writer(base_url)
+    writer.children(root.children)
+    paragraphs = ["\n".join(block) for block in writer.blocks if block]
     return "\n\n".join(p for p in paragraphs if p.strip()).strip()

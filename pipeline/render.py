@@ -31,9 +31,12 @@ def local_time(moment: datetime, settings: Settings, fmt: str = "%B %-d, %Y") ->
 
 
 def with_utm(url: str, *, source: str, medium: str, campaign: str) -> str:
+    tags = [("utm_source", source), ("utm_medium", medium), ("utm_campaign", campaign)]
+    if "?" not in url and "#" not in url:
+        return f"{url}?{urlencode(tags)}"  # the common case: a permalink with no query
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query) if not k.startswith("utm_")]
-    query += [("utm_source", source), ("utm_medium", medium), ("utm_campaign", campaign)]
+    query += tags
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 

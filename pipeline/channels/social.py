@@ -8,6 +8,7 @@ keeping the link, the clinic's handle and the hashtags whole.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import jinja2.meta
 
 from pipeline import urls
 from pipeline.config import PLATFORMS, Settings
@@ -38,16 +40,31 @@ def social_link(post: Post, settings: Settings, platform: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _template_uses_platform(env: jinja2.Environment) -> bool:
+    assert env.loader is not None
+    source = env.loader.get_source(env, "social/body.txt")[0]
+    return "platform" in jinja2.meta.find_undeclared_variables(env.parse(source))
+
+
 def render_snippets(post: Post, settings: Settings, env: jinja2.Environment) -> dict[str, Snippet]:
     # Imported here: twitter-text compiles large regular expressions at import (~0.3 s),
     # which a no-op rebuild, served from the cache, should not pay.
     from pipeline.social_rules import compose
 
     snippets = {}
+    per_platform = _template_uses_platform(env)
+    bodies: dict[tuple[str, str], str] = {}
     for platform in PLATFORMS:
-        body = render_template(
-            env, "social/body.txt", {"post": post, "platform": platform, "override": post.social.get(platform, "")}
-        )
+        override = post.social.get(platform, "")
+        # The text is the same for every platform unless the template asks which one it
+        # is for or the post overrides it: render each distinct text once.
+        key = (platform if per_platform else "", override)
+        if key not in bodies:
+            bodies[key] = render_template(
+                env, "social/body.txt", {"post": post, "platform": platform, "override": override}
+            )
+        body = bodies[key]
         snippets[platform] = compose(
             platform,
             body=" ".join(body.split()),
