@@ -131,6 +131,17 @@ def _by_date(post: Post) -> tuple[datetime, str]:
     return post.date, post.slug
 
 
+def _queue_window(settings: Settings, now: datetime) -> datetime:
+    """The social queue lists posts dated after this (queued ones and those released
+    within the backfill window); older ones are never queued for social."""
+    return now - timedelta(hours=settings.scheduler.backfill_hours)
+
+
+def _wants_snippets(post: Post, window: datetime) -> bool:
+    """Whether the social queue may list ``post``, so its snippets are worth keeping."""
+    return not post.draft and "social" in post.channels and post.date > window
+
+
 def _live(post: Post, now: datetime, gate: ApprovalGate | None) -> bool:
     """Released at ``now``: due, not a draft, and approved where approval is required."""
     return post.is_released(now) and (gate is None or gate.allows(post))
@@ -149,8 +160,8 @@ def _process(task: _Task) -> CacheEntry:
         snippets = None
         if not post.draft and "social" in post.channels:
             snippets = snippets_data(render_snippets(post, settings, env))
-            if post.date > task.now - timedelta(hours=settings.scheduler.backfill_hours):
-                entry.snippets = snippets  # the social queue may list it
+            if _wants_snippets(post, _queue_window(settings, task.now)):
+                entry.snippets = snippets
         if _live(post, task.now, task.gate):
             outputs = post_outputs(post, settings, env, snippets)
             for rel, data in outputs.items():
@@ -336,9 +347,9 @@ def build(
     entries: dict[str, CacheEntry] = {}
     tasks: list[tuple[str, _Task]] = []
     changed = False  # anything to write back to the cache?
-    # Snippets are kept only for posts the social queue can still list: queued ones and
-    # those released within the backfill window (a post's date never moves back in).
-    window = now - timedelta(hours=settings.scheduler.backfill_hours)
+    # Snippets are kept only for posts the social queue can still list (a post's date
+    # never moves back into the window).
+    window = _queue_window(settings, now)
     for key, info in _post_files(settings.posts_dir):
         stat = (info.st_mtime_ns, info.st_size)
         cached = previous.get(key)
@@ -351,7 +362,7 @@ def build(
         if cached is not None:
             post = cached.post
             live = post is not None and cached.error is None and _live(post, now, gate)
-            needs_snippets = post is not None and not post.draft and "social" in post.channels and post.date > window
+            needs_snippets = post is not None and _wants_snippets(post, window)
             if (not live or (cached.outputs and existing.issuperset(cached.outputs))) and (
                 cached.snippets is not None or not needs_snippets
             ):
@@ -380,13 +391,8 @@ def build(
     valid = [p for p in valid if p.path not in clashing]
     valid.sort(key=_by_date)
     released = [p for p in valid if _live(p, now, gate)]
-    withheld = sorted(
-        (p for p in valid if p.is_released(now) and not _live(p, now, gate)), key=lambda p: (p.date, p.slug)
-    )
-    queued = sorted(
-        (p for p in valid if not p.draft and p.date > now and (gate is None or gate.allows(p))),
-        key=lambda p: (p.date, p.slug),
-    )
+    withheld = [p for p in valid if p.is_released(now) and not _live(p, now, gate)]
+    queued = [p for p in valid if not p.draft and p.date > now and (gate is None or gate.allows(p))]
 
     # Outputs of posts that are live now; anything else in our folders is stale.
     outputs: set[str] = set()
@@ -502,9 +508,7 @@ def _digest_key(now: datetime, settings: Settings) -> str:
 
 def _plan_shared(settings: Settings, released: list[Post], queued: list[Post], now: datetime) -> dict[str, list[Post]]:
     """Which posts the feeds, the social queue and the digest are made of."""
-    # The social queue: what is still to go out, plus what went out within the backfill
-    # window (older posts are never queued for social automatically).
-    window = now - timedelta(hours=settings.scheduler.backfill_hours)
+    window = _queue_window(settings, now)
     return {
         "feed": newest_first([p for p in released if "feed" in p.channels], settings.feed.max_items),
         "queue": [p for p in released if p.date > window] + queued,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import tomllib
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -268,6 +267,3 @@ def load_settings(path: str | Path = DEFAULT_CONFIG) -> Settings:
         line = getattr(exc, "lineno", None)
         raise PipelineError(f"invalid TOML: {exc}", path=path, line=line, hint="check quotes and brackets") from None
     return settings_from_mapping(data, path=path, source=source)
-
-
-Transport = Literal["outbox", "smtp"]

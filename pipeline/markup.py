@@ -60,10 +60,6 @@ def sanitize_html(raw: str, base_url: str) -> str:
     )
 
 
-def markdown_to_html(source: str, base_url: str) -> str:
-    return sanitize_html(_markdown().render(source), base_url)
-
-
 def markdown_to_html_and_text(source: str, base_url: str) -> tuple[str, str]:
     """One parse, two renderings: sanitised HTML and plain text that say the same."""
     from pipeline.plaintext import tree_to_text

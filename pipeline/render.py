@@ -40,6 +40,17 @@ def with_utm(url: str, *, source: str, medium: str, campaign: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def utm_link(settings: Settings, url: str, *, platform: str, medium: str, slug: str) -> str:
+    """``url`` with the UTM tags ``[utm]`` in pipeline.toml asks for."""
+    fields = {"platform": platform, "medium": medium, "slug": slug}
+    return with_utm(
+        url,
+        source=settings.utm.source.format(**fields),
+        medium=settings.utm.medium.format(**fields),
+        campaign=settings.utm.campaign.format(**fields),
+    )
+
+
 def make_environment(settings: Settings) -> jinja2.Environment:
     cache_dir = settings.state_dir / "template-cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -55,17 +66,10 @@ def make_environment(settings: Settings) -> jinja2.Environment:
         keep_trailing_newline=True,
     )
 
-    def utm(url: str, platform: str, medium: str, slug: str) -> str:
-        fields = {"platform": platform, "medium": medium, "slug": slug}
-        return with_utm(
-            url,
-            source=settings.utm.source.format(**fields),
-            medium=settings.utm.medium.format(**fields),
-            campaign=settings.utm.campaign.format(**fields),
-        )
-
     env.filters["localdate"] = lambda moment, fmt="%B %-d, %Y": local_time(moment, settings, fmt)
-    env.filters["utm"] = utm
+    env.filters["utm"] = lambda url, platform, medium, slug: utm_link(
+        settings, url, platform=platform, medium=medium, slug=slug
+    )
     env.globals["clinic"] = settings.clinic
     env.globals["settings"] = settings
     return env

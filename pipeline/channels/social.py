@@ -22,7 +22,7 @@ from pipeline import urls
 from pipeline.config import PLATFORMS, Settings
 from pipeline.dates import to_utc_iso
 from pipeline.posts import Post
-from pipeline.render import render_template, with_utm
+from pipeline.render import render_template, utm_link
 
 if TYPE_CHECKING:
     from pipeline.social_rules import Snippet
@@ -31,13 +31,7 @@ SnippetData = Mapping[str, Any]  # Snippet.as_dict(): what the JSON file and the
 
 
 def social_link(post: Post, settings: Settings, platform: str) -> str:
-    fields = {"platform": platform, "medium": "social", "slug": post.slug}
-    return with_utm(
-        urls.post_url(settings, post.slug),
-        source=settings.utm.source.format(**fields),
-        medium=settings.utm.medium.format(**fields),
-        campaign=settings.utm.campaign.format(**fields),
-    )
+    return utm_link(settings, urls.post_url(settings, post.slug), platform=platform, medium="social", slug=post.slug)
 
 
 @functools.lru_cache(maxsize=8)
