@@ -186,6 +186,11 @@ class Settings(_Strict):
         return self.resolve(self.paths.state)
 
     @property
+    def envelope_sender(self) -> str:
+        """MAIL FROM: ``delivery.envelope_from``, else ``newsletter.from_address``."""
+        return self.delivery.envelope_from or self.newsletter.from_address
+
+    @property
     def database_url(self) -> str:
         """The SQLAlchemy URL with a relative SQLite path made absolute."""
         url = self.database.url

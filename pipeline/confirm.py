@@ -13,6 +13,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
 
+import jinja2
+
 from pipeline import urls
 from pipeline.channels.newsletter import compile_mjml
 from pipeline.config import Settings
@@ -21,12 +23,22 @@ from pipeline.render import make_environment, render_template
 from pipeline.signing import DkimSigner
 from pipeline.store import Subscriber
 from pipeline.tokens import CONFIRM_MAX_AGE, load_secret, make_token
-from pipeline.transports import Reply, Transport, TransportError
+from pipeline.transports import Reply, Transport, send_one
 
 
-def confirmation_message(settings: Settings, subscriber: Subscriber, *, now: datetime | None = None) -> bytes:
+def confirmation_message(
+    settings: Settings,
+    subscriber: Subscriber,
+    *,
+    now: datetime | None = None,
+    secret: bytes | None = None,
+    env: jinja2.Environment | None = None,
+    signer: DkimSigner | None = None,
+) -> bytes:
+    """The signed confirmation e-mail. ``secret``, ``env`` and ``signer`` default to
+    the ones ``settings`` give; a long-lived caller (the web app) passes its own."""
     now = now or datetime.now(UTC)
-    token = make_token("confirm", subscriber.id, load_secret(settings), now)
+    token = make_token("confirm", subscriber.id, secret or load_secret(settings), now)
     subject = f"Please confirm your subscription to {settings.clinic.name}"
     context = {
         "subject": subject,
@@ -35,7 +47,7 @@ def confirmation_message(settings: Settings, subscriber: Subscriber, *, now: dat
         "confirm_url": urls.confirm_url(settings, token),
         "valid_days": CONFIRM_MAX_AGE.days,
     }
-    env = make_environment(settings)
+    env = env or make_environment(settings)
     text = render_template(env, "email/confirm.txt", context)
     html = compile_mjml(render_template(env, "email/confirm.mjml", context), "email/confirm.mjml")
     news = settings.newsletter
@@ -51,24 +63,23 @@ def confirmation_message(settings: Settings, subscriber: Subscriber, *, now: dat
     message.set_content(text, charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")
     data = message.as_bytes()
-    signer = DkimSigner.from_settings(settings)
+    signer = signer or DkimSigner.from_settings(settings)
     return signer.sign(data) if signer else data
 
 
 def send_confirmation(
-    settings: Settings, transport: Transport, subscriber: Subscriber, *, now: datetime | None = None
+    settings: Settings,
+    transport: Transport,
+    subscriber: Subscriber,
+    *,
+    now: datetime | None = None,
+    secret: bytes | None = None,
+    env: jinja2.Environment | None = None,
+    signer: DkimSigner | None = None,
 ) -> Reply:
     """Send the confirmation e-mail to a pending subscriber, or to one who left and asked
     to come back (they stay unsubscribed until they click it)."""
     if subscriber.status == "active":
         raise PipelineError(f"{subscriber.email} is {subscriber.status}, not waiting for confirmation", field="email")
-    message = confirmation_message(settings, subscriber, now=now)
-    connection = transport.open()
-    try:
-        sender = settings.delivery.envelope_from or settings.newsletter.from_address
-        reply = connection.send(sender, subscriber.email, message)
-    finally:
-        connection.close()
-    if not reply.ok:
-        raise TransportError(f"{transport.description} refused the confirmation to {subscriber.email}: {reply}")
-    return reply
+    message = confirmation_message(settings, subscriber, now=now, secret=secret, env=env, signer=signer)
+    return send_one(transport, settings.envelope_sender, subscriber.email, message, "confirmation")

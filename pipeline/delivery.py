@@ -39,7 +39,7 @@ from pipeline.signing import DkimSigner
 from pipeline.store import LEASE_SECONDS, Campaign, Claim, Outcome, Store, utcnow
 from pipeline.subscribers import normalise_address
 from pipeline.tokens import load_secret, make_token
-from pipeline.transports import Connection, Reply, Transport, TransportError
+from pipeline.transports import Connection, Reply, Transport, send_one
 
 _POLL_SECONDS = 0.25
 _MAX_IDLE_WAIT = 1.0
@@ -204,15 +204,10 @@ def deliver(
             summary.campaigns.append(run.result)
             run.execute()
     except _Aborted as aborted:
-        summary.seconds = time.monotonic() - started
         raise DeliveryAborted(aborted.cause, summary) from None
-    summary.seconds = time.monotonic() - started
+    finally:
+        summary.seconds = time.monotonic() - started
     return summary
-
-
-def resume(store: Store, settings: Settings, transport: Transport, progress: ProgressCallback | None = None) -> Summary:
-    """Continue every unfinished campaign (after a crash, or deferred retries)."""
-    return deliver(store, settings, transport, None, progress)
 
 
 class _Aborted(Exception):
@@ -250,7 +245,7 @@ class _CampaignRun:
         self.abort = threading.Event()
         self.error: PipelineError | None = None
         self.limiter = RateLimiter(settings.delivery.rate_per_second)
-        self.sender = settings.delivery.envelope_from or settings.newsletter.from_address
+        self.sender = settings.envelope_sender
         self.counts: dict[str, int] = {}
 
     # --- the claiming loop (this thread only touches the ledger) -------------------------
@@ -468,11 +463,4 @@ def send_test(
         message_id=f"<proof.{int(now.timestamp())}.{newsletter.key}@{template.from_domain}>",
         date=now,
     )
-    connection = transport.open()
-    try:
-        reply = connection.send(settings.delivery.envelope_from or settings.newsletter.from_address, address, message)
-    finally:
-        connection.close()
-    if not reply.ok:
-        raise TransportError(f"{transport.description} refused the proof to {address}: {reply}")
-    return reply
+    return send_one(transport, settings.envelope_sender, address, message, "proof")

@@ -21,7 +21,7 @@ from pipeline import urls
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.message import MessageTemplate, message_id_for
+from pipeline.message import PREVIEW_ADDRESS, MessageTemplate, message_id_for
 from pipeline.signing import REQUIRED_SIGNED, DkimSigner
 from pipeline.tokens import make_token
 
@@ -53,7 +53,7 @@ def sample_message(settings: Settings, newsletter: Newsletter) -> tuple[bytes, D
         problems.append(f"DKIM is misconfigured: {error}")
     template = MessageTemplate(newsletter, settings, signer=signer)
     message = template.personalise(
-        to_address="subscriber@example.com",
+        to_address=PREVIEW_ADDRESS,
         to_name="Sample Subscriber",
         token=make_token("unsubscribe", 1, _SAMPLE_SECRET, newsletter.date),
         message_id=message_id_for(0, 1, template.from_domain),

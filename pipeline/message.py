@@ -150,7 +150,6 @@ class MessageTemplate:
         # placeholder sits inside a URL.
         self._wire_segments = [segment.replace(b"\n.", b"\n..") for segment in self._segments]
         self._wire_segments[-1] += b".\r\n"
-        self.size_estimate = len(raw)
         self.from_domain = news.from_domain
         self._date: tuple[datetime, str] | None = None
 

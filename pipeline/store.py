@@ -175,6 +175,21 @@ def email_key(email: str) -> str:
     return email.strip().lower()
 
 
+def _subscriber_row(email: str, name: str | None, status: str, source: str, now: datetime) -> dict[str, Any]:
+    """The values of a new subscribers row."""
+    return {
+        "email": email,
+        "email_key": email_key(email),
+        "name": name or None,
+        "status": status,
+        "source": source,
+        "created_at": now,
+        "confirmed_at": now if status == "active" else None,
+        "unsubscribed_at": now if status == "unsubscribed" else None,
+        "updated_at": now,
+    }
+
+
 def _subscriber(row: Row[Any]) -> Subscriber:
     return Subscriber(
         id=row.id,
@@ -309,18 +324,7 @@ class Store:
         (``pipeline.subscribers.normalise_address``). Raises ``SubscriberExists``."""
         if status not in schema.SUBSCRIBER_STATUSES:
             raise ValueError(f"unknown subscriber status {status!r}")
-        now = now or utcnow()
-        values = {
-            "email": email.strip(),
-            "email_key": email_key(email),
-            "name": name or None,
-            "status": status,
-            "source": source,
-            "created_at": now,
-            "confirmed_at": now if status == "active" else None,
-            "unsubscribed_at": now if status == "unsubscribed" else None,
-            "updated_at": now,
-        }
+        values = _subscriber_row(email.strip(), name, status, source, now or utcnow())
         try:
             with self._write() as conn:
                 new_id = conn.execute(insert(subscribers).values(**values)).inserted_primary_key
@@ -337,20 +341,7 @@ class Store:
         """Insert many new subscribers in one transaction (import). Each row has
         email, name, status, source; every email must be new. Returns the count."""
         now = now or utcnow()
-        values = [
-            {
-                "email": r["email"],
-                "email_key": email_key(r["email"]),
-                "name": r.get("name") or None,
-                "status": r["status"],
-                "source": r["source"],
-                "created_at": now,
-                "confirmed_at": now if r["status"] == "active" else None,
-                "unsubscribed_at": now if r["status"] == "unsubscribed" else None,
-                "updated_at": now,
-            }
-            for r in rows
-        ]
+        values = [_subscriber_row(r["email"], r.get("name"), r["status"], r["source"], now) for r in rows]
         with self._write() as conn:
             for chunk in _chunks(values, 5000):
                 conn.execute(insert(subscribers), list(chunk))
@@ -719,11 +710,6 @@ class Store:
                     deliveries.c.campaign_id == campaign_id, deliveries.c.status == "pending"
                 )
             )
-        # func.min bypasses the column type on SQLite: normalise here.
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
         return value
 
     def delivery_counts(self, campaign_id: int) -> dict[str, int]:
@@ -764,6 +750,11 @@ class Store:
 
 # The send loop's statements, built once: constructing a statement costs more than
 # running it at thousands of deliveries a second.
+# A delivery is due when it was never deferred, or its retry time has come.
+_DUE = or_(
+    deliveries.c.next_attempt_at.is_(None),
+    deliveries.c.next_attempt_at <= bindparam("now", type_=schema.UTCDateTime()),
+)
 _CLAIM = (
     select(
         deliveries.c.id,
@@ -777,10 +768,7 @@ _CLAIM = (
     .where(
         deliveries.c.campaign_id == bindparam("campaign_id"),
         deliveries.c.status == "pending",
-        or_(
-            deliveries.c.next_attempt_at.is_(None),
-            deliveries.c.next_attempt_at <= bindparam("now", type_=schema.UTCDateTime()),
-        ),
+        _DUE,
     )
     .order_by(deliveries.c.id)
     .limit(bindparam("limit"))
@@ -791,10 +779,7 @@ _MARK_RANGE = (
         deliveries.c.campaign_id == bindparam("b_campaign"),
         deliveries.c.status == "pending",
         deliveries.c.id <= bindparam("b_last_id"),
-        or_(
-            deliveries.c.next_attempt_at.is_(None),
-            deliveries.c.next_attempt_at <= bindparam("now", type_=schema.UTCDateTime()),
-        ),
+        _DUE,
     )
     .values(status="sending", updated_at=bindparam("now", type_=schema.UTCDateTime()))
 )

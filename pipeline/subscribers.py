@@ -25,6 +25,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.config import Settings
+from pipeline.dates import to_utc_iso
 from pipeline.errors import PipelineError, decode_text
 from pipeline.schema import SUBSCRIBER_STATUSES
 from pipeline.store import Store, Subscriber, SubscriberExists, email_key, utcnow
@@ -154,7 +155,7 @@ class _Row:
     status: str
 
 
-def _read_rows(path: Path, report: ImportReport) -> Iterator[tuple[int, list[str]]]:
+def _read_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(first line number, cells) for every non-blank row, header included."""
     raw = path.read_bytes()
     text = decode_text(raw, path, hint="save or export it as 'CSV UTF-8'", encoding="utf-8-sig")
@@ -190,7 +191,7 @@ def _parse_rows(path: Path, settings: Settings, report: ImportReport) -> list[_R
     rows: list[_Row] = []
     seen: dict[str, int] = {}
     columns: tuple[int, int | None, int | None] | None = None
-    for line, cells in _read_rows(path, report):
+    for line, cells in _read_rows(path):
         if columns is None:
             first = cells[0].strip() if cells else ""
             if "@" in first and first.lower() not in _EMAIL_HEADERS:
@@ -310,7 +311,7 @@ def _unguard(cell: str | None) -> str | None:
 
 
 def _iso(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""
+    return to_utc_iso(moment) if moment else ""
 
 
 def export_csv(store: Store, path: Path, *, status: str | None = None) -> int:

@@ -123,6 +123,19 @@ class Transport(Protocol):
         """A connection for one thread. Opening is lazy: errors surface on ``send``."""
 
 
+def send_one(transport: Transport, sender: str, recipient: str, message: bytes, what: str) -> Reply:
+    """Send one message on a connection of its own. Raises ``TransportError`` if it is
+    refused ("<transport> refused the <what> to <recipient>: <reply>")."""
+    connection = transport.open()
+    try:
+        reply = connection.send(sender, recipient, message)
+    finally:
+        connection.close()
+    if not reply.ok:
+        raise TransportError(f"{transport.description} refused the {what} to {recipient}: {reply}")
+    return reply
+
+
 # --- outbox ------------------------------------------------------------------------------
 
 
@@ -190,16 +203,12 @@ class _Client(smtplib.SMTP):
         body = " BODY=8BITMIME" if self.has_extn("8bitmime") else ""
         mail_cmd = f"MAIL FROM:<{sender}>{body}\r\n".encode("ascii")
         rcpt_cmd = f"RCPT TO:<{recipient}>\r\n".encode("ascii")
-        if self.has_extn("pipelining"):
-            self.send(mail_cmd + rcpt_cmd + b"DATA\r\n")
-            replies = [self.read_reply(), self.read_reply(), self.read_reply()]
-        else:
-            replies = []
-            for command in (mail_cmd, rcpt_cmd, b"DATA\r\n"):
-                self.send(command)
-                replies.append(self.read_reply())
-                if replies[-1][0] >= 400:
-                    break
+        replies = []
+        for command in (mail_cmd, rcpt_cmd, b"DATA\r\n"):
+            self.send(command)
+            replies.append(self.read_reply())
+            if replies[-1][0] >= 400:
+                break
         failure = next((r for r in replies if r[0] >= 400), None)
         if failure is None and replies[-1][0] == 354:
             self.send(data)
@@ -358,7 +367,6 @@ class SmtpConnection:
     def __init__(self, transport: SmtpTransport) -> None:
         self.transport = transport
         self._client: _Client | None = None
-        self.reconnects = 0
 
     def send(self, sender: str, recipient: str, message: bytes) -> Reply:
         (reply,) = self.send_many(sender, [(recipient, message)])  # consumed to the end
@@ -388,7 +396,6 @@ class SmtpConnection:
                             f"{str(exc) or type(exc).__name__}",
                             hint="check the server, then continue with: pipeline send --resume",
                         ) from None
-                    self.reconnects += 1
                     # The first reconnect is immediate (an idle connection timed out);
                     # then back off, in case the server is restarting.
                     time.sleep(min(self.transport.retry_base_seconds * (2 ** (failures - 1) - 1), 30.0))
@@ -416,9 +423,10 @@ class SmtpConnection:
 # --- the spec ----------------------------------------------------------------------------
 
 
-def transport_from_spec(spec: str, settings: Settings) -> Transport:
-    """``outbox:PATH`` or ``smtp://[user@]host[:port][?tls=starttls|ssl|none]``."""
-    spec = spec.strip()
+def transport_from_spec(spec: str | None, settings: Settings) -> Transport:
+    """``outbox:PATH`` or ``smtp://[user@]host[:port][?tls=starttls|ssl|none]``;
+    ``delivery.transport`` when ``spec`` is empty or None."""
+    spec = (spec or settings.delivery.transport).strip()
     if spec == "outbox" or spec.startswith("outbox:"):
         folder = spec.partition(":")[2] or str(settings.paths.state / "outbox")
         return OutboxTransport(settings.resolve(Path(folder)))

@@ -569,7 +569,7 @@ class WebApp:
             if not result.needs_confirmation:
                 logger.info("subscribe: subscriber %d is already active; nothing sent", result.subscriber.id)
                 return
-            send_confirmation(self.settings, self.transport, result.subscriber)
+            send_confirmation(self.settings, self.transport, result.subscriber, secret=self.secret, env=self.env)
             logger.info("subscribe: confirmation sent to subscriber %d", result.subscriber.id)
         except PipelineError as error:
             logger.error("subscribe: could not send a confirmation: %s", error)

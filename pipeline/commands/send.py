@@ -18,7 +18,7 @@ from pipeline.doctor import diagnose
 from pipeline.errors import PipelineError
 from pipeline.render import make_environment
 from pipeline.store import Store
-from pipeline.transports import Transport, transport_from_spec
+from pipeline.transports import transport_from_spec
 
 console = Console(stderr=True, highlight=False)
 
@@ -35,10 +35,6 @@ now_option = click.option(
 
 def _now(settings: Settings, now_text: str | None) -> datetime:
     return parse_when(now_text, settings) if now_text else datetime.now(UTC)
-
-
-def _transport(settings: Settings, spec: str | None) -> Transport:
-    return transport_from_spec(spec or settings.delivery.transport, settings)
 
 
 @click.command("send")
@@ -82,7 +78,7 @@ def send_command(
         )
     if since_text and not digest:
         raise PipelineError("--since only goes with --digest", field="--since")
-    transport = _transport(settings, transport_spec)  # a bad spec fails before anything is written
+    transport = transport_from_spec(transport_spec, settings)  # a bad spec fails before anything is written
     now = _now(settings, now_text)
     with Store.open(settings) as store:
         campaign_id: int | None = None
@@ -189,7 +185,7 @@ def _print_summary(summary: delivery.Summary) -> None:
 @pass_settings
 def send_test_command(settings: Settings, slug: str, to: str, transport_spec: str | None, now_text: str | None) -> None:
     """Send one proof copy of SLUG's newsletter to ADDRESS. Touches no subscriber or ledger."""
-    transport = _transport(settings, transport_spec)
+    transport = transport_from_spec(transport_spec, settings)
     newsletter = newsletter_for_slug(settings, slug, _now(settings, now_text))
     reply = delivery.send_test(settings, transport, newsletter, to)
     click.echo(f"proof sent to {to} via {transport.description}: {reply}")

@@ -12,6 +12,7 @@ from rich.table import Table
 from pipeline.commands.common import config_option, pass_settings
 from pipeline.config import Settings
 from pipeline.confirm import send_confirmation
+from pipeline.dates import to_utc_iso
 from pipeline.schema import SUBSCRIBER_STATUSES
 from pipeline.store import Store
 from pipeline.subscribers import add_subscriber, export_csv, import_csv, remove_subscriber
@@ -39,7 +40,7 @@ def subscribers_group() -> None:
 @pass_settings
 def add_command(settings: Settings, email: str, name: str | None, confirm: bool, transport_spec: str | None) -> None:
     """Add EMAIL as an active subscriber (staff hold the consent), or pending with --confirm."""
-    transport = transport_from_spec(transport_spec or settings.delivery.transport, settings) if confirm else None
+    transport = transport_from_spec(transport_spec, settings) if confirm else None
     with Store.open(settings) as store:
         result = add_subscriber(store, settings, email, name, confirm=confirm, source="cli")
         subscriber = result.subscriber
@@ -79,7 +80,7 @@ def list_command(settings: Settings, status: str | None) -> None:
         rows = store.iter_subscribers(status)
         if not sys.stdout.isatty():
             for sub in rows:
-                click.echo(f"{sub.email}\t{sub.name or ''}\t{sub.status}\t{sub.created_at:%Y-%m-%dT%H:%M:%SZ}")
+                click.echo(f"{sub.email}\t{sub.name or ''}\t{sub.status}\t{to_utc_iso(sub.created_at)}")
             return
         table = Table("e-mail", "name", "status", "since (UTC)", box=None)
         for sub in rows:
