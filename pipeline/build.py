@@ -30,7 +30,7 @@ from pipeline.channels.social import queue_csv, render_snippets, snippets_data, 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.message import MessageTemplate
-from pipeline.posts import Post, check_unique_slugs, parse_post, post_files
+from pipeline.posts import Post, drop_clashing, errors_for_slug, parse_post, post_files
 from pipeline.render import make_environment, templates_fingerprint
 from pipeline.writer import write_atomic, write_if_changed, write_new
 
@@ -292,11 +292,8 @@ def load_posts(settings: Settings, *, posts_dir: Path | None = None) -> tuple[li
             posts.append(parse_post(path.read_bytes(), _display(path.absolute(), cwd), settings))
         except PipelineError as error:
             errors.append(error)
-    clashes = check_unique_slugs(posts)
-    clashing = {e.path for e in clashes}
-    return [p for p in posts if p.path not in clashing], sorted(
-        errors + clashes, key=lambda e: (e.path or "", e.line or 0)
-    )
+    kept, clashes = drop_clashing(posts)
+    return kept, sorted(errors + clashes, key=lambda e: (e.path or "", e.line or 0))
 
 
 def find_post(settings: Settings, slug: str) -> Post:
@@ -306,9 +303,9 @@ def find_post(settings: Settings, slug: str) -> Post:
     post = next((p for p in posts if p.slug == slug), None)
     if post is not None:
         return post
-    broken = next((e for e in errors if e.path and slug in Path(e.path).stem), None)
-    if broken is not None:
-        raise broken
+    broken = errors_for_slug(errors, slug)
+    if broken:
+        raise broken[0]
     close = difflib.get_close_matches(slug, [p.slug for p in posts], n=1)
     raise PipelineError(
         f"no post with slug {slug!r}",
@@ -384,11 +381,9 @@ def build(
     if staging is not None:
         _publish_staging(staging, out_dir)
 
-    valid = [e.post for e in entries.values() if e.post is not None and e.error is None]
-    clashes = check_unique_slugs(valid)
+    valid, clashes = drop_clashing([e.post for e in entries.values() if e.post is not None and e.error is None])
     clashing = {e.path for e in clashes}
     errors = [e.error for e in entries.values() if e.error is not None] + clashes
-    valid = [p for p in valid if p.path not in clashing]
     valid.sort(key=_by_date)
     released = [p for p in valid if _live(p, now, gate)]
     withheld = [p for p in valid if p.is_released(now) and not _live(p, now, gate)]

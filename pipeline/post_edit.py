@@ -54,8 +54,8 @@ def _front_matter_bounds(lines: list[bytes], path: Path) -> int:
     raise PipelineError("front matter is not closed", path=path, line=1, field="front matter")
 
 
-def set_key(raw: bytes, key: str, value: str, *, path: Path, after: str = "date") -> bytes:
-    """``raw`` with the top-level front-matter ``key`` set to ``value`` (added after ``after`` if missing)."""
+def set_key(raw: bytes, key: str, value: str, *, path: Path) -> bytes:
+    """``raw`` with the top-level front-matter ``key`` set to ``value`` (added after ``date:`` if missing)."""
     lines = raw.splitlines(keepends=True)
     end = _front_matter_bounds(lines, path)
     name = key.encode()
@@ -65,7 +65,7 @@ def set_key(raw: bytes, key: str, value: str, *, path: Path, after: str = "date"
         if match is None:
             continue
         found = match.group("head").split(b":", 1)[0].strip()
-        if found == after.encode():
+        if found == b"date":
             anchor = index
         if found != name:
             continue

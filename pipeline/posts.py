@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -442,6 +442,18 @@ def _check_body_alt(body_html: str, body: str, path: str, body_line: int) -> Non
 
 def post_files(posts_dir: Path) -> list[Path]:
     return sorted(p for p in posts_dir.glob("*.md") if p.is_file())
+
+
+def errors_for_slug(errors: Iterable[PipelineError], slug: str) -> list[PipelineError]:
+    """The errors that may belong to the post with ``slug``: those of files named like it."""
+    return [e for e in errors if e.path and slug in Path(e.path).stem]
+
+
+def drop_clashing(posts: Sequence[Post]) -> tuple[list[Post], list[PipelineError]]:
+    """``posts`` without those whose slug another post already uses, and the clash errors."""
+    clashes = check_unique_slugs(posts)
+    clashing = {e.path for e in clashes}
+    return [p for p in posts if p.path not in clashing], clashes
 
 
 def check_unique_slugs(posts: Iterable[Post]) -> list[PipelineError]:

@@ -34,19 +34,15 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-from sqlalchemy import delete, select
 
 from pipeline.build import ApprovalGate, build, full_posts
 from pipeline.channels.newsletter import render_digest, render_post_newsletter
 from pipeline.config import Settings
 from pipeline.delivery import DeliveryAborted, Summary, deliver, start_campaign
 from pipeline.errors import PipelineError
-from pipeline.posts import Post
-from pipeline.render import make_environment
-from pipeline.schema import meta
+from pipeline.posts import Post, errors_for_slug
+from pipeline.render import local_time, make_environment
 from pipeline.store import Store
 from pipeline.transports import Transport, transport_from_spec
 
@@ -69,7 +65,7 @@ def local(moment: datetime, settings: Settings) -> str:
     """``2026-11-03 09:00 EST`` (seconds shown when there are any)."""
     shown = moment.astimezone(settings.clinic.zone)
     fmt = "%Y-%m-%d %H:%M:%S %Z" if shown.second or shown.microsecond else "%Y-%m-%d %H:%M %Z"
-    return shown.strftime(fmt)
+    return local_time(moment, settings, fmt)
 
 
 def span(delta: timedelta) -> str:
@@ -114,22 +110,22 @@ def _put(store: Store, kind: str, slug: str, data: dict[str, Any]) -> None:
 
 
 def _drop(store: Store, kind: str, slug: str) -> None:
-    with store.engine.begin() as conn:
-        conn.execute(delete(meta).where(meta.c.key == meta_key(kind, slug)))
+    store.delete_meta(meta_key(kind, slug))
 
 
 def all_of(store: Store, kind: str) -> dict[str, dict[str, Any]]:
     """Every ``kind:`` record, keyed by slug (one query, for rescans and ``pipeline queue``)."""
-    prefix = f"{kind}:"
-    with store.engine.connect() as conn:
-        conn.execution_options(write=False)  # a plain BEGIN on SQLite: readers never wait for the writer
-        with conn.begin():
-            rows = conn.execute(select(meta.c.value).where(meta.c.key.startswith(prefix, autoescape=True))).all()
     found = {}
-    for (value,) in rows:
+    for value in store.meta_values(f"{kind}:"):
         data = json.loads(value)
         found[data["slug"]] = data
     return found
+
+
+def recorded_first_run(store: Store) -> datetime | None:
+    """When the pipeline first ran, or None when it never has (nothing recorded yet)."""
+    text = store.get_meta(FIRST_RUN_KEY)
+    return datetime.fromisoformat(text) if text else None
 
 
 def first_run_at(store: Store, now: datetime) -> datetime:
@@ -275,7 +271,7 @@ def _release_locked(
     outcomes: dict[str, Release] = {}
     todo = []
     for slug in dict.fromkeys(slugs):
-        marker = _get(store, RELEASED, slug)
+        marker = released_marker(store, slug)
         if marker is not None:
             outcomes[slug] = Release(slug, "already", f"{slug} was released at {marker['released_at']}; nothing to do")
             log.debug("%s: already released; nothing to do", slug)
@@ -298,7 +294,7 @@ def _release_locked(
 
 
 def _not_found(slug: str, errors: Iterable[PipelineError]) -> Release:
-    broken = [str(e) for e in errors if e.path and slug in Path(e.path).stem]
+    broken = [str(e) for e in errors_for_slug(errors, slug)]
     if broken:
         return Release(slug, "invalid", f"{slug} not released: the post has an error: {broken[0]}", errors=broken)
     return Release(slug, "missing", f"{slug} not released: no post with this slug in posts/ any more")
@@ -322,9 +318,9 @@ def _release_one(settings: Settings, store: Store, post: Post, now: datetime, fi
         store.record_publication(slug, "feed", now, post.content_hash)
         done.append("feed")
     if "email" in post.channels:
-        existing = store.get_campaign_by_key(slug)
         if store.is_published(slug, "email"):
             done.append("email")
+            existing = store.get_campaign_by_key(slug)
             campaign_id = existing.id if existing is not None and existing.status != "finished" else None
         elif backfill:
             skipped.append("email")
@@ -401,25 +397,49 @@ def released_posts(store: Store) -> dict[str, dict[str, Any]]:
     return all_of(store, RELEASED)
 
 
+def released_marker(store: Store, slug: str) -> dict[str, Any] | None:
+    """The ``released:`` record of one slug, or None when it was never released."""
+    return _get(store, RELEASED, slug)
+
+
 # --- delivery ------------------------------------------------------------------------------
 
 
 def _deliver(settings: Settings, store: Store, transport: Transport | None, outcome: Release) -> None:
     assert outcome.campaign_id is not None
     transport = transport or transport_from_spec(settings.delivery.transport, settings)
+    outcome.delivery = deliver_and_log(
+        store,
+        settings,
+        transport,
+        outcome.campaign_id,
+        outcome.slug,
+        stopped_prefix=f"{outcome.slug}: ",
+        stopped_tail=" so far; the delivery job resumes it",
+    )
+
+
+def deliver_and_log(
+    store: Store,
+    settings: Settings,
+    transport: Transport,
+    campaign_id: int | None,
+    what: str,
+    *,
+    stopped_prefix: str,
+    stopped_tail: str,
+) -> Summary:
+    """Deliver one campaign (every unfinished one when ``campaign_id`` is None) and log
+    the summary as ``what``. When delivery stops, log
+    ``{stopped_prefix}delivery stopped: REASON; N sent{stopped_tail}`` and return what
+    was done so far."""
     try:
-        summary = deliver(store, settings, transport, outcome.campaign_id, wait_for_retries=False)
+        summary = deliver(store, settings, transport, campaign_id, wait_for_retries=False)
     except DeliveryAborted as aborted:
-        log.error(
-            "%s: delivery stopped: %s; %d sent so far; the delivery job resumes it",
-            outcome.slug,
-            aborted,
-            aborted.summary.sent,
-        )
-        outcome.delivery = aborted.summary
-        return
-    outcome.delivery = summary
-    log_delivery(outcome.slug, summary)
+        log.error("%sdelivery stopped: %s; %d sent%s", stopped_prefix, aborted, aborted.summary.sent, stopped_tail)
+        return aborted.summary
+    log_delivery(what, summary)
+    return summary
 
 
 def log_delivery(what: str, summary: Summary) -> None:
@@ -462,7 +482,8 @@ def send_digest(
             store.set_meta(LAST_DIGEST_KEY, now.isoformat())
             return None
         result = build(settings, now, jobs=1, gate=approval_gate(settings, store, now))
-        posts = [p for p in result.released if p.slug in set(slugs)]
+        wanted = set(slugs)
+        posts = [p for p in result.released if p.slug in wanted]
         if not posts:
             log.info("digest: the posts released since %s are gone from posts/; no digest sent", local(since, settings))
             store.set_meta(LAST_DIGEST_KEY, now.isoformat())

@@ -58,9 +58,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from pipeline import release
 from pipeline.config import Settings, load_settings
-from pipeline.delivery import DeliveryAborted, deliver
 from pipeline.errors import PipelineError
-from pipeline.posts import Post, check_unique_slugs, parse_post, post_files
+from pipeline.posts import Post, drop_clashing, errors_for_slug, parse_post, post_files
 from pipeline.release import local, relative
 from pipeline.store import Store, make_engine
 from pipeline.transports import Transport, transport_from_spec
@@ -213,9 +212,8 @@ class PostIndex:
         self.fresh = {str(e.path) for (_ino, mtime, _size), e in self._cache.values() if mtime > recent}
         posts = [p for _, p in self._cache.values() if isinstance(p, Post)]
         errors = [e for _, e in self._cache.values() if isinstance(e, PipelineError)]
-        clashes = check_unique_slugs(posts)
-        clashing = {e.path for e in clashes}
-        return [p for p in posts if p.path not in clashing], errors + clashes
+        kept, clashes = drop_clashing(posts)
+        return kept, errors + clashes
 
 
 # --- the running process ---------------------------------------------------------------------
@@ -291,13 +289,10 @@ def release_job(config_path: str, slug: str) -> None:
 def campaign_job(config_path: str, campaign_id: int, what: str) -> None:
     """Deliver one campaign (started by a release); stored, so a crash leaves it to the next start."""
     with _guard(f"deliver {what}"), _job_runtime(config_path) as rt:
-        try:
-            summary = deliver(rt.store, rt.settings, rt.transport, campaign_id, wait_for_retries=False)
-        except DeliveryAborted as aborted:
-            log.error("%s: delivery stopped: %s; %d sent; the delivery job resumes it", what, aborted,
-                      aborted.summary.sent)  # fmt: skip
-            return
-        release.log_delivery(what, summary)
+        release.deliver_and_log(
+            rt.store, rt.settings, rt.transport, campaign_id, what,
+            stopped_prefix=f"{what}: ", stopped_tail="; the delivery job resumes it",
+        )  # fmt: skip
 
 
 def rescan_job(config_path: str) -> None:
@@ -311,13 +306,10 @@ def rescan_job(config_path: str) -> None:
 
 def delivery_job(config_path: str) -> None:
     with _guard("delivery"), _job_runtime(config_path) as rt:
-        try:
-            summary = deliver(rt.store, rt.settings, rt.transport, None, wait_for_retries=False)
-        except DeliveryAborted as aborted:
-            log.error("delivery stopped: %s; %d sent; retrying in %g s", aborted, aborted.summary.sent,
-                      rt.settings.scheduler.delivery_seconds)  # fmt: skip
-            return
-        release.log_delivery("delivery", summary)
+        release.deliver_and_log(
+            rt.store, rt.settings, rt.transport, None, "delivery",
+            stopped_prefix="", stopped_tail=f"; retrying in {rt.settings.scheduler.delivery_seconds:g} s",
+        )  # fmt: skip
 
 
 def digest_job(config_path: str) -> None:
@@ -436,9 +428,9 @@ def _why_gone(
         return "already released"
     if slug in held:
         return "held for approval"
-    broken = next((e for e in errors if e.path and slug in Path(e.path).stem), None)
-    if broken is not None:
-        return f"the post has an error: {broken}"
+    broken = errors_for_slug(errors, slug)
+    if broken:
+        return f"the post has an error: {broken[0]}"
     return "no post with this slug any more (file deleted or renamed, or slug changed)"
 
 
@@ -572,7 +564,7 @@ def _run(settings: Settings, config_path: str, store: Store, transport: Transpor
     )
     try:
         now = datetime.now(UTC)
-        if store.get_meta(release.FIRST_RUN_KEY) is None:
+        if release.recorded_first_run(store) is None:
             release.first_run_at(store, now)
             log.info("first run: posts dated before %s are backfill (feed only, never e-mailed)", local(now, settings))
         scheduler.start(paused=True)  # the job store is readable, nothing runs yet

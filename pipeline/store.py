@@ -309,6 +309,15 @@ class Store:
             conn.execute(insert(meta).values(key=key, value=value))
             return value
 
+    def delete_meta(self, key: str) -> None:
+        with self._write() as conn:
+            conn.execute(delete(meta).where(meta.c.key == key))
+
+    def meta_values(self, prefix: str) -> list[str]:
+        """The values of every key starting with ``prefix`` (taken literally: ``%`` and ``_`` too)."""
+        with self._read() as conn:
+            return list(conn.scalars(select(meta.c.value).where(meta.c.key.startswith(prefix, autoescape=True))))
+
     # --- subscribers --------------------------------------------------------------
 
     def add_subscriber(

@@ -70,9 +70,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pipeline.config import Settings
 from pipeline.confirm import send_confirmation
 from pipeline.errors import PipelineError
-from pipeline.render import make_environment, render_template
+from pipeline.render import local_time, make_environment, render_template
 from pipeline.store import Store, Subscriber, email_key
-from pipeline.subscribers import add_subscriber, clean_name, normalise_address
+from pipeline.subscribers import INACTIVE, add_subscriber, clean_name, normalise_address
 from pipeline.tokens import CONFIRM_MAX_AGE, TokenError, load_secret, read_token
 from pipeline.transports import Transport, transport_from_spec
 
@@ -85,7 +85,6 @@ ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 section 3.1
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,199}$")
-_INACTIVE = ("unsubscribed", "bounced", "complained")
 
 
 def _issued_at(token: str) -> datetime:
@@ -485,9 +484,7 @@ class WebApp:
     async def read_form(self, request: Request) -> FormData:
         try:
             return await request.form(max_files=0, max_fields=16, max_part_size=self.limits.max_body_bytes)
-        except HTTPException:
-            raise
-        except BodyTooLarge:
+        except (HTTPException, BodyTooLarge):
             raise
         except Exception:  # malformed multipart and the like
             raise HTTPException(400, "The form could not be read.") from None
@@ -587,7 +584,7 @@ class WebApp:
         subscriber = await run_in_threadpool(self.store.get_subscriber, subscriber_id)
         if subscriber is None:
             return self.confirm_problem(request, "stale")
-        if subscriber.status in _INACTIVE:
+        if subscriber.status in INACTIVE:
             # Someone who left and asked to come back stays unsubscribed until they click
             # a link sent after they left: that click is their consent. A link from before
             # they left is stale (it must not undo the unsubscribe).
@@ -652,7 +649,7 @@ class WebApp:
         if subscriber_id is None:
             return self.bad_unsubscribe_link()
         subscriber = await run_in_threadpool(self.store.get_subscriber, subscriber_id)
-        if subscriber is None or subscriber.status in _INACTIVE:
+        if subscriber is None or subscriber.status in INACTIVE:
             return self.unsubscribed_page(subscriber)
         return self.page(
             "unsubscribe.html",
@@ -686,7 +683,7 @@ class WebApp:
 
     def _unsubscribe(self, subscriber_id: int) -> Subscriber | None:
         subscriber = self.store.get_subscriber(subscriber_id)
-        if subscriber is None or subscriber.status in _INACTIVE:
+        if subscriber is None or subscriber.status in INACTIVE:
             return subscriber  # already off the list (bounced/complained stay as they are)
         subscriber = self.store.set_subscriber_status(subscriber_id, "unsubscribed")
         logger.info("unsubscribe: subscriber %d unsubscribed", subscriber_id)
@@ -712,7 +709,7 @@ class WebApp:
             {
                 "key": c.key,
                 "subject": c.subject,
-                "date": c.created_at.astimezone(zone).strftime("%B %-d, %Y"),
+                "date": local_time(c.created_at, self.settings),
                 "iso": c.created_at.astimezone(zone).date().isoformat(),
             }
             for c in sorted(campaigns, key=lambda c: (c.created_at, c.id), reverse=True)
@@ -803,7 +800,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        install_log_redaction()
         try:
             yield
         finally:

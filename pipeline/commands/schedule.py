@@ -22,7 +22,7 @@ out = Console(highlight=False, soft_wrap=True)
 
 
 def _refuse_if_released(store: Store, slug: str, settings: Settings) -> None:
-    marker = release.released_posts(store).get(slug)
+    marker = release.released_marker(store, slug)
     if marker is not None:
         raise PipelineError(
             f"{slug} was already released at {local(datetime.fromisoformat(marker['released_at']), settings)}",
@@ -75,15 +75,15 @@ def queue_command(settings: Settings, recent: int) -> None:
     with Store.open(settings) as store:
         released = release.released_posts(store)
         held = release.held_posts(store)
-        first_text = store.get_meta(release.FIRST_RUN_KEY)
-        first_run = datetime.fromisoformat(first_text) if first_text else now
+        recorded = release.recorded_first_run(store)
+        first_run = recorded or now
         problems = {
             p.slug: release.approval_problem(store, settings, p, first_run)
             for p in posts
             if settings.scheduler.require_approval and p.slug not in released
         }
     running = scheduling.lock_for(settings).holder()
-    if first_text is None:
+    if recorded is None:
         out.print("The scheduler has never run: posts dated before its first start go to the feed only.")
     if running is None:
         out.print(
@@ -194,21 +194,19 @@ def requeue_command(settings: Settings, slug: str, at_text: str) -> None:
     post = find_post(settings, slug)
     with Store.open(settings) as store:
         _refuse_if_released(store, slug, settings)
-    changes = {"date": format_date(when, settings.clinic.zone)}
-    if post.draft:
-        changes["draft"] = "false"
-    updated = edit_post(settings, post, changes)
-    now = datetime.now(UTC)
-    click.echo(f"{slug} queued for {local(updated.date, settings)} ({relative(updated.date, now)}) in {post.path}")
-    if updated.date <= now:
-        click.echo(f"  that time has passed: the scheduler releases it within {settings.scheduler.rescan_seconds:g} s")
-        with Store.open(settings) as store:
-            first_text = store.get_meta(release.FIRST_RUN_KEY)
-        reason = release.backfill_reason(
-            updated, now, datetime.fromisoformat(first_text) if first_text else now, settings
-        )
-        if reason:
-            click.echo(f"  note: it is {reason}, so it goes to the feed only (not e-mailed, not queued for social)")
+        changes = {"date": format_date(when, settings.clinic.zone)}
+        if post.draft:
+            changes["draft"] = "false"
+        updated = edit_post(settings, post, changes)
+        now = datetime.now(UTC)
+        click.echo(f"{slug} queued for {local(updated.date, settings)} ({relative(updated.date, now)}) in {post.path}")
+        if updated.date <= now:
+            click.echo(
+                f"  that time has passed: the scheduler releases it within {settings.scheduler.rescan_seconds:g} s"
+            )
+            reason = release.backfill_reason(updated, now, release.recorded_first_run(store) or now, settings)
+            if reason:
+                click.echo(f"  note: it is {reason}, so it goes to the feed only (not e-mailed, not queued for social)")
     if settings.scheduler.require_approval:
         click.echo(f"  the file changed, so any approval is void: pipeline approve {slug} --by NAME")
 
