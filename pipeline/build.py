@@ -89,7 +89,9 @@ _worker: tuple[Settings, jinja2.Environment] | None = None
 
 def _init_worker(settings: Settings) -> None:
     global _worker
-    _worker = (settings, make_environment(settings))
+    env = make_environment(settings)
+    env.auto_reload = False
+    _worker = (settings, env)
 
 
 def post_outputs(

@@ -14,6 +14,7 @@ recipient, so the signature must too).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime
 from email.policy import SMTP
@@ -68,8 +69,11 @@ PREVIEW_ADDRESS = "subscriber@example.com"
 
 def _wrap_long_lines(text: str) -> str:
     """Break lines over 900 characters at whitespace (HTML and text both allow it)."""
+    lines = text.split("\n")
+    if max(map(len, lines)) <= _MAX_LINE:
+        return text  # the common case, found at C speed
     out = []
-    for line in text.split("\n"):
+    for line in lines:
         while len(line) > _MAX_LINE:
             cut = line.rfind(" ", 0, _MAX_LINE)
             if cut <= 0:
@@ -145,11 +149,6 @@ class MessageTemplate:
         )
         self._segments = raw.split(PLACEHOLDER)
         _check_placeholders(raw, self._segments)
-        # The same segments in SMTP DATA form, stuffed once per campaign instead of once
-        # per message. Exact: no segment boundary falls at a line start, since the
-        # placeholder sits inside a URL.
-        self._wire_segments = [segment.replace(b"\n.", b"\n..") for segment in self._segments]
-        self._wire_segments[-1] += b".\r\n"
         self.from_domain = news.from_domain
         self._date: tuple[datetime, str] | None = None
 
@@ -192,6 +191,15 @@ class MessageTemplate:
             )
         head = self._head(to_address, to_name, token, message_id, date)
         return WireMessage(head + token.encode("ascii").join(self._wire_segments))
+
+    @functools.cached_property
+    def _wire_segments(self) -> list[bytes]:
+        """The segments in SMTP DATA form, stuffed once per campaign instead of once per
+        message (and not at all for a preview). Exact: no segment boundary falls at a
+        line start, since the placeholder sits inside a URL."""
+        segments = [segment.replace(b"\n.", b"\n..") for segment in self._segments]
+        segments[-1] += b".\r\n"
+        return segments
 
     def preview(self) -> bytes:
         """The message as a subscriber would get it, with the token left as a placeholder."""

@@ -8,6 +8,7 @@ columns without ever breaking a URL.
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Iterable, Sequence
@@ -63,20 +64,24 @@ def _inline(nodes: Iterable[Any], base_url: str) -> str:
     return "".join(parts)
 
 
+@functools.cache
+def _line_pattern(room: int) -> re.Pattern[str]:
+    """The longest run of words that fits in ``room`` columns, or else one long word."""
+    if room < 1:
+        return re.compile(r"(\S+)(?: |$)")
+    return re.compile(rf"(.{{1,{room}}})(?: |$)|(\S+)(?: |$)")
+
+
 def _fill(words: list[str], first: str, indent: str) -> list[str]:
     """Greedy wrap at WIDTH; a word longer than a line (a URL) gets a line of its own."""
+    text = " ".join(words)
     lines: list[str] = []
-    current = first
-    empty = True
-    for word in words:
-        if not empty and len(current) + 1 + len(word) > WIDTH:
-            lines.append(current)
-            current, empty = indent + word, False
-        else:
-            current = current + (" " if not empty else "") + word
-            empty = False
-    if not empty:
-        lines.append(current)
+    position, prefix = 0, first
+    while position < len(text):
+        match = _line_pattern(WIDTH - len(prefix)).match(text, position)
+        assert match is not None  # text is words joined by single spaces: one always matches
+        lines.append(prefix + (match.group(1) or match.group(2)))
+        position, prefix = match.end(), indent
     return lines
 
 

@@ -10,11 +10,12 @@ template file and line.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import jinja2
 
@@ -30,10 +31,22 @@ def local_time(moment: datetime, settings: Settings, fmt: str = "%B %-d, %Y") ->
     return moment.astimezone(settings.clinic.zone).strftime(fmt)
 
 
+_QUERY_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")  # what urlencode leaves as it is
+
+
+def _query_value(value: str) -> str:
+    return value if _QUERY_SAFE.fullmatch(value) else quote_plus(value)
+
+
 def with_utm(url: str, *, source: str, medium: str, campaign: str) -> str:
-    tags = [("utm_source", source), ("utm_medium", medium), ("utm_campaign", campaign)]
     if "?" not in url and "#" not in url:
-        return f"{url}?{urlencode(tags)}"  # the common case: a permalink with no query
+        # The common case, a permalink with no query: urlencode's output without its
+        # cost (a link per platform and post adds up over a whole archive).
+        return (
+            f"{url}?utm_source={_query_value(source)}&utm_medium={_query_value(medium)}"
+            f"&utm_campaign={_query_value(campaign)}"
+        )
+    tags = [("utm_source", source), ("utm_medium", medium), ("utm_campaign", campaign)]
     parts = urlsplit(url)
     query = [(k, v) for k, v in parse_qsl(parts.query) if not k.startswith("utm_")]
     query += tags

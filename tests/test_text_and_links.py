@@ -1,0 +1,112 @@
+"""The plain-text wrapper, UTM links and the .eml line limit: fast paths checked
+against the plain rules they stand for."""
+
+from __future__ import annotations
+
+import random
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from pipeline.message import _MAX_LINE, _wrap_long_lines
+from pipeline.plaintext import WIDTH, _fill
+from pipeline.render import with_utm
+from pipeline.social_rules import _check_link
+
+
+def greedy_wrap(words: list[str], first: str, indent: str) -> list[str]:
+    """Textbook greedy wrapping: the rule ``_fill`` implements with one regex per line."""
+    lines: list[str] = []
+    current, empty = first, True
+    for word in words:
+        if not empty and len(current) + 1 + len(word) > WIDTH:
+            lines.append(current)
+            current = indent + word
+        else:
+            current += ("" if empty else " ") + word
+        empty = False
+    if not empty:
+        lines.append(current)
+    return lines
+
+
+def test_fill_wraps_exactly_like_greedy_wrapping() -> None:
+    rng = random.Random(7)
+    sizes = [1, 2, 3, 5, 8, 13, 30, 68, 69, 70, 71, 72, 73, 90]
+    for _ in range(5000):
+        words = ["".join(rng.choice("abcé中🦿") for _ in range(rng.choice(sizes))) for _ in range(rng.randint(0, 40))]
+        first = rng.choice(["", "*  ", "> ", "10. ", "> *  ", "x" * 80])
+        indent = rng.choice(["", "   ", "> ", "y" * 75])
+        assert _fill(words, first, indent) == greedy_wrap(words, first, indent)
+
+
+def test_fill_keeps_lines_within_width_and_urls_whole() -> None:
+    url = "https://pubmed.ncbi.nlm.nih.gov/" + "1234567890" * 8 + "/"
+    words = [*("the socket fits well " * 10).split(), url, "and", "then", "more"]
+    lines = _fill(words, "", "")
+    assert url in lines
+    assert all(len(line) <= WIDTH for line in lines if line != url)
+    assert " ".join(lines).split() == words
+
+
+@pytest.mark.parametrize(
+    "source, medium, campaign",
+    [
+        ("x", "social", "botox-phantom-pain"),
+        ("news letter", "e-mail", "ünïcode & more"),
+        ("a+b", "c/d", "e?f=g#h"),
+        ("", "~keep.this_", "100%"),
+    ],
+)
+def test_utm_fast_path_matches_urlencode(source: str, medium: str, campaign: str) -> None:
+    url = "https://jamesonprosthetics.com/archive/post"
+    expected = url + "?" + urlencode([("utm_source", source), ("utm_medium", medium), ("utm_campaign", campaign)])
+    assert with_utm(url, source=source, medium=medium, campaign=campaign) == expected
+
+
+def test_utm_replaces_existing_tags_and_keeps_other_query_parts() -> None:
+    tagged = with_utm("https://a.example/p?id=3&utm_source=old#top", source="x", medium="social", campaign="c")
+    assert tagged == "https://a.example/p?id=3&utm_source=x&utm_medium=social&utm_campaign=c#top"
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "https://jamesonprosthetics.com/archive/a?utm_source=x",
+        "http://localhost:8000/archive/a",
+        "https://[::1]:8443/a",
+        "https://xn--bcher-kva.example/a",
+        "https://user@host.example/a",
+        "ftp://host.example/a",
+        "https:///no-host",
+        "https://host.example/a b",
+        "jamesonprosthetics.com/a",
+        "https://-bad-.example/",
+        "https://a.example:99999/",
+    ],
+)
+def test_link_check_fast_path_agrees_with_urlsplit(link: str) -> None:
+    def valid_by_urlsplit() -> bool:
+        try:
+            parts = urlsplit(link)
+            return parts.scheme in ("http", "https") and bool(parts.hostname) and len(link.split()) == 1
+        except ValueError:
+            return False
+
+    try:
+        _check_link(link)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == valid_by_urlsplit()
+
+
+def test_long_lines_are_broken_at_spaces_for_smtp() -> None:
+    short = "<p>short line</p>\n" * 3
+    assert _wrap_long_lines(short) is short  # nothing to do: the same string back
+    long_line = " ".join(["word"] * 600)  # 2,999 characters
+    wrapped = _wrap_long_lines("start\n" + long_line + "\nend")
+    lines = wrapped.split("\n")
+    assert max(map(len, lines)) <= _MAX_LINE
+    assert lines[0] == "start" and lines[-1] == "end"
+    assert " ".join(lines[1:-1]) == long_line
