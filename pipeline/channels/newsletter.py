@@ -7,6 +7,7 @@ compiled once and personalised per recipient by substitution (see message.py).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.posts import Post
 from pipeline.render import render_template
+from pipeline.variants import VariantRenderer
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,20 @@ def _tidy_text(text: str) -> str:
     return _WHITESPACE_RUN.sub("\n\n", text).strip() + "\n"
 
 
+@functools.lru_cache(maxsize=8)
+def _variants(env: jinja2.Environment) -> VariantRenderer:
+    return VariantRenderer(env)
+
+
 def _render_both(env: jinja2.Environment, name: str, context: dict[str, object]) -> tuple[str, str, str]:
+    """The e-mail HTML, the web page's HTML and the text part."""
     mjml_name = f"newsletter/{name}.mjml"
-    html = compile_mjml(render_template(env, mjml_name, {**context, "web": False}), mjml_name)
-    web_html = compile_mjml(render_template(env, mjml_name, {**context, "web": True}), mjml_name)
+    both = _variants(env).render(mjml_name, context, lambda source: compile_mjml(source, mjml_name))
+    if both is not None:
+        html, web_html = both
+    else:
+        html = compile_mjml(render_template(env, mjml_name, {**context, "web": False}), mjml_name)
+        web_html = compile_mjml(render_template(env, mjml_name, {**context, "web": True}), mjml_name)
     text = _tidy_text(render_template(env, f"newsletter/{name}.txt", context))
     return html, web_html, text
 
