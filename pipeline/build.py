@@ -9,14 +9,15 @@ their bytes change. Per-post work runs on every core.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import gc
 import hashlib
 import os
 import pickle
 import shutil
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,12 +25,9 @@ from typing import Any
 
 import jinja2
 
-from pipeline.channels.feed import newest_first, render_feeds
-from pipeline.channels.newsletter import Newsletter, render_digest, render_post_newsletter
-from pipeline.channels.social import queue_csv, render_snippets, snippets_data, snippets_json
+from pipeline.channels.feed import newest_first
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.message import MessageTemplate
 from pipeline.posts import Post, drop_clashing, errors_for_slug, parse_post, post_files
 from pipeline.render import make_environment, templates_fingerprint
 from pipeline.writer import write_atomic, write_if_changed, write_new
@@ -84,49 +82,37 @@ def _light(post: Post) -> Post:
 
 # --- per-post work (runs in worker processes) ---------------------------------
 
-_worker: tuple[Settings, jinja2.Environment] | None = None
+
+@dataclass(frozen=True)
+class _Run:
+    """What every task of one build shares: sent to each worker once, not with each task."""
+
+    settings: Settings
+    now: datetime
+    gate: ApprovalGate | None
+    staging: Path | None  # write into this fresh folder instead (see _staging_folder)
 
 
-def _init_worker(settings: Settings) -> None:
+_worker: tuple[_Run, jinja2.Environment] | None = None
+
+
+def _init_worker(run: _Run) -> None:
     global _worker
-    env = make_environment(settings)
-    env.auto_reload = False
-    _worker = (settings, env)
+    # The renderers (MJML, twitter-text, the e-mail package) load only in a build that
+    # renders something: a rebuild with nothing to do is mostly start-up time.
+    from pipeline import outputs  # noqa: F401
 
-
-def post_outputs(
-    post: Post, settings: Settings, env: jinja2.Environment, snippets: Mapping[str, Mapping[str, Any]] | None = None
-) -> dict[str, bytes]:
-    """Every file one released post contributes to ``out/`` (pure)."""
-    newsletter = render_post_newsletter(post, settings, env)
-    if "email" in post.channels:
-        outputs = newsletter_outputs(newsletter, settings)
-    else:
-        outputs = {f"archive/{post.slug}.html": newsletter.web_html.encode()}
-    if "social" in post.channels:
-        snippets = snippets or snippets_data(render_snippets(post, settings, env))
-        outputs[f"social/{post.slug}.json"] = snippets_json(post, snippets, settings)
-    return outputs
-
-
-def newsletter_outputs(newsletter: Newsletter, settings: Settings, *, folder: str = "newsletter") -> dict[str, bytes]:
-    return {
-        f"{folder}/{newsletter.key}.html": newsletter.html.encode(),
-        f"{folder}/{newsletter.key}.txt": newsletter.text.encode(),
-        f"{folder}/{newsletter.key}.eml": MessageTemplate(newsletter, settings).preview(),
-        f"archive/{newsletter.key}.html": newsletter.web_html.encode(),
-    }
+    env = make_environment(run.settings)
+    env.auto_reload = False  # templates do not change during a build
+    _worker = (run, env)
 
 
 @dataclass(frozen=True)
 class _Task:
-    display: str
+    path: str
+    display: str  # the path as messages show it
     stat: tuple[int, int]
-    raw: bytes
-    digest: str
-    now: datetime
-    gate: ApprovalGate | None
-    staging: str | None  # write into this fresh folder instead (see _staging_folder)
+    raw: bytes | None  # the file's bytes when the build has read them already, else read by the worker
 
 
 def _by_date(post: Post) -> tuple[datetime, str]:
@@ -152,23 +138,27 @@ def _live(post: Post, now: datetime, gate: ApprovalGate | None) -> bool:
 def _process(task: _Task) -> CacheEntry:
     """Parse one file; when it is released, render and write its outputs."""
     assert _worker is not None
-    settings, env = _worker
+    run, env = _worker
+    settings = run.settings
+    raw = task.raw if task.raw is not None else Path(task.path).read_bytes()
     try:
-        post = parse_post(task.raw, task.display, settings)
+        post = parse_post(raw, task.display, settings)
     except PipelineError as error:
-        return CacheEntry(task.stat, task.digest, post=None, error=error)
-    entry = CacheEntry(task.stat, task.digest, post=_light(post), error=None)
+        return CacheEntry(task.stat, hashlib.sha256(raw).hexdigest(), post=None, error=error)
+    entry = CacheEntry(task.stat, post.content_hash, post=_light(post), error=None)
+    from pipeline.outputs import post_outputs, post_snippets
+
     try:
         snippets = None
         if not post.draft and "social" in post.channels:
-            snippets = snippets_data(render_snippets(post, settings, env))
-            if _wants_snippets(post, _queue_window(settings, task.now)):
+            snippets = post_snippets(post, settings, env)
+            if _wants_snippets(post, _queue_window(settings, run.now)):
                 entry.snippets = snippets
-        if _live(post, task.now, task.gate):
+        if _live(post, run.now, run.gate):
             outputs = post_outputs(post, settings, env, snippets)
             for rel, data in outputs.items():
-                if task.staging:
-                    write_new(Path(task.staging) / rel, data)
+                if run.staging:
+                    write_new(run.staging / rel, data)
                 else:
                     write_atomic(settings.out_dir / rel, data)
             entry.outputs = tuple(outputs)
@@ -195,9 +185,28 @@ class Cache:
     tree: tuple[int, ...] = ()
 
 
+@contextlib.contextmanager
+def _long_lived_objects() -> Iterator[None]:
+    """For creating many objects that live as long as the build and hold no reference cycles.
+
+    A large archive's cache is some 200,000 objects. The cycle collector would walk them
+    all as they are made and again at each of its later passes, a third of a no-op build:
+    it is paused while they are made, and they are then put out of its sight
+    (gc.freeze). They are still freed as usual once nothing refers to them.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        gc.freeze()
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _load_cache(settings: Settings, fingerprint: str) -> Cache:
     try:
-        with _cache_path(settings).open("rb") as handle:
+        with _cache_path(settings).open("rb") as handle, _long_lived_objects():
             version, stored_fingerprint, out_dir, cache = pickle.load(handle)
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError):
         return Cache()  # no cache, or one from another version: build from scratch
@@ -332,6 +341,22 @@ def build(
     on_progress: Callable[[int, int], None] | None = None,
     gate: ApprovalGate | None = None,
 ) -> BuildResult:
+    try:
+        return _build(settings, now, jobs=jobs, on_progress=on_progress, gate=gate)
+    finally:
+        # The collector sees the cache again once it is no longer needed: in a process
+        # that goes on (the scheduler) nothing stays out of its sight for good.
+        gc.unfreeze()
+
+
+def _build(
+    settings: Settings,
+    now: datetime,
+    *,
+    jobs: int | None,
+    on_progress: Callable[[int, int], None] | None,
+    gate: ApprovalGate | None,
+) -> BuildResult:
     out_dir = settings.out_dir
     fingerprint = templates_fingerprint(settings)
     cache = _load_cache(settings, fingerprint)
@@ -344,7 +369,7 @@ def build(
     cwd = os.getcwd()
 
     entries: dict[str, CacheEntry] = {}
-    tasks: list[tuple[str, _Task]] = []
+    tasks: list[_Task] = []
     changed = False  # anything to write back to the cache?
     # Snippets are kept only for posts the social queue can still list (a post's date
     # never moves back into the window).
@@ -367,16 +392,12 @@ def build(
             ):
                 entries[key] = cached
                 continue
-        raw = raw or Path(key).read_bytes()
-        tasks.append(
-            (key, _Task(_display(Path(key), cwd), stat, raw, hashlib.sha256(raw).hexdigest(), now, gate, None))
-        )
+        # A file not read yet is read (and hashed) by the worker that parses it.
+        tasks.append(_Task(key, _display(Path(key), cwd), stat, raw or None))
 
     staging = _staging_folder(out_dir, existing, len(tasks))
-    if staging is not None:
-        tasks = [(key, dataclasses.replace(task, staging=str(staging))) for key, task in tasks]
-    rendered = {key for key, _ in tasks}
-    for done, (key, entry) in enumerate(_run(tasks, settings, jobs), start=1):
+    rendered = {task.path for task in tasks}
+    for done, (key, entry) in enumerate(_run(tasks, _Run(settings, now, gate, staging), jobs), start=1):
         entries[key] = entry
         if on_progress:
             on_progress(done, len(tasks))
@@ -421,6 +442,8 @@ def build(
         e.post.slug for k, e in entries.items() if k in rendered and e.post is not None and e.post.path in clashing
     }
     for post in full_posts(settings, [p for p in released if p.slug in overwritten]):
+        from pipeline.outputs import post_outputs
+
         for rel, data in post_outputs(post, settings, env_or_new()).items():
             write_atomic(out_dir / rel, data)
 
@@ -440,7 +463,15 @@ def build(
         shared = list(cache.shared_outputs)  # nothing they depend on changed: not even rendered
     else:
         shared = []
-        for rel, data in _shared_outputs(settings, env_or_new(), plan, snippets, now, errors).items():
+        from pipeline.outputs import shared_outputs
+
+        queue = [(p, snippets[p.path]) for p in plan["queue"] if p.path in snippets]
+        made_shared, digest_error = shared_outputs(
+            settings, env_or_new(), full_posts(settings, plan["feed"]), queue, plan["digest"], now
+        )
+        if digest_error is not None:
+            errors.append(digest_error)
+        for rel, data in made_shared.items():
             if write_if_changed(out_dir / rel, data):
                 written.append(rel)
             shared.append(rel)
@@ -477,17 +508,22 @@ def build(
     )
 
 
-def _run(tasks: list[tuple[str, _Task]], settings: Settings, jobs: int | None) -> Iterable[tuple[str, CacheEntry]]:
+def _run(tasks: list[_Task], run: _Run, jobs: int | None) -> Iterable[tuple[str, CacheEntry]]:
     workers = jobs or os.cpu_count() or 1
     if len(tasks) < PARALLEL_THRESHOLD or workers == 1:
-        _init_worker(settings)
-        for key, task in tasks:
-            yield key, _process(task)
+        _init_worker(run)
+        for task in tasks:
+            yield task.path, _process(task)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(settings,)) as pool:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with (
+        ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(run,)) as pool,
+        _long_lived_objects(),  # the cache entries the workers send back
+    ):
         chunk = max(1, min(32, len(tasks) // (workers * 8)))
-        results = pool.map(_process, [task for _, task in tasks], chunksize=chunk)
-        yield from zip((key for key, _ in tasks), results, strict=True)
+        results = pool.map(_process, tasks, chunksize=chunk)
+        yield from zip((task.path for task in tasks), results, strict=True)
 
 
 _OUR_FOLDERS = ("newsletter/", "archive/", "social/")
@@ -511,31 +547,3 @@ def _plan_shared(settings: Settings, released: list[Post], queued: list[Post], n
         "queue": [p for p in released if p.date > window] + queued,
         "digest": [p for p in released if p.date > now - timedelta(days=DIGEST_DAYS) and "email" in p.channels],
     }
-
-
-def _shared_outputs(
-    settings: Settings,
-    env: jinja2.Environment,
-    plan: dict[str, list[Post]],
-    snippets: Mapping[str, Mapping[str, Mapping[str, Any]]],
-    now: datetime,
-    errors: list[PipelineError],
-) -> dict[str, bytes]:
-    outputs: dict[str, bytes] = {}
-    feeds = render_feeds(full_posts(settings, plan["feed"]), settings, env)
-    outputs["feed.xml"] = feeds.rss
-    outputs["atom.xml"] = feeds.atom
-    outputs["feed.json"] = feeds.json
-    outputs["social/queue.csv"] = queue_csv(
-        [(p, snippets[p.path]) for p in plan["queue"] if p.path in snippets], settings
-    )
-    if plan["digest"]:
-        try:
-            digest = render_digest(plan["digest"], settings, env, now=now)
-        except PipelineError as error:
-            errors.append(error)
-        else:
-            for rel, data in newsletter_outputs(digest, settings).items():
-                # The latest digest keeps one stable name; its web page keeps its dated one.
-                outputs[rel if rel.startswith("archive/") else rel.replace(digest.key, "digest")] = data
-    return outputs

@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from slugify import slugify
 
 from pipeline.config import PLATFORMS, Settings
 from pipeline.dates import DateProblem, parse_datetime
@@ -88,6 +87,12 @@ _StringDateLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def slugify(text: str) -> str:
+    from slugify import slugify as make_slug  # loaded only when a post needs a slug made
+
+    return str(make_slug(text))
 
 
 def _split_front_matter(text: str, path: str) -> tuple[str, str, int]:

@@ -8,6 +8,7 @@ guid is the post's permalink, which never changes when the post is edited.
 
 from __future__ import annotations
 
+import heapq
 import json
 import mimetypes
 from collections.abc import Sequence
@@ -37,7 +38,8 @@ class Feeds:
 
 
 def newest_first(posts: Sequence[Post], limit: int) -> list[Post]:
-    return sorted(posts, key=lambda p: (p.date, p.slug), reverse=True)[:limit]
+    # As sorted(..., reverse=True)[:limit], without sorting a whole archive for 20 items.
+    return heapq.nlargest(limit, posts, key=lambda p: (p.date, p.slug))
 
 
 def _image_type(url: str) -> str:

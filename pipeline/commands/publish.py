@@ -8,21 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from slugify import slugify
 
-from pipeline.build import ApprovalGate, build, find_post, load_posts, newsletter_outputs
-from pipeline.channels.newsletter import render_post_newsletter
-from pipeline.channels.social import render_snippets
+from pipeline.build import ApprovalGate, build, find_post, load_posts
 from pipeline.commands.common import config_option, parse_when, pass_settings, report_errors
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.render import make_environment
 from pipeline.writer import write_atomic
-
-console = Console(stderr=True, highlight=False)
 
 posts_option = click.option(
     "--posts",
@@ -63,24 +55,25 @@ def build_command(
     settings = settings.with_paths(posts=posts_dir, out=out_dir)
     now = parse_when(now_text, settings) if now_text else datetime.now(UTC)
     started = time.perf_counter()
-    show_bar = not quiet and sys.stderr.isatty()
-    with Progress(
-        TextColumn("rendering"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show_bar,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("render", total=None)
-        result = build(
-            settings,
-            now,
-            jobs=jobs,
-            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-            gate=_approval_gate(settings, now),
-        )
+    gate = _approval_gate(settings, now)
+    if quiet or not sys.stderr.isatty():
+        result = build(settings, now, jobs=jobs, gate=gate)
+    else:
+        # rich is loaded only for a terminal: a scheduled or scripted no-op build is
+        # mostly start-up time.
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True, highlight=False), transient=True) as bar:
+            task = bar.add_task("render", total=None)
+            result = build(
+                settings,
+                now,
+                jobs=jobs,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                gate=gate,
+            )
     elapsed = time.perf_counter() - started
     if not quiet:
         click.echo(
@@ -129,12 +122,13 @@ def validate_command(settings: Settings, posts_dir: Path | None) -> None:
                     field="template",
                 )
             )
+    from pipeline.outputs import post_outputs
+
     posts, errors = load_posts(settings)
     problems.extend(errors)
     for post in posts:
         try:
-            render_post_newsletter(post, settings, env)
-            render_snippets(post, settings, env)
+            post_outputs(post, settings, env)  # everything a release would make, made and dropped
         except PipelineError as error:
             problems.append(error)
     if not problems:
@@ -175,6 +169,8 @@ def new_command(settings: Settings, title: str, at_text: str | None, slug: str |
     zone = settings.clinic.zone
     when = parse_when(at_text, settings) if at_text else datetime.now(UTC)
     local = when.astimezone(zone)
+    from slugify import slugify
+
     slug = slug or slugify(title)
     if not slug:
         raise PipelineError("cannot make a file name from this title", field="title", hint="pass --slug my-post")
@@ -195,6 +191,10 @@ def new_command(settings: Settings, title: str, at_text: str | None, slug: str |
 @pass_settings
 def preview_command(settings: Settings, slug: str) -> None:
     """Write one post's newsletter (even if not yet released), print its path and snippets."""
+    from pipeline.channels.newsletter import render_post_newsletter
+    from pipeline.channels.social import render_snippets
+    from pipeline.outputs import newsletter_outputs
+
     post = find_post(settings, slug)
     env = make_environment(settings)
     newsletter = render_post_newsletter(post, settings, env)
@@ -204,6 +204,9 @@ def preview_command(settings: Settings, slug: str) -> None:
             write_atomic(settings.out_dir / rel, data)
     html_path = folder / f"{slug}.html"
     click.echo(str(html_path))
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"Snippets for {slug}", show_lines=True)
     for column in ("platform", "length / limit", "text"):
         table.add_column(column)
