@@ -158,7 +158,7 @@ def _process(task: _Task) -> CacheEntry:
             outputs = post_outputs(post, settings, env, snippets)
             for rel, data in outputs.items():
                 if run.staging:
-                    write_new(run.staging / rel, data)
+                    write_new(f"{run.staging}/{rel}", data)
                 else:
                     write_atomic(settings.out_dir / rel, data)
             entry.outputs = tuple(outputs)
