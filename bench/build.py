@@ -4,7 +4,10 @@
 
 Targets on a 2-core machine: cold < 20 s, no-op < 1 s, one post changed < 2 s.
 The corpus, output and state go to bench/corpus/ (git-ignored; on the project's own
-disk, as a clinic's would be), removed afterwards unless --keep.
+disk, as a clinic's would be), removed afterwards unless --keep. This machine is
+shared and its speed drifts, so the bench prints how long a fixed Python loop takes
+and how long creating a file takes next to its figures. Deleting a previous run's
+50,000 files slows file creation tenfold for some minutes: wait between runs.
 """
 
 from __future__ import annotations
@@ -108,6 +111,20 @@ def machine_speed() -> float:
     return time.perf_counter() - started
 
 
+def file_creation_ms(folder: Path, count: int = 500) -> float:
+    """Milliseconds to create one small file here. On ext4 without a journal (as on this
+    machine) it swings tenfold: for some minutes after many files were deleted nearby (a
+    previous run's clean-up, a test run), each new file's inode is found past every
+    recently deleted one. A cold build creates five files a post."""
+    probe = Path(tempfile.mkdtemp(prefix="probe-", dir=folder))
+    started = time.perf_counter()
+    for number in range(count):
+        (probe / f"{number}.html").write_bytes(b"x" * 8000)
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(probe)
+    return elapsed / count * 1000
+
+
 def run_build(project: Path, now: str, jobs: int | None) -> tuple[float, str]:
     command = [sys.executable, "-m", "pipeline", "build", "--now", now]
     if jobs:
@@ -143,6 +160,7 @@ def main() -> None:
         size = sum(p.stat().st_size for p in posts.iterdir()) / 1e6
         print(f"corpus: {args.posts} posts, ~{args.words} words each, {size:.0f} MB, in {project}")
         print(f"machine: a fixed 10M-step Python loop takes {machine_speed():.2f} s (lower is faster)")
+        print(f"disk: creating a file takes {file_creation_ms(project):.3f} ms (0.03 when the disk is quiet)")
 
         cold, summary = run_build(project, now, args.jobs)
         print(f"cold build:        {cold:7.2f} s   ({summary})")

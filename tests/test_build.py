@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -139,6 +140,22 @@ def test_parallel_build_matches_serial_build(settings: Settings, tmp_path: Path)
     }
     assert serial.rendered == parallel.rendered == 80
     assert serial_files == parallel_files
+
+
+def test_a_build_leaves_the_garbage_collector_as_it_found_it(settings: Settings) -> None:
+    """The cache is kept out of the cycle collector's sight only while a build runs: a
+    scheduler calls build() for weeks, and nothing may stay frozen or switched off."""
+    for n in range(70):  # enough for the process pool, whose results are also kept aside
+        write_post(settings.posts_dir, f"p{n:03d}.md", GOOD_POST.replace("A good post", f"Post {n}"))
+    for _ in range(2):  # a first build, then one that loads its cache
+        assert build(settings, NOW, jobs=2).errors == []
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        build(settings, NOW)
+        assert not gc.isenabled(), "a caller's choice to pause the collector is kept"
+    finally:
+        gc.enable()
 
 
 def test_new_writes_a_skeleton_that_validates(project: Path) -> None:
