@@ -46,7 +46,7 @@ def sanitize_html(raw: str, base_url: str) -> str:
         if (tag, attribute) in _URL_ATTRIBUTES:
             if value.startswith("#"):
                 return value
-            return urljoin(base, value)
+            return _join(base, value)
         return value
 
     return nh3.clean(
@@ -85,4 +85,19 @@ def strip_tags(fragment: str) -> str:
 def absolute_url(url: str, base_url: str) -> str:
     if urlsplit(url).scheme:
         return url
-    return urljoin(base_url.rstrip("/") + "/", url)
+    return _join(base_url.rstrip("/") + "/", url)
+
+
+@lru_cache(maxsize=16)
+def _origin(base: str) -> str:
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _join(base: str, url: str) -> str:
+    """``urljoin(base, url)``, with the common case of a site path ("/contact") done
+    directly: it resolves to the base's origin plus the path unchanged, as long as the
+    path has no dot segment, query or fragment for urljoin to resolve or tidy."""
+    if url[:1] == "/" and url[1:2] != "/" and "/." not in url and "?" not in url and "#" not in url:
+        return _origin(base) + url
+    return urljoin(base, url)

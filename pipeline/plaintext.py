@@ -66,22 +66,24 @@ def _inline(nodes: Iterable[Any], base_url: str) -> str:
 
 @functools.cache
 def _line_pattern(room: int) -> re.Pattern[str]:
-    """The longest run of words that fits in ``room`` columns, or else one long word."""
+    """One line: the longest run of words that fits in ``room`` columns, else one long
+    word. Two groups either way, so ``findall`` gives pairs."""
     if room < 1:
-        return re.compile(r"(\S+)(?: |$)")
+        return re.compile(r"(\S+)(?: |$)()")
     return re.compile(rf"(.{{1,{room}}})(?: |$)|(\S+)(?: |$)")
 
 
 def _fill(words: list[str], first: str, indent: str) -> list[str]:
     """Greedy wrap at WIDTH; a word longer than a line (a URL) gets a line of its own."""
     text = " ".join(words)
-    lines: list[str] = []
-    position, prefix = 0, first
-    while position < len(text):
-        match = _line_pattern(WIDTH - len(prefix)).match(text, position)
-        assert match is not None  # text is words joined by single spaces: one always matches
-        lines.append(prefix + (match.group(1) or match.group(2)))
-        position, prefix = match.end(), indent
+    if not text:
+        return []
+    match = _line_pattern(WIDTH - len(first)).match(text)
+    assert match is not None  # text is words joined by single spaces: one always matches
+    lines = [first + (match.group(1) or match.group(2))]
+    # The other lines in one pass: each match starts where the previous one ended.
+    rest = _line_pattern(WIDTH - len(indent)).findall(text, match.end())
+    lines.extend(indent + (fits or long) for fits, long in rest)
     return lines
 
 

@@ -4,10 +4,11 @@ against the plain rules they stand for."""
 from __future__ import annotations
 
 import random
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 
+from pipeline.markup import _join
 from pipeline.message import _MAX_LINE, _wrap_long_lines
 from pipeline.plaintext import WIDTH, _fill
 from pipeline.render import with_utm
@@ -110,3 +111,18 @@ def test_long_lines_are_broken_at_spaces_for_smtp() -> None:
     assert max(map(len, lines)) <= _MAX_LINE
     assert lines[0] == "start" and lines[-1] == "end"
     assert " ".join(lines[1:-1]) == long_line
+
+
+@pytest.mark.parametrize(
+    "base", ["https://jamesonprosthetics.com/", "https://example.org/blog/", "http://127.0.0.1:8000/"]
+)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/contact", "/guides/socket-care", "/a//b", "/a/./b", "/a/../b", "/a/.", "/.hidden", "/a?", "/a?b=1",
+        "/a#", "/a#top", "/a;p", "//other.example/x", "relative/page", "../up", "?q=1", "#frag", "",
+        "https://pubmed.ncbi.nlm.nih.gov/123/", "mailto:care@example.org", "/ünïcode path",
+    ],
+)  # fmt: skip
+def test_joining_a_site_path_matches_urljoin(base: str, url: str) -> None:
+    assert _join(base, url) == urljoin(base, url)
