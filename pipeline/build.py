@@ -140,7 +140,13 @@ def _process(task: _Task) -> CacheEntry:
     assert _worker is not None
     run, env = _worker
     settings = run.settings
-    raw = task.raw if task.raw is not None else Path(task.path).read_bytes()
+    try:
+        raw = task.raw if task.raw is not None else Path(task.path).read_bytes()
+    except OSError as exc:  # deleted or made unreadable since the folder was listed
+        error = PipelineError(
+            f"could not be read: {exc.strerror or exc}", path=task.display, hint="check the file and build again"
+        )
+        return CacheEntry((0, 0), "", post=None, error=error)  # a stat no file has: read again next time
     try:
         post = parse_post(raw, task.display, settings)
     except PipelineError as error:
@@ -380,9 +386,13 @@ def _build(
         raw = b""
         if cached is not None and cached.stat != stat:
             changed = True
-            raw = Path(key).read_bytes()
-            digest = hashlib.sha256(raw).hexdigest()
-            cached = dataclasses.replace(cached, stat=stat) if cached.digest == digest else None
+            try:
+                raw = Path(key).read_bytes()
+            except OSError:
+                cached = None  # gone or unreadable since listed: the worker reports it
+            else:
+                digest = hashlib.sha256(raw).hexdigest()
+                cached = dataclasses.replace(cached, stat=stat) if cached.digest == digest else None
         if cached is not None:
             post = cached.post
             live = post is not None and cached.error is None and _live(post, now, gate)

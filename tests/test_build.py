@@ -158,6 +158,17 @@ def test_a_build_leaves_the_garbage_collector_as_it_found_it(settings: Settings)
         gc.enable()
 
 
+def test_a_post_deleted_while_the_build_runs_is_reported_not_a_crash(settings: Settings) -> None:
+    from pipeline.build import _init_worker, _process, _Run, _Task
+
+    _init_worker(_Run(settings, NOW, None, None))
+    gone = str(settings.posts_dir / "2026-11-03-gone.md")
+    entry = _process(_Task(gone, "posts/2026-11-03-gone.md", (1, 1), None))  # listed, then deleted
+    assert entry.post is None and entry.error is not None
+    assert str(entry.error).startswith("posts/2026-11-03-gone.md: could not be read: No such file or directory")
+    assert entry.stat == (0, 0)  # never matches a real file: read again by the next build
+
+
 def test_new_writes_a_skeleton_that_validates(project: Path) -> None:
     run = run_cli(project, "new", "Walking on sand: tips", "--at", "2027-03-02 09:00")
     assert run.returncode == 0, run.stderr
