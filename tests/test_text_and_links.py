@@ -103,14 +103,20 @@ def test_link_check_fast_path_agrees_with_urlsplit(link: str) -> None:
 
 
 def test_long_lines_are_broken_at_spaces_for_smtp() -> None:
-    short = "<p>short line</p>\n" * 3
-    assert _wrap_long_lines(short) is short  # nothing to do: the same string back
-    long_line = " ".join(["word"] * 600)  # 2,999 characters
-    wrapped = _wrap_long_lines("start\n" + long_line + "\nend")
-    lines = wrapped.split("\n")
+    short = b"<p>short line</p>\n" * 3
+    assert _wrap_long_lines(short) is short  # nothing to do: the same bytes back
+    long_line = " ".join(["word"] * 600).encode()  # 2,999 octets
+    wrapped = _wrap_long_lines(b"start\n" + long_line + b"\nend")
+    lines = wrapped.split(b"\n")
     assert max(map(len, lines)) <= _MAX_LINE
-    assert lines[0] == "start" and lines[-1] == "end"
-    assert " ".join(lines[1:-1]) == long_line
+    assert lines[0] == b"start" and lines[-1] == b"end"
+    assert b" ".join(lines[1:-1]) == long_line
+
+
+def test_the_line_limit_counts_octets_not_characters() -> None:
+    line = " ".join(["ümlaut"] * 120).encode()  # 839 characters, 959 octets
+    assert len(line.decode()) < _MAX_LINE < len(line)
+    assert max(map(len, _wrap_long_lines(line).split(b"\n"))) <= _MAX_LINE
 
 
 @pytest.mark.parametrize(
