@@ -74,6 +74,10 @@ def snippets_data(snippets: Mapping[str, Snippet]) -> dict[str, SnippetData]:
     return {platform: snippets[platform].as_dict() for platform in PLATFORMS}
 
 
+# One encoder for every call: json.dumps with any option builds a new one each time.
+_to_json = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def snippets_json(post: Post, snippets: Mapping[str, SnippetData], settings: Settings) -> bytes:
     document = {
         "slug": post.slug,
@@ -84,7 +88,7 @@ def snippets_json(post: Post, snippets: Mapping[str, SnippetData], settings: Set
     }
     # One key per line, each value compact: diff-friendly, and json's C encoder
     # (indent= falls back to the pure-Python one, ~1 ms a post) does the work.
-    lines = [f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}" for key, value in document.items()]
+    lines = [f"  {_to_json(key)}: {_to_json(value)}" for key, value in document.items()]
     return ("{\n" + ",\n".join(lines) + "\n}\n").encode("utf-8")
 
 
