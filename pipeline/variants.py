@@ -68,12 +68,15 @@ def _rewrite(tokens: Iterable[Token], name: str | None, filename: str | None) ->
     pending = list(tokens)
     # Each open block: "web" (a pair being rewritten), "if" or "for" (left as they are,
     # but an else belongs to the innermost block), and, for a pair, whether it had its else.
-    # Any other use of ``web`` is left too, and fails when rendered (see _Either).
     open_blocks: list[tuple[str, list[bool]]] = []
     index = 0
     while index < len(pending):
         token = pending[index]
         if token.type != "block_begin" or index + 2 >= len(pending):
+            if token.type == "name" and token.value == "web" and pending[index - 1].type != "dot":
+                # Any other use: {{ web }}, "web and x", or a macro argument, loop variable
+                # or {% set %} of that name, which would make "if web" mean something else.
+                raise _Unsupported("'web' used outside {% if [not] web %}", token.lineno, name, filename)
             yield token
             index += 1
             continue
@@ -110,7 +113,8 @@ def _rewrite(tokens: Iterable[Token], name: str | None, filename: str | None) ->
 
 
 class _Either:
-    """``web`` while both versions render at once: any use a marker cannot stand for fails."""
+    """``web`` while both versions render at once. Every use of it is rewritten or refused
+    when the template is compiled; this is a second guard: any use of it fails."""
 
     def _refuse(self, *_: object) -> Any:
         raise jinja2.UndefinedError("'web' used outside {% if web %}")

@@ -113,6 +113,9 @@ def test_markers_stand_for_both_branches(body: str) -> None:
         PAGE.format("{% if web %}a{% elif x %}b{% endif %}"),
         PAGE.format("{% if web %}{% if not web %}a{% endif %}{% endif %}"),
         PAGE.format("{% if web %}<b>open{% else %}<i>other{% endif %}</b>"),
+        PAGE.format("{% macro note(web) %}{% if web %}a{% else %}b{% endif %}{% endmacro %}{{ note(true) }}"),
+        PAGE.format("{% set web = true %}{% if web %}a{% endif %}"),
+        PAGE.format("{% for web in [1] %}{% if web %}a{% endif %}{% endfor %}"),
         "<mjml><mj-body>{% if not web %}<mj-section><mj-column><mj-text>e-mail only</mj-text></mj-column>"
         "</mj-section>{% endif %}<mj-section><mj-column><mj-text>both</mj-text></mj-column></mj-section>"
         "</mj-body></mjml>",
