@@ -98,10 +98,6 @@ _worker: tuple[_Run, jinja2.Environment] | None = None
 
 def _init_worker(run: _Run) -> None:
     global _worker
-    # The renderers (MJML, twitter-text, the e-mail package) load only in a build that
-    # renders something: a rebuild with nothing to do is mostly start-up time.
-    from pipeline import outputs  # noqa: F401
-
     env = make_environment(run.settings)
     env.auto_reload = False  # templates do not change during a build
     _worker = (run, env)
@@ -152,6 +148,8 @@ def _process(task: _Task) -> CacheEntry:
     except PipelineError as error:
         return CacheEntry(task.stat, hashlib.sha256(raw).hexdigest(), post=None, error=error)
     entry = CacheEntry(task.stat, post.content_hash, post=_light(post), error=None)
+    # The renderers (MJML, twitter-text, the e-mail package) load only in a build that
+    # renders something: a rebuild with nothing to do is mostly start-up time.
     from pipeline.outputs import post_outputs, post_snippets
 
     try:
@@ -452,7 +450,7 @@ def _build(
         e.post.slug for k, e in entries.items() if k in rendered and e.post is not None and e.post.path in clashing
     }
     for post in full_posts(settings, [p for p in released if p.slug in overwritten]):
-        from pipeline.outputs import post_outputs
+        from pipeline.outputs import post_outputs  # loaded only if there is such a post
 
         for rel, data in post_outputs(post, settings, env_or_new()).items():
             write_atomic(out_dir / rel, data)

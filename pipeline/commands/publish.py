@@ -13,6 +13,7 @@ from pipeline.build import ApprovalGate, build, find_post, load_posts
 from pipeline.commands.common import config_option, parse_when, pass_settings, report_errors
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
+from pipeline.posts import slugify
 from pipeline.render import make_environment
 from pipeline.writer import write_atomic
 
@@ -169,8 +170,6 @@ def new_command(settings: Settings, title: str, at_text: str | None, slug: str |
     zone = settings.clinic.zone
     when = parse_when(at_text, settings) if at_text else datetime.now(UTC)
     local = when.astimezone(zone)
-    from slugify import slugify
-
     slug = slug or slugify(title)
     if not slug:
         raise PipelineError("cannot make a file name from this title", field="title", hint="pass --slug my-post")
