@@ -3,7 +3,7 @@
 The same as ``pipeline schedule run``; the wiring lives in ``pipeline/scheduling.py``.
 """
 
-from pipeline.commands.schedule import run_command
+from pipeline.cli.schedule import run_command
 
 if __name__ == "__main__":
     run_command(prog_name="scheduler.py")

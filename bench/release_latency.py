@@ -42,7 +42,7 @@ def make_project(folder: Path, subscribers: int) -> Path:
     config.write_text(re.sub(r"(?m)^rescan_seconds = .*$", "rescan_seconds = 0.5", config.read_text()))
     sys.path.insert(0, str(ROOT))
     from pipeline.config import load_settings
-    from pipeline.store import Store
+    from pipeline.ledger.store import Store
 
     settings = load_settings(config)
     with Store.open(settings) as store:

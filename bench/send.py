@@ -8,7 +8,7 @@ Prints, from one run:
 
 - personalisation: messages built and serialised per second (token, headers,
   body), no network;
-- delivery: the real send loop (``pipeline.delivery.deliver``, ledger and all)
+- delivery: the real send loop (``pipeline.mail.sender.deliver``, ledger and all)
   to the sink, at 10,000 and at the full count, each in its own process so its
   peak memory (max RSS) is its own;
 - baseline (a): a raw client sending one pre-built message over 8 reused,
@@ -39,13 +39,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.build import load_posts  # noqa: E402
 from pipeline.channels.newsletter import Newsletter, render_post_newsletter  # noqa: E402
+from pipeline.channels.templating import make_environment  # noqa: E402
 from pipeline.config import Settings, load_settings  # noqa: E402
-from pipeline.message import MessageTemplate, message_id_for  # noqa: E402
-from pipeline.render import make_environment  # noqa: E402
-from pipeline.store import Store  # noqa: E402
-from pipeline.tokens import make_token  # noqa: E402
+from pipeline.ledger.store import Store  # noqa: E402
+from pipeline.ledger.tokens import make_token  # noqa: E402
+from pipeline.mail.message import MessageTemplate, message_id_for  # noqa: E402
+from pipeline.site.build import load_posts  # noqa: E402
 
 CONNECTIONS = 8
 SECRET = b"bench-secret-bench-secret-bench-secret"
@@ -226,8 +226,8 @@ def delivery_worker(config: Path, subscribers: int) -> None:
 
 def deliver_only(config: Path) -> None:
     os.environ["PIPELINE_SECRET"] = SECRET.decode()
-    from pipeline.delivery import deliver, start_campaign
-    from pipeline.transports import transport_from_spec
+    from pipeline.mail.sender import deliver, start_campaign
+    from pipeline.mail.transports import transport_from_spec
 
     settings = load_settings(config)
     newsletter = sample_newsletter(settings)

@@ -1,6 +1,6 @@
 """Every public URL the pipeline hands out, in one place.
 
-The web app (``pipeline.web``) serves exactly these paths, so a link in a
+The web app (``pipeline.web.app``) serves exactly these paths, so a link in a
 feed, an e-mail or a snippet always lands somewhere real.
 """
 

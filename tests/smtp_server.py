@@ -23,11 +23,11 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from pipeline.build import load_posts
 from pipeline.channels.newsletter import Newsletter, render_post_newsletter
+from pipeline.channels.templating import make_environment
 from pipeline.config import Settings, load_settings
-from pipeline.render import make_environment
-from pipeline.store import Store
+from pipeline.ledger.store import Store
+from pipeline.site.build import load_posts
 from tests.conftest import make_project
 
 

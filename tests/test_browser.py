@@ -26,13 +26,13 @@ from typing import Any
 
 import pytest
 
-from pipeline.build import build
-from pipeline.campaigns import newsletter_for_slug
 from pipeline.config import Settings, load_settings
-from pipeline.delivery import deliver, start_campaign
-from pipeline.store import Store
-from pipeline.tokens import SECRET_ENV
-from pipeline.transports import transport_from_spec
+from pipeline.ledger.store import Store
+from pipeline.ledger.tokens import SECRET_ENV
+from pipeline.mail.sender import deliver, start_campaign
+from pipeline.mail.transports import transport_from_spec
+from pipeline.schedule.campaigns import newsletter_for_slug
+from pipeline.site.build import build
 from tests.conftest import ROOT, make_project
 from tests.live_server import LiveServer, free_port, live_server, set_base_url
 

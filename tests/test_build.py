@@ -11,9 +11,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.build import build
-from pipeline.cli import cli
+from pipeline.cli.main import cli
 from pipeline.config import Settings
+from pipeline.site.build import build
 from tests.conftest import GOOD_POST, write_post
 
 NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
@@ -159,7 +159,7 @@ def test_a_build_leaves_the_garbage_collector_as_it_found_it(settings: Settings)
 
 
 def test_a_post_deleted_while_the_build_runs_is_reported_not_a_crash(settings: Settings) -> None:
-    from pipeline.build import _init_worker, _process, _Run, _Task
+    from pipeline.site.build import _init_worker, _process, _Run, _Task
 
     _init_worker(_Run(settings, NOW, None, None))
     gone = str(settings.posts_dir / "2026-11-03-gone.md")
@@ -211,7 +211,7 @@ def test_python_dash_m_and_console_script_agree(project: Path) -> None:
 
 
 def test_approval_gate_keeps_unapproved_posts_out_of_every_output(settings: Settings) -> None:
-    from pipeline.build import ApprovalGate
+    from pipeline.site.build import ApprovalGate
 
     write_post(settings.posts_dir, "2026-11-03-old.md", GOOD_POST.replace("A good post", "Old"))
     write_post(

@@ -17,16 +17,16 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import urls
-from pipeline.commands.send import doctor_command, send_command, send_test_command
+from pipeline.cli.send import doctor_command, send_command, send_test_command
 from pipeline.config import Settings
-from pipeline.delivery import DeliveryAborted, deliver, max_in_flight, send_test, start_campaign
-from pipeline.doctor import check_message, diagnose, sample_message
 from pipeline.errors import PipelineError
-from pipeline.message import from_wire, to_wire
-from pipeline.signing import DkimSigner
-from pipeline.store import Store
-from pipeline.tokens import SECRET_ENV, read_token
-from pipeline.transports import OutboxTransport, SmtpTransport, TransportError, transport_from_spec
+from pipeline.ledger.store import Store
+from pipeline.ledger.tokens import SECRET_ENV, read_token
+from pipeline.mail.dkim import DkimSigner
+from pipeline.mail.doctor import check_message, diagnose, sample_message
+from pipeline.mail.message import from_wire, to_wire
+from pipeline.mail.sender import DeliveryAborted, deliver, max_in_flight, send_test, start_campaign
+from pipeline.mail.transports import OutboxTransport, SmtpTransport, TransportError, transport_from_spec
 from tests.smtp_server import (
     FAR_FUTURE,
     SECRET,
@@ -222,12 +222,12 @@ def _env() -> dict[str, str]:
 def _cli_command(settings: Settings, *args: str) -> list[str]:
     """`python -m pipeline ...` once the CLI registers the send commands; until then
     the very same click command, run on its own."""
-    from pipeline import cli
+    from pipeline.cli import main as cli
 
     config = ["--config", str(settings.root / "pipeline.toml")]
-    if "pipeline.commands.send" in getattr(cli, "COMMAND_MODULES", ()):
+    if "pipeline.cli.send" in getattr(cli, "COMMAND_MODULES", ()):
         return [sys.executable, "-m", "pipeline", *args[:1], *config, *args[1:]]
-    runner = "import sys; from pipeline.commands.send import send_command; send_command(sys.argv[1:])"
+    runner = "import sys; from pipeline.cli.send import send_command; send_command(sys.argv[1:])"
     return [sys.executable, "-c", runner, *config, *args[1:]]
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import feedparser
 
-from pipeline.build import build
 from pipeline.config import Settings
+from pipeline.site.build import build
 from tests.conftest import write_post
 
 NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)

@@ -9,13 +9,13 @@ from email.message import EmailMessage
 
 import pytest
 
-from pipeline.build import build
 from pipeline.channels.newsletter import render_digest, render_post_newsletter
+from pipeline.channels.templating import make_environment
 from pipeline.config import Settings
+from pipeline.content.posts import parse_post
 from pipeline.errors import PipelineError
-from pipeline.message import MessageTemplate
-from pipeline.posts import parse_post
-from pipeline.render import make_environment
+from pipeline.mail.message import MessageTemplate
+from pipeline.site.build import build
 from pipeline.urls import TOKEN_PLACEHOLDER
 from tests.conftest import write_post
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
+from pipeline.content.posts import check_unique_slugs, parse_post
 from pipeline.errors import PipelineError
-from pipeline.posts import check_unique_slugs, parse_post
 from tests.conftest import GOOD_POST
 
 

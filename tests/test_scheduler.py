@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline import release
-from pipeline.commands.schedule import COMMANDS
+from pipeline.cli.schedule import COMMANDS
 from pipeline.config import Settings, load_settings
+from pipeline.content.posts import parse_post
 from pipeline.errors import PipelineError
-from pipeline.posts import parse_post
-from pipeline.scheduling import JOBSTORE_TABLE, digest_trigger
-from pipeline.store import Store
-from pipeline.subscribers import add_subscriber
+from pipeline.ledger.store import Store
+from pipeline.ledger.subscribers import add_subscriber
+from pipeline.schedule import release
+from pipeline.schedule.runner import JOBSTORE_TABLE, digest_trigger
 from tests.conftest import ROOT, make_project
 
 ZONE_NAME = "America/New_York"

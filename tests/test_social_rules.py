@@ -1,4 +1,4 @@
-"""Tests for pipeline.social_rules: platform length rules and snippet composition."""
+"""Tests for pipeline.channels.social.rules: platform length rules and snippet composition."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from twitter_text import extract_urls, parse_tweet
 
 from pipeline import config
-from pipeline.social_rules import (
+from pipeline.channels.social.rules import (
     PLATFORMS,
     Facet,
     Snippet,
@@ -676,7 +676,7 @@ def test_random_bodies_always_fit(platform: str) -> None:
 )
 def test_measuring_by_paragraph_equals_measuring_whole(text: str) -> None:
     """The memoised per-paragraph measure must agree with the plain whole-text rules."""
-    from pipeline import social_rules as rules
+    from pipeline.channels.social import rules as rules
 
     assert measure("x", text) == rules._x_weight(text)
     assert measure("bluesky", text) == graphemes(text)
@@ -701,7 +701,7 @@ def test_fast_paths_agree_with_the_full_rules(text: str) -> None:
     import regex as full_regex
     from twitter_text import extract_urls_with_indices
 
-    from pipeline import social_rules as rules
+    from pipeline.channels.social import rules as rules
 
     assert rules._urls(text) == list(extract_urls_with_indices(text))
     assert rules._urls(text, False) == list(extract_urls_with_indices(text, False))
@@ -732,7 +732,7 @@ def test_url_prefilter_and_bound_hold_on_random_text() -> None:
     """No URL hides from the quick "." scan, and its count bounds the URLs from above."""
     from twitter_text import extract_urls_with_indices
 
-    from pipeline import social_rules as rules
+    from pipeline.channels.social import rules as rules
 
     rng = random.Random("urls")
     for _ in range(3000):
@@ -745,7 +745,7 @@ def test_url_prefilter_and_bound_hold_on_random_text() -> None:
 
 def test_checks_are_additive_across_the_blank_line() -> None:
     """measure, bytes and Threads' links of body + blank line + tail, from the parts."""
-    from pipeline import social_rules as rules
+    from pipeline.channels.social import rules as rules
 
     pieces = [*URLISH, *TOKENS, FAMILY, "\u0301", "\u20e3", "\U0001f1fa", "\r"]
     rng = random.Random("additive")
@@ -760,7 +760,7 @@ def test_checks_are_additive_across_the_blank_line() -> None:
 
 
 def test_plain_bodies_and_their_cuts_measure_their_length() -> None:
-    from pipeline import social_rules as rules
+    from pipeline.channels.social import rules as rules
 
     rng = random.Random("plain")
     alphabet = [*(chr(i) for i in range(32, 127)), " ", " ", "\n", "e.g.", "x.com", "a@b"]
@@ -783,7 +783,7 @@ def test_break_point_shortcuts_agree_with_grapheme_clusters() -> None:
     """The ASCII shortcuts find the points the grapheme-cluster walk finds."""
     import regex as full_regex
 
-    from pipeline import social_rules as rules
+    from pipeline.channels.social import rules as rules
 
     def by_clusters(body: str, words_only: bool) -> tuple[int, ...]:
         clusters = [(m.end(), m.group()) for m in full_regex.finditer(r"\X", body)]
@@ -802,7 +802,7 @@ def test_break_point_shortcuts_agree_with_grapheme_clusters() -> None:
 
 
 def test_normalizing_an_already_normal_body_changes_nothing() -> None:
-    from pipeline import social_rules as rules
+    from pipeline.channels.social import rules as rules
 
     rng = random.Random("normal")
     for _ in range(2000):
@@ -813,7 +813,7 @@ def test_normalizing_an_already_normal_body_changes_nothing() -> None:
 
 
 def test_escape_linkedin_escapes_each_reserved_character() -> None:
-    from pipeline.social_rules import LINKEDIN_RESERVED
+    from pipeline.channels.social.rules import LINKEDIN_RESERVED
 
     text = "".join(chr(i) for i in range(32, 127)) + "é \\\\g<0> \\1 " + FAMILY
     expected = "".join("\\" + char if char in LINKEDIN_RESERVED else char for char in text)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from pipeline import schema
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
-from pipeline.store import Outcome, Store, SubscriberExists
+from pipeline.ledger import schema
+from pipeline.ledger.store import Outcome, Store, SubscriberExists
 
 NOW = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
 
@@ -66,7 +66,7 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(store: Store) -> None:
 
 
 def test_two_processes_opening_a_new_database_at_once(settings: Settings) -> None:
-    script = "import sys; from pipeline.store import Store; Store.open_url(sys.argv[1]).close()"
+    script = "import sys; from pipeline.ledger.store import Store; Store.open_url(sys.argv[1]).close()"
     procs = [subprocess.Popen([sys.executable, "-c", script, settings.database_url]) for _ in range(4)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
     with Store.open(settings) as store, store.engine.connect() as conn:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.commands.subscribers import subscribers_group
+from pipeline.cli.subscribers import subscribers_group
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.store import Store
-from pipeline.subscribers import add_subscriber, export_csv, import_csv, normalise_address, remove_subscriber
+from pipeline.ledger.store import Store
+from pipeline.ledger.subscribers import add_subscriber, export_csv, import_csv, normalise_address, remove_subscriber
 
 MESSY = (
     "\ufeffEmail,Name,Phone\n"  # line 1: header (BOM, capitalised, an extra column)

@@ -8,11 +8,11 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 
-from pipeline.markup import _join
-from pipeline.message import _MAX_LINE, _wrap_long_lines
-from pipeline.plaintext import WIDTH, _fill
-from pipeline.render import with_utm
-from pipeline.social_rules import _check_link
+from pipeline.channels.social.rules import _check_link
+from pipeline.channels.templating import with_utm
+from pipeline.content.markup import _join
+from pipeline.content.plaintext import WIDTH, _fill
+from pipeline.mail.message import _MAX_LINE, _wrap_long_lines
 
 
 def greedy_wrap(words: list[str], first: str, indent: str) -> list[str]:

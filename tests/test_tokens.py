@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.tokens import SECRET_ENV, TokenError, load_secret, make_token, read_token
+from pipeline.ledger.tokens import SECRET_ENV, TokenError, load_secret, make_token, read_token
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 ISSUED = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)

@@ -8,11 +8,11 @@ import pytest
 from mjml import mjml2html
 
 from pipeline.channels.newsletter import DigestItem, _links, render_post_newsletter
+from pipeline.channels.templating import make_environment, render_template
+from pipeline.channels.variants import VariantRenderer
 from pipeline.config import Settings
-from pipeline.posts import parse_post
-from pipeline.render import make_environment, render_template
+from pipeline.content.posts import parse_post
 from pipeline.urls import post_url
-from pipeline.variants import VariantRenderer
 from tests.conftest import ROOT
 
 

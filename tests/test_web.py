@@ -22,12 +22,12 @@ from httpx import Response
 from starlette.testclient import TestClient
 
 from pipeline import urls
-from pipeline.build import build
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings, load_settings
-from pipeline.store import Store, Subscriber
-from pipeline.tokens import SECRET_ENV, load_secret, make_token
-from pipeline.web import CSRF_COOKIE, RedactTokens, WebLimits, create_app, mask_address, redact
+from pipeline.ledger.store import Store, Subscriber
+from pipeline.ledger.tokens import SECRET_ENV, load_secret, make_token
+from pipeline.site.build import build
+from pipeline.web.app import CSRF_COOKIE, RedactTokens, WebLimits, create_app, mask_address, redact
 from tests.conftest import ROOT, make_project
 from tests.live_server import free_port, live_server
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import jinja2
 
 from pipeline import urls
+from pipeline.channels.templating import render_template
 from pipeline.config import Settings
-from pipeline.dates import to_utc_iso
-from pipeline.posts import Post
-from pipeline.render import render_template
+from pipeline.content.dates import to_utc_iso
+from pipeline.content.posts import Post
 
 if TYPE_CHECKING:
     from feedgen.feed import FeedGenerator

@@ -17,11 +17,11 @@ import jinja2
 from mjml import mjml2html
 
 from pipeline import urls
+from pipeline.channels.templating import render_template
+from pipeline.channels.variants import VariantRenderer
 from pipeline.config import Settings
+from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
-from pipeline.posts import Post
-from pipeline.render import render_template
-from pipeline.variants import VariantRenderer
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,145 @@
+"""``pipeline subscribers ...``: add, remove, list, import, export, count."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.cli.common import config_option, pass_settings
+from pipeline.config import Settings
+from pipeline.content.dates import to_utc_iso
+from pipeline.ledger.schema import SUBSCRIBER_STATUSES
+from pipeline.ledger.store import Store
+from pipeline.ledger.subscribers import add_subscriber, export_csv, import_csv, remove_subscriber
+from pipeline.mail.confirm import send_confirmation
+from pipeline.mail.transports import transport_from_spec
+
+console = Console(stderr=True, highlight=False)
+_STATUS = click.Choice(SUBSCRIBER_STATUSES)
+
+
+@click.group("subscribers")
+def subscribers_group() -> None:
+    """Manage the newsletter's subscribers."""
+
+
+@subscribers_group.command("add")
+@config_option
+@click.argument("email")
+@click.option("--name", help="The subscriber's name, for the To: line.")
+@click.option(
+    "--confirm",
+    is_flag=True,
+    help="Send a double opt-in e-mail; the subscriber stays pending until they click it.",
+)
+@click.option("--transport", "transport_spec", metavar="SPEC", help="Send the confirmation through SPEC.")
+@pass_settings
+def add_command(settings: Settings, email: str, name: str | None, confirm: bool, transport_spec: str | None) -> None:
+    """Add EMAIL as an active subscriber (staff hold the consent), or pending with --confirm."""
+    transport = transport_from_spec(transport_spec, settings) if confirm else None
+    with Store.open(settings) as store:
+        result = add_subscriber(store, settings, email, name, confirm=confirm, source="cli")
+        subscriber = result.subscriber
+        if result.needs_confirmation:
+            assert transport is not None
+            send_confirmation(settings, transport, subscriber)
+            click.echo(f"{subscriber.email}: pending; confirmation sent via {transport.description}")
+        elif result.outcome == "already":
+            click.echo(f"{subscriber.email}: already subscribed ({subscriber.status}); nothing changed")
+        else:
+            click.echo(f"{subscriber.email}: {result.outcome} (active)")
+
+
+@subscribers_group.command("remove")
+@config_option
+@click.argument("email")
+@click.option(
+    "--forget",
+    is_flag=True,
+    help="Delete the address and its history instead of unsubscribing it (it could then be imported again).",
+)
+@pass_settings
+def remove_command(settings: Settings, email: str, forget: bool) -> None:
+    """Unsubscribe EMAIL: it gets no more mail and no import can re-add it."""
+    with Store.open(settings) as store:
+        subscriber = remove_subscriber(store, email, forget=forget)
+    click.echo(f"{subscriber.email}: {'forgotten' if forget else 'unsubscribed'}")
+
+
+@subscribers_group.command("list")
+@config_option
+@click.option("--status", type=_STATUS, help="Only subscribers with this status.")
+@pass_settings
+def list_command(settings: Settings, status: str | None) -> None:
+    """List subscribers (a table on a terminal, tab-separated lines otherwise)."""
+    with Store.open(settings) as store:
+        rows = store.iter_subscribers(status)
+        if not sys.stdout.isatty():
+            for sub in rows:
+                click.echo(f"{sub.email}\t{sub.name or ''}\t{sub.status}\t{to_utc_iso(sub.created_at)}")
+            return
+        table = Table("e-mail", "name", "status", "since (UTC)", box=None)
+        for sub in rows:
+            table.add_row(sub.email, sub.name or "", sub.status, f"{sub.created_at:%Y-%m-%d %H:%M}")
+        Console(highlight=False).print(table)
+
+
+@subscribers_group.command("count")
+@config_option
+@pass_settings
+def count_command(settings: Settings) -> None:
+    """How many subscribers there are, per status."""
+    with Store.open(settings) as store:
+        counts = store.count_subscribers()
+    table = Table("status", "subscribers", box=None)
+    for status, count in counts.items():
+        table.add_row(status, str(count))
+    table.add_row("[bold]total[/bold]", f"[bold]{sum(counts.values())}[/bold]")
+    Console(highlight=False).print(table)
+
+
+@subscribers_group.command("import")
+@config_option
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@pass_settings
+def import_command(settings: Settings, file: Path) -> None:
+    """Import subscribers from a CSV FILE with an 'email' column (and optional 'name', 'status').
+
+    Every row that is not imported is reported with its line number and the
+    reason; the others are imported. Importing the same file again changes
+    nothing, and never re-subscribes an address that unsubscribed or bounced.
+    """
+    with Store.open(settings) as store:
+        report = import_csv(store, settings, file)
+    for problem in report.rejected:
+        click.echo(f"rejected: {problem}", err=True)
+    for note in report.kept:
+        click.echo(f"kept: {note}", err=True)
+    if report.ignored_columns:
+        click.echo(f"note: ignored column(s) {', '.join(report.ignored_columns)}", err=True)
+    click.echo(
+        f"{report.added} added, {report.activated} activated, {report.suppressed} unsubscribed/bounced by the file, "
+        f"{report.updated_names} names filled in, {report.unchanged} unchanged, "
+        f"{len(report.kept)} kept inactive, {len(report.rejected)} rejected"
+    )
+    if report.rejected:
+        raise click.exceptions.Exit(1)
+
+
+@subscribers_group.command("export")
+@config_option
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--status", type=_STATUS, help="Only subscribers with this status (default: all, to keep opt-outs).")
+@pass_settings
+def export_command(settings: Settings, file: Path, status: str | None) -> None:
+    """Write subscribers to a CSV FILE (email, name, status, source, dates in UTC)."""
+    with Store.open(settings) as store:
+        count = export_csv(store, file, status=status)
+    click.echo(f"{count} subscriber(s) written to {file}")
+
+
+COMMANDS: list[click.Command] = [subscribers_group]

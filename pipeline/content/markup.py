@@ -1,0 +1,103 @@
+"""Markdown -> safe HTML (and, with plaintext.py, plain text).
+
+CommonMark via markdown-it-py; raw HTML is allowed in the source but every
+result passes through nh3 (the ammonia sanitiser), which also makes relative
+URLs absolute so the same HTML works in the feed, the email and the web.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+from markdown_it_pyrs import MarkdownIt
+
+_ALLOWED_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "div", "dl", "dt",
+    "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd",
+    "li", "mark", "ol", "p", "pre", "q", "s", "small", "span", "strong", "sub", "sup", "table",
+    "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul",
+}  # fmt: skip
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "abbr": {"title"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan", "scope"},
+    "ol": {"start"},
+    "*": {"lang"},
+}
+_URL_ATTRIBUTES = {("a", "href"), ("img", "src")}
+
+
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    # "commonmark" preset: strict CommonMark, raw HTML allowed (it is sanitised after).
+    return MarkdownIt("commonmark").enable("table").enable("strikethrough")
+
+
+def sanitize_html(raw: str, base_url: str) -> str:
+    """Remove scripts, event handlers and unknown tags; make URLs absolute."""
+    base = base_url.rstrip("/") + "/"
+
+    def absolutise(tag: str, attribute: str, value: str) -> str | None:
+        if (tag, attribute) in _URL_ATTRIBUTES:
+            if value.startswith("#"):
+                return value
+            return _join(base, value)
+        return value
+
+    return nh3.clean(
+        raw,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto", "tel"},
+        attribute_filter=absolutise,
+        link_rel="noopener",
+        strip_comments=True,
+    )
+
+
+def markdown_to_html_and_text(source: str, base_url: str) -> tuple[str, str]:
+    """One parse, two renderings: sanitised HTML and plain text that say the same."""
+    from pipeline.content.plaintext import tree_to_text
+
+    md = _markdown()
+    return sanitize_html(md.render(source), base_url), tree_to_text(md.tree(source), base_url)
+
+
+def markdown_inline_to_html(source: str, base_url: str) -> str:
+    """A one-paragraph Markdown snippet (a summary) without its <p> wrapper."""
+    rendered = _markdown().render(source).strip()
+    if rendered.startswith("<p>") and rendered.endswith("</p>"):
+        # A summary is one paragraph of the page it sits in: its own paragraphs run on.
+        rendered = rendered[3:-4].replace("</p>\n<p>", " ")
+    return sanitize_html(rendered, base_url)
+
+
+def strip_tags(fragment: str) -> str:
+    """Plain text of an HTML fragment on one line (titles, summaries, alt text)."""
+    return " ".join(html.unescape(nh3.clean(fragment, tags=set())).split())
+
+
+def absolute_url(url: str, base_url: str) -> str:
+    if urlsplit(url).scheme:
+        return url
+    return _join(base_url.rstrip("/") + "/", url)
+
+
+@lru_cache(maxsize=16)
+def _origin(base: str) -> str:
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _join(base: str, url: str) -> str:
+    """``urljoin(base, url)``, with the common case of a site path ("/contact") done
+    directly: it resolves to the base's origin plus the path unchanged, as long as the
+    path has no dot segment, query or fragment for urljoin to resolve or tidy."""
+    if url[:1] == "/" and url[1:2] != "/" and "/." not in url and "?" not in url and "#" not in url:
+        return _origin(base) + url
+    return urljoin(base, url)
