@@ -144,7 +144,6 @@ def smtp_server(behaviour: Behaviour | None = None) -> Iterator[tuple[Recorder, 
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789abcdef0123456789"
-FAR_FUTURE = "2035-01-01T00:00:00Z"  # every sample post is released by then
 
 
 def _toml_value(value: object) -> str:

@@ -29,9 +29,9 @@ import pytest
 from pipeline.config import Settings, load_settings
 from pipeline.ledger.store import Store
 from pipeline.ledger.tokens import SECRET_ENV
-from pipeline.mail.sender import deliver, start_campaign
+from pipeline.mail.sender import deliver
 from pipeline.mail.transports import transport_from_spec
-from pipeline.schedule.campaigns import newsletter_for_slug
+from pipeline.schedule.release import release_post
 from pipeline.site.build import build
 from tests.conftest import ROOT, make_project
 from tests.live_server import LiveServer, free_port, live_server, set_base_url
@@ -178,10 +178,11 @@ def test_subscribe_confirm_read_and_unsubscribe(site: tuple[LiveServer, Settings
             subscriber = store.get_subscriber_by_email(address)
             assert subscriber is not None and subscriber.status == "active"
 
-            # A newsletter goes out through the real send loop, to the outbox.
-            newsletter = newsletter_for_slug(settings, SLUGS[device], NOW)
-            campaign_id = start_campaign(store, settings, newsletter, now=datetime.now(UTC))
-            summary = deliver(store, settings, transport_from_spec(settings.delivery.transport, settings), campaign_id)
+            # A newsletter goes out through the release path and the real send loop, to the outbox.
+            sent = release_post(settings, SLUGS[device], NOW, store=store, deliver_now=False, explicit=True)
+            assert sent.campaign_id is not None, sent.message
+            newsletter = store.campaign_newsletter(sent.campaign_id)
+            summary = deliver(store, settings, transport_from_spec(settings.delivery.transport, settings))
             assert (summary.sent, summary.ok) == (1, True)
         issue = wait_for_mail(settings, address, newsletter.subject[:20])
 

@@ -28,7 +28,6 @@ from pipeline.mail.message import from_wire, to_wire
 from pipeline.mail.sender import DeliveryAborted, deliver, max_in_flight, send_test, start_campaign
 from pipeline.mail.transports import OutboxTransport, SmtpTransport, TransportError, transport_from_spec
 from tests.smtp_server import (
-    FAR_FUTURE,
     SECRET,
     Behaviour,
     add_subscribers,
@@ -187,7 +186,7 @@ def test_killed_mid_campaign_then_resumed(tmp_path: Path) -> None:
         with Store.open(settings) as store:
             emails = add_subscribers(store, count)
         slug = sample_newsletter(settings).key
-        command = _cli_command(settings, "send", slug, "--now", FAR_FUTURE)
+        command = _cli_command(settings, "send", slug, "--yes")
         killed_at = server.event_at(80)
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
         assert killed_at.wait(timeout=40), process.communicate(timeout=5)
@@ -204,7 +203,9 @@ def test_killed_mid_campaign_then_resumed(tmp_path: Path) -> None:
         assert in_flight <= max_in_flight(settings)
         assert at_kill["sent"] <= received_before <= at_kill["sent"] + in_flight
 
-        resumed = subprocess.run(_cli_command(settings, "send", "--resume"), capture_output=True, text=True, env=_env())
+        resumed = subprocess.run(
+            _cli_command(settings, "send", "--resume", "--yes"), capture_output=True, text=True, env=_env()
+        )
         assert resumed.returncode == 0, resumed.stderr
         received = server.by_recipient()
         assert set(received) == set(emails)  # everyone, nothing lost
@@ -237,7 +238,7 @@ def test_outbox_writes_one_maildir_file_per_message(tmp_path: Path) -> None:
         emails = add_subscribers(store, 12)
         result = CliRunner().invoke(
             send_command,
-            ["--config", str(tmp_path / "pipeline.toml"), sample_newsletter(settings).key, "--now", FAR_FUTURE],
+            ["--config", str(tmp_path / "pipeline.toml"), sample_newsletter(settings).key, "--yes"],
         )
         assert result.exit_code == 0, result.output
         files = list((tmp_path / "state" / "outbox" / "new").iterdir())
@@ -284,8 +285,6 @@ def test_send_test_touches_no_ledger(tmp_path: Path) -> None:
                 "x@example.com",
                 "--transport",
                 spec,
-                "--now",
-                FAR_FUTURE,
             ],
         )
         assert result.exit_code == 0, result.output
@@ -421,9 +420,7 @@ def test_doctor_is_clean_with_dkim_and_the_cli_says_so(tmp_path: Path) -> None:
     settings = _dkim_settings(tmp_path)
     newsletter = sample_newsletter(settings)
     assert diagnose(settings, newsletter) == []
-    result = CliRunner().invoke(
-        doctor_command, ["--config", str(tmp_path / "pipeline.toml"), newsletter.key, "--now", FAR_FUTURE]
-    )
+    result = CliRunner().invoke(doctor_command, ["--config", str(tmp_path / "pipeline.toml"), newsletter.key])
     assert result.exit_code == 0 and "no problems" in result.output
 
 
@@ -431,6 +428,6 @@ def test_doctor_cli_exits_1_on_problems(tmp_path: Path) -> None:
     settings = delivery_project(tmp_path)
     result = CliRunner().invoke(
         doctor_command,
-        ["--config", str(tmp_path / "pipeline.toml"), sample_newsletter(settings).key, "--now", FAR_FUTURE],
+        ["--config", str(tmp_path / "pipeline.toml"), sample_newsletter(settings).key],
     )
     assert result.exit_code == 1 and "problem: the From domain jamesonprosthetics.com has no DKIM key" in result.output

@@ -25,9 +25,11 @@ from pipeline.cli.schedule import COMMANDS
 from pipeline.config import Settings, load_settings
 from pipeline.content.posts import parse_post
 from pipeline.errors import PipelineError
+from pipeline.ledger.releases import FIRST_RUN_KEY
 from pipeline.ledger.store import Store
 from pipeline.ledger.subscribers import add_subscriber
 from pipeline.schedule import release
+from pipeline.schedule.digest import send_digest
 from pipeline.schedule.runner import JOBSTORE_TABLE, digest_trigger
 from tests.conftest import ROOT, make_project
 
@@ -322,7 +324,7 @@ def test_a_second_scheduler_refuses_to_start(tmp_path: Path, running: list[Sched
 def test_backfilled_posts_go_to_the_feed_and_are_never_emailed(tmp_path: Path, running: list[Scheduler]) -> None:
     project, settings = project_with_readers(tmp_path)
     with Store.open(settings) as store:  # the pipeline first ran ten days ago
-        store.set_meta(release.FIRST_RUN_KEY, (datetime.now(UTC) - timedelta(days=10)).isoformat())
+        store.set_meta(FIRST_RUN_KEY, (datetime.now(UTC) - timedelta(days=10)).isoformat())
     write_post(project, "from-2020", datetime(2020, 5, 4, 13, 0, tzinfo=UTC), title="From 2020")
     write_post(project, "three-days-late", at(-3 * 86400), title="Three days late")
     write_post(project, "just-due", at(-60), title="Just due")
@@ -381,7 +383,7 @@ def test_approval_gate_holds_unapproved_and_changed_posts(tmp_path: Path, runnin
     wait_until(lambda: len(mails_about(project, "Unapproved")) == SUBSCRIBERS, 10, "the mails once approved")
     assert mails_about(project, "Edited after approval") == []
     with Store.open(settings) as store:
-        assert set(release.held_posts(store)) == {"edited-after"}
+        assert set(store.list_holds()) == {"edited-after"}
     assert scheduler.stop() == 0
 
 
@@ -409,7 +411,7 @@ def test_releasing_twice_is_a_no_op(settings: Settings, project: Path) -> None:
     write_post(project, "twice", at(-30), title="Twice")
     now = datetime.now(UTC)
     with Store.open(settings) as store:
-        release.first_run_at(store, now - timedelta(days=1))
+        store.first_run_at(now - timedelta(days=1))
         first = release.release_post(settings, "twice", now, store=store)
         second = release.release_post(settings, "twice", now + timedelta(seconds=5), store=store)
         assert (first.status, second.status) == ("released", "already")
@@ -423,7 +425,7 @@ def test_a_held_post_stays_out_of_the_feed_while_another_is_released(settings: S
     approved = write_post(project, "cleared", at(-30), title="Cleared")
     now = datetime.now(UTC)
     with Store.open(gated) as store:
-        release.first_run_at(store, now - timedelta(days=1))
+        store.first_run_at(now - timedelta(days=1))
         release.approve(store, parse_post(approved.read_bytes(), str(approved), gated), "Dr. Lee", now)
         outcomes = release.release_posts(gated, ["held-back", "cleared"], now, store=store)
     assert [o.status for o in outcomes] == ["held", "released"]
@@ -443,14 +445,17 @@ def test_digest_sends_what_was_released_since_the_last_one(settings: Settings, p
     now = datetime.now(UTC)
     with Store.open(settings) as store:
         add_subscriber(store, settings, "ann@example.org")
-        release.first_run_at(store, now - timedelta(days=2))
+        store.first_run_at(now - timedelta(days=2))
         for slug in ("one", "two"):
             write_post(project, slug, at(-120), title=slug.capitalize())
             assert release.release_post(settings, slug, now, store=store).status == "released"
-        digest = release.send_digest(settings, now + timedelta(minutes=1), store=store)
-        assert digest is not None and digest.campaign_id is not None
+        digest = send_digest(settings, now + timedelta(minutes=1), store=store)
+        assert digest.status == "released" and digest.campaign_id is not None
         assert "one" in digest.message and "two" in digest.message
-        assert release.send_digest(settings, now + timedelta(minutes=2), store=store) is None
+        again = send_digest(settings, now + timedelta(minutes=2), store=store)
+        assert again.status == "already" and "already started" in again.message and "one digest a day" in again.message
+        tomorrow = send_digest(settings, now + timedelta(days=1), store=store)
+        assert tomorrow.status == "nothing" and "nothing was e-mailed since" in tomorrow.message
         assert len(store.list_campaigns()) == 3
     assert len(mails(project)) == 3
 

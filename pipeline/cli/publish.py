@@ -15,7 +15,8 @@ from pipeline.config import Settings
 from pipeline.content.posts import slugify
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
-from pipeline.site.build import ApprovalGate, build, find_post, load_posts
+from pipeline.schedule.archive import MailedPages
+from pipeline.site.build import ApprovalGate, BuildResult, build, find_post, load_posts
 
 posts_option = click.option(
     "--posts",
@@ -57,24 +58,8 @@ def build_command(
     now = parse_when(now_text, settings) if now_text else datetime.now(UTC)
     started = time.perf_counter()
     gate = _approval_gate(settings, now)
-    if quiet or not sys.stderr.isatty():
-        result = build(settings, now, jobs=jobs, gate=gate)
-    else:
-        # rich is loaded only for a terminal: a scheduled or scripted no-op build is
-        # mostly start-up time.
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=Console(stderr=True, highlight=False), transient=True) as bar:
-            task = bar.add_task("render", total=None)
-            result = build(
-                settings,
-                now,
-                jobs=jobs,
-                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
-                gate=gate,
-            )
+    with MailedPages(settings) as keeper:
+        result = _build_with_progress(settings, now, jobs, gate, keeper, quiet)
     elapsed = time.perf_counter() - started
     if not quiet:
         click.echo(
@@ -86,7 +71,36 @@ def build_command(
             click.echo(f"  HELD (not approved; run `pipeline approve {post.slug} --by NAME`): {post.slug}")
         for post in result.queued[:5]:
             click.echo(f"  queued: {post.slug} at {post.date.astimezone(settings.clinic.zone):%Y-%m-%d %H:%M %Z}")
+    for rel in result.kept:
+        click.echo(
+            f"  kept online: {rel}: its post was e-mailed, so the page stays although the post is no longer "
+            "published (a draft, renamed or deleted): links in that e-mail keep working"
+        )
     report_errors(result.errors)
+
+
+def _build_with_progress(
+    settings: Settings, now: datetime, jobs: int | None, gate: ApprovalGate | None, keeper: MailedPages, quiet: bool
+) -> BuildResult:
+    if quiet or not sys.stderr.isatty():
+        return build(settings, now, jobs=jobs, gate=gate, keeper=keeper)
+    else:
+        # rich is loaded only for a terminal: a scheduled or scripted no-op build is
+        # mostly start-up time.
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True, highlight=False), transient=True) as bar:
+            task = bar.add_task("render", total=None)
+            return build(
+                settings,
+                now,
+                jobs=jobs,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                gate=gate,
+                keeper=keeper,
+            )
 
 
 def _approval_gate(settings: Settings, now: datetime) -> ApprovalGate | None:

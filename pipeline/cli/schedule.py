@@ -16,20 +16,28 @@ from pipeline.errors import PipelineError
 from pipeline.ledger.store import Store
 from pipeline.schedule import release
 from pipeline.schedule import runner as scheduling
-from pipeline.schedule.release import local, relative
+from pipeline.schedule.gate import approval_problem, backfill_reason
+from pipeline.schedule.when import local, relative
 from pipeline.site.build import find_post, load_posts
 
 out = Console(highlight=False, soft_wrap=True)
 
 
 def _refuse_if_released(store: Store, slug: str, settings: Settings) -> None:
-    marker = release.released_marker(store, slug)
-    if marker is not None:
-        raise PipelineError(
-            f"{slug} was already released at {local(datetime.fromisoformat(marker['released_at']), settings)}",
-            field="slug",
-            hint="a released post keeps its date and URL; edit the file to correct it (feed readers see an update)",
-        )
+    record = store.get_release(slug)
+    if record is None:
+        return
+    mailing = store.get_mailing(slug)
+    mailed = (
+        "; it was e-mailed to subscribers, so its archive page stays online and every link in that e-mail keeps working"
+        if mailing is not None
+        else ""
+    )
+    raise PipelineError(
+        f"{slug} was already released at {local(record.released_at, settings)}{mailed}",
+        field="slug",
+        hint="a released post keeps its date and URL; edit the file to correct it (feed readers see an update)",
+    )
 
 
 # --- schedule run ---------------------------------------------------------------------------
@@ -74,14 +82,15 @@ def queue_command(settings: Settings, recent: int) -> None:
     now = datetime.now(UTC)
     posts, errors = load_posts(settings)
     with Store.open(settings) as store:
-        released = release.released_posts(store)
-        held = release.held_posts(store)
-        recorded = release.recorded_first_run(store)
+        released = store.list_releases()
+        held = store.list_holds()
+        recorded = store.recorded_first_run()
         first_run = recorded or now
+        approvals = store.list_approvals()
         problems = {
-            p.slug: release.approval_problem(store, settings, p, first_run)
+            p.slug: approval_problem(p, approvals.get(p.slug), settings)
             for p in posts
-            if settings.scheduler.require_approval and p.slug not in released
+            if settings.scheduler.require_approval and p.slug not in released and p.date >= first_run
         }
     running = scheduling.lock_for(settings).holder()
     if recorded is None:
@@ -104,7 +113,7 @@ def queue_command(settings: Settings, recent: int) -> None:
             table.add_column(column)
         for post in attention:
             problem = problems.get(post.slug)
-            backfill = release.backfill_reason(post, now, first_run, settings)
+            backfill = backfill_reason(post, now, first_run, settings)
             if post.slug in held or problem is not None:
                 state = "[bold red]HELD[/]"
                 todo = f"{problem or 'awaiting approval'}: pipeline approve {post.slug} --by NAME"
@@ -142,13 +151,11 @@ def queue_command(settings: Settings, recent: int) -> None:
         table = Table(title="Recent releases", title_justify="left")
         for column in ("released (local)", "", "slug", "channels", "notes"):
             table.add_column(column)
-        latest = sorted(released.values(), key=lambda d: d["released_at"], reverse=True)[:recent]
-        for data in latest:
-            at = datetime.fromisoformat(data["released_at"])
-            notes = f"backfill: not {' or '.join(data['skipped'])}" if data.get("skipped") else ""
-            table.add_row(
-                local(at, settings), relative(at, now), data["slug"], ", ".join(data["channels"]) or "-", notes
-            )
+        latest = sorted(released.values(), key=lambda r: r.released_at, reverse=True)[:recent]
+        for record in latest:
+            at = record.released_at
+            notes = f"backfill: not {' or '.join(record.skipped)}" if record.skipped else ""
+            table.add_row(local(at, settings), relative(at, now), record.slug, ", ".join(record.channels) or "-", notes)
         if not latest:
             table.caption = "nothing released by the scheduler yet"
         out.print(table)
@@ -205,7 +212,7 @@ def requeue_command(settings: Settings, slug: str, at_text: str) -> None:
             click.echo(
                 f"  that time has passed: the scheduler releases it within {settings.scheduler.rescan_seconds:g} s"
             )
-            reason = release.backfill_reason(updated, now, release.recorded_first_run(store) or now, settings)
+            reason = backfill_reason(updated, now, store.recorded_first_run() or now, settings)
             if reason:
                 click.echo(f"  note: it is {reason}, so it goes to the feed only (not e-mailed, not queued for social)")
     if settings.scheduler.require_approval:

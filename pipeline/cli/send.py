@@ -1,7 +1,13 @@
-"""``pipeline send``, ``send-test`` and ``doctor``: newsletters to subscribers."""
+"""``pipeline send``, ``send-test`` and ``doctor``: newsletters to subscribers.
+
+``send`` goes through the one release path (``pipeline.schedule.release``): the same
+checks as the scheduler (draft, date, e-mail channel, approval of the current
+content), and the same records. It asks before it sends when run in a terminal.
+"""
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
 import click
@@ -17,8 +23,11 @@ from pipeline.errors import PipelineError
 from pipeline.ledger.store import Store
 from pipeline.mail import sender as delivery
 from pipeline.mail.doctor import diagnose
-from pipeline.mail.transports import transport_from_spec
-from pipeline.schedule.campaigns import digest_newsletter, newsletter_for_slug, post_for_slug
+from pipeline.mail.transports import OutboxTransport, Transport, transport_from_spec
+from pipeline.schedule import release
+from pipeline.schedule.digest import digest_posts, send_digest
+from pipeline.schedule.when import age, local
+from pipeline.site.build import find_post
 
 console = Console(stderr=True, highlight=False)
 
@@ -28,23 +37,17 @@ transport_option = click.option(
     metavar="SPEC",
     help='Override delivery.transport for this run: "outbox:PATH" or "smtp://[user@]host:port[?tls=starttls|ssl]".',
 )
-now_option = click.option(
-    "--now", "now_text", metavar="TIME", help="Act as if it were TIME (ISO 8601; clinic zone if none). Default: now."
-)
-
-
-def _now(settings: Settings, now_text: str | None) -> datetime:
-    return parse_when(now_text, settings) if now_text else datetime.now(UTC)
 
 
 @click.command("send")
 @config_option
 @click.argument("slug", required=False)
-@click.option("--digest", is_flag=True, help="Send a digest of every post released since --since.")
-@click.option("--since", "since_text", metavar="TIME", help="With --digest: posts released after TIME.")
+@click.option("--digest", is_flag=True, help="Send a digest of every post e-mailed since the last digest (or --since).")
+@click.option("--since", "since_text", metavar="TIME", help="With --digest: posts e-mailed after TIME.")
 @click.option("--resume", is_flag=True, help="Continue every unfinished campaign (after a crash or deferrals).")
 @transport_option
-@now_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option("--dry-run", is_flag=True, help="Say what would be sent, to how many, and how; send nothing.")
 @click.option(
     "--no-wait",
     is_flag=True,
@@ -58,40 +61,48 @@ def send_command(
     since_text: str | None,
     resume: bool,
     transport_spec: str | None,
-    now_text: str | None,
+    yes: bool,
+    dry_run: bool,
     no_wait: bool,
 ) -> None:
     """Send the newsletter for SLUG to every active subscriber (or --digest, or --resume).
 
-    The campaign and all its deliveries are written to the ledger first; then
-    each message is marked before and after it is handed to the server. If the
-    run is interrupted, `pipeline send --resume` (or the same command again)
-    sends what is left, and nobody gets a second copy except, at most, the
-    messages that were in flight. Exits 1 if any delivery failed or bounced.
+    The same checks as the scheduler apply: a draft, a post dated in the future, a post
+    with e-mail turned off, or (with require_approval) a post whose current text no
+    clinician approved is refused. An old post may be sent; you are told how old it is.
+    In a terminal it asks first; --yes skips the question, --dry-run sends nothing.
+
+    The campaign and all its deliveries are written to the ledger first; then each
+    message is marked before and after it is handed to the server. If the run is
+    interrupted, `pipeline send --resume` sends what is left. Exits 1 if any delivery
+    failed or bounced.
     """
     chosen = [name for name, on in (("SLUG", bool(slug)), ("--digest", digest), ("--resume", resume)) if on]
     if len(chosen) != 1:
         raise PipelineError(
             "say what to send" if not chosen else f"{' and '.join(chosen)} cannot be combined",
             field="send",
-            hint="pipeline send SLUG, pipeline send --digest --since TIME, or pipeline send --resume",
+            hint="pipeline send SLUG, pipeline send --digest [--since TIME], or pipeline send --resume",
         )
     if since_text and not digest:
         raise PipelineError("--since only goes with --digest", field="--since")
     transport = transport_from_spec(transport_spec, settings)  # a bad spec fails before anything is written
-    now = _now(settings, now_text)
+    now = datetime.now(UTC)
+    since = parse_when(since_text, settings, option="--since") if since_text else None
     with Store.open(settings) as store:
-        campaign_id: int | None = None
         if slug:
-            post = post_for_slug(settings, slug, now)
-            newsletter = render_post_newsletter(post, settings, make_environment(settings))
-            campaign_id = delivery.start_campaign(store, settings, newsletter, kind="post")
-            store.record_publication(post.slug, "email", now, post.content_hash)
+            question = _plan_post(settings, store, slug, now, transport)
         elif digest:
-            if not since_text:
-                raise PipelineError("--digest needs --since TIME", field="--since", hint="e.g. --since 2026-11-01")
-            newsletter = digest_newsletter(settings, parse_when(since_text, settings, option="--since"), now)
-            campaign_id = delivery.start_campaign(store, settings, newsletter, kind="digest")
+            question = _plan_digest(settings, store, since, now, transport)
+        else:
+            question = _plan_resume(settings, store, transport)
+        if question is None:
+            return
+        if dry_run:
+            click.echo(f"dry run: {question}; nothing sent")
+            return
+        _confirm(question, yes)
+        campaign_id = _start(settings, store, slug, digest, since, now)
         console.print(f"sending via {transport.description}")
         with _ProgressBar() as bar:
             try:
@@ -100,14 +111,117 @@ def send_command(
                 )
             except delivery.DeliveryAborted as aborted:
                 bar.stop()
-                _print_summary(aborted.summary)
+                _print_summary(aborted.summary, transport)
                 raise
-    _print_summary(summary)
+    _print_summary(summary, transport)
     if not summary.campaigns:
         console.print("nothing to send: every campaign is finished")
     busy = [c for c in summary.campaigns if c.busy_with]
     if not summary.ok or (busy and campaign_id is not None):
         raise click.exceptions.Exit(1)
+
+
+def _recipients(count: int) -> str:
+    return f"{count:,} active subscriber{'' if count == 1 else 's'}"
+
+
+def _plan_post(settings: Settings, store: Store, slug: str, now: datetime, transport: Transport) -> str | None:
+    plan = release.plan_send(settings, store, slug, now)
+    if plan.done is not None:
+        click.echo(plan.done)
+        return None
+    if plan.continues is not None:
+        return (
+            f"Continue sending {plan.title!r} (campaign {plan.continues}): {plan.recipients:,} deliveries left, "
+            f"via {transport.description}"
+        )
+    old = ""
+    if now - plan.post_date > release.OLD_POST:
+        old = f" (dated {local(plan.post_date, settings)}, {age(plan.post_date, now)} ago)"
+    return f"Send {plan.title!r}{old} to {_recipients(plan.recipients)} via {transport.description}"
+
+
+def _plan_digest(
+    settings: Settings, store: Store, since: datetime | None, now: datetime, transport: Transport
+) -> str | None:
+    from pipeline.channels.newsletter import digest_key
+    from pipeline.ledger.releases import LAST_DIGEST_KEY
+
+    existing = store.get_campaign_by_key(digest_key(now, settings))
+    if existing is not None:
+        click.echo(
+            f"today's digest ({existing.key}) was already started at {local(existing.created_at, settings)}; "
+            "one digest a day: nothing sent"
+        )
+        return None
+    last = store.get_meta(LAST_DIGEST_KEY)
+    start = since or (datetime.fromisoformat(last) if last else store.recorded_first_run() or now)
+    posts, left_out = digest_posts(settings, store, start, now)
+    for reason in left_out:
+        click.echo(f"left out of the digest: {reason}", err=True)
+    if not posts:
+        click.echo(f"nothing was e-mailed since {local(start, settings)}: there is nothing to put in a digest")
+        return None
+    titles = ", ".join(repr(p.title) for p in posts[:3]) + (", ..." if len(posts) > 3 else "")
+    return (
+        f"Send the digest of {len(posts)} post{'s' if len(posts) != 1 else ''} since {local(start, settings)} "
+        f"({titles}) to {_recipients(store.count_subscribers()['active'])} via {transport.description}"
+    )
+
+
+def _plan_resume(settings: Settings, store: Store, transport: Transport) -> str | None:
+    unfinished = store.list_campaigns(unfinished=True)
+    owed = store.mailings(owed=True)
+    if not unfinished and not owed:
+        click.echo("nothing to resume: every campaign is finished and no newsletter is owed")
+        return None
+    left = 0
+    for campaign in unfinished:
+        counts = store.delivery_counts(campaign.id)
+        left += counts["pending"] + counts["sending"]
+    parts = []
+    if unfinished:
+        parts.append(f"continue {len(unfinished)} unfinished campaign(s) ({left:,} deliveries left)")
+    if owed:
+        parts.append(
+            f"make and send the newsletter owed by {len(owed)} release(s) ({', '.join(m.slug for m in owed)}) "
+            f"to {_recipients(store.count_subscribers()['active'])}"
+        )
+    return f"{' and '.join(parts).capitalize()} via {transport.description}"
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise PipelineError(
+            "not sent: there is no terminal to confirm in",
+            field="send",
+            hint="pass --yes to send without a question, or --dry-run to see what would be sent",
+        )
+    if not click.confirm(f"{question}?", default=False):
+        click.echo("nothing sent")
+        raise click.exceptions.Exit(1)
+
+
+def _start(
+    settings: Settings, store: Store, slug: str | None, digest: bool, since: datetime | None, now: datetime
+) -> int | None:
+    """Release (or continue) what was asked for; the campaign to deliver (None: all unfinished)."""
+    if slug:
+        outcome = release.release_post(settings, slug, now, store=store, deliver_now=False, explicit=True)
+        if outcome.campaign_id is None:
+            raise PipelineError(outcome.message, field="send")
+        return outcome.campaign_id
+    if digest:
+        outcome = send_digest(settings, now, store=store, since=since, deliver_now=False)
+        if outcome.campaign_id is None:
+            raise PipelineError(outcome.message, field="send")
+        return outcome.campaign_id
+    for owed in release.complete_owed(settings, store, now):
+        if owed.campaign_id is None:
+            console.print(owed.message, markup=False)
+    return None
 
 
 class _ProgressBar:
@@ -149,7 +263,7 @@ class _ProgressBar:
         )
 
 
-def _print_summary(summary: delivery.Summary) -> None:
+def _print_summary(summary: delivery.Summary, transport: Transport) -> None:
     if not summary.campaigns:
         return
     table = Table("campaign", "sent", "failed", "bounced", "skipped", "retried", "re-sent", "left", "state", box=None)
@@ -171,7 +285,16 @@ def _print_summary(summary: delivery.Summary) -> None:
         for address, status, reply in c.problems:
             console.print(f"{c.key}: {address}: {status}: {reply}", markup=False)
     rate = summary.sent / summary.seconds if summary.seconds else 0.0
-    console.print(f"{summary.sent} sent in {summary.seconds:.1f} s ({rate:.0f}/s)")
+    if isinstance(transport, OutboxTransport):
+        console.print(
+            f"{summary.sent} message(s) written to the outbox {transport.path} in {summary.seconds:.1f} s: "
+            "nothing was delivered to anyone (the outbox only keeps files; set delivery.transport to smtp://... "
+            "to send for real)",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"{summary.sent} sent in {summary.seconds:.1f} s ({rate:.0f}/s)")
     if summary.remaining:
         console.print(f"{summary.remaining} left to send: run `pipeline send --resume` later")
 
@@ -181,28 +304,32 @@ def _print_summary(summary: delivery.Summary) -> None:
 @click.argument("slug")
 @click.option("--to", "to", required=True, metavar="ADDRESS", help="Where to send the proof.")
 @transport_option
-@now_option
 @pass_settings
-def send_test_command(settings: Settings, slug: str, to: str, transport_spec: str | None, now_text: str | None) -> None:
-    """Send one proof copy of SLUG's newsletter to ADDRESS. Touches no subscriber or ledger."""
+def send_test_command(settings: Settings, slug: str, to: str, transport_spec: str | None) -> None:
+    """Send one proof copy of SLUG's newsletter to ADDRESS, whatever its state (a draft,
+    a post dated in the future, one held for approval). Its subject is marked [Proof].
+    Touches no subscriber and no ledger."""
     transport = transport_from_spec(transport_spec, settings)
-    newsletter = newsletter_for_slug(settings, slug, _now(settings, now_text))
+    post = find_post(settings, slug)
+    newsletter = render_post_newsletter(post, settings, make_environment(settings))
     reply = delivery.send_test(settings, transport, newsletter, to)
-    click.echo(f"proof sent to {to} via {transport.description}: {reply}")
+    where = "written to the outbox (not delivered)" if isinstance(transport, OutboxTransport) else "sent"
+    click.echo(f"proof of {slug} {where} to {to} via {transport.description}: {reply}")
 
 
 @click.command("doctor")
 @config_option
 @click.argument("slug")
-@now_option
 @pass_settings
-def doctor_command(settings: Settings, slug: str, now_text: str | None) -> None:
+def doctor_command(settings: Settings, slug: str) -> None:
     """Check SLUG's newsletter as it would be sent (offline) and list every problem.
 
-    Headers, one-click unsubscribe, DKIM coverage and alignment, HTML size,
-    plain-text part, postal address and unsubscribe link. Exits 1 if any.
+    Works on drafts and on posts dated in the future. Checks headers, one-click
+    unsubscribe, DKIM coverage and alignment, HTML size, plain-text part, postal
+    address and unsubscribe link. Exits 1 if any.
     """
-    newsletter = newsletter_for_slug(settings, slug, _now(settings, now_text))
+    post = find_post(settings, slug)
+    newsletter = render_post_newsletter(post, settings, make_environment(settings))
     problems = diagnose(settings, newsletter)
     for problem in problems:
         click.echo(f"problem: {problem}")

@@ -47,6 +47,7 @@ from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.ledger import schema
+from pipeline.ledger.releases import ReleaseRecords
 from pipeline.ledger.schema import campaigns, deliveries, meta, publications, subscribers
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -230,6 +231,7 @@ def newsletter_to_json(newsletter: Newsletter) -> str:
             "html": newsletter.html,
             "text": newsletter.text,
             "web_url": newsletter.web_url,
+            "web_html": newsletter.web_html,  # the archive page, restored from here if out/ loses it
             "date": newsletter.date.isoformat(),
             "slugs": list(newsletter.slugs),
         }
@@ -244,14 +246,14 @@ def newsletter_from_json(content: str) -> Newsletter:
         preheader=data["preheader"],
         html=data["html"],
         text=data["text"],
-        web_html="",  # the web page is not part of the e-mail
+        web_html=data.get("web_html", ""),  # campaigns made before 0002 did not keep it
         web_url=data["web_url"],
         date=datetime.fromisoformat(data["date"]),
         slugs=tuple(data["slugs"]),
     )
 
 
-class Store:
+class Store(ReleaseRecords):
     """The ledger. Open with ``Store.open(settings)``; use as a context manager or call ``close()``."""
 
     def __init__(self, engine: Engine) -> None:

@@ -1,214 +1,63 @@
-"""Releasing a post: the scheduler decides WHEN, the ledger decides WHETHER.
+"""The one release path: the scheduler decides WHEN, this module and the ledger decide WHETHER.
 
-``release_post(settings, slug, now)`` rebuilds ``out/`` and then, for each channel
-the post allows, records it in the ledger once:
+``release_posts(settings, slugs, now, store=...)`` is what every path that publishes or
+mails a post calls: the scheduler's release job, ``pipeline send SLUG`` (with
+``explicit=True``) and, later, the staff desk. For each post it asks ``gate.decide``
+(draft, date, channels, approval bound to the content hash, backfill), then:
 
-- feed: the build put it in the feeds; the publication is recorded;
-- email: its newsletter campaign is started (one pending delivery per active
-  subscriber, idempotent per slug) and then delivered, or left to the delivery job;
-- social: its snippets are in ``out/social/<slug>.json`` and ``queue.csv``; the
-  publication is recorded.
+1. rebuilds ``out/`` so the feed, the archive page and the social queue hold the post;
+2. records the release and one publication per channel in one transaction; an
+   e-mail publication is recorded with no campaign yet: the newsletter is *owed*;
+3. renders the newsletter from exactly the bytes that were decided on, creates its
+   campaign (one pending delivery per active subscriber) and names it on the
+   publication; a crash between 2 and 3 leaves the newsletter owed, and
+   ``complete_owed`` (``send --resume``, the scheduler's delivery job) makes it;
+4. delivers it, or leaves that to the caller.
 
-A job that fires twice finds the ``released:<slug>`` marker and does nothing.
-
-Backfill: a post dated before the pipeline first ran, or more than
-``scheduler.backfill_hours`` late, goes to the feed only; it is never e-mailed or
-queued for social, and the log says so.
-
-Approval gate (``scheduler.require_approval``): a post is released only once
-``pipeline approve SLUG --by NAME`` recorded an approval of the post's current
-bytes (its content hash); any edit afterwards voids it. An unapproved post whose
-time comes is HELD (``held:<slug>``) until it is approved. Posts dated before the
-pipeline first ran predate the gate and are not held.
-
-State kept in the ledger's ``meta`` table (JSON values; keys ``KIND:SLUG``):
-``released:``, ``held:``, ``approval:``, plus ``first_run_at`` and ``last_digest_at``.
+A job that fires twice finds the release recorded and does nothing. An explicit send
+of a post that went to the feed only (backfill) owes its newsletter from then on.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from pathlib import Path
 
-from pipeline.channels.newsletter import render_digest, render_post_newsletter
-from pipeline.channels.templating import local_time, make_environment
+from pipeline.channels.newsletter import render_post_newsletter
+from pipeline.channels.templating import make_environment
 from pipeline.config import Settings
-from pipeline.content.posts import Post, errors_for_slug
+from pipeline.content.posts import Post, errors_for_slug, parse_post
 from pipeline.errors import PipelineError
+from pipeline.ledger.releases import Approval, ReleaseRecord
 from pipeline.ledger.store import Store
 from pipeline.mail.sender import DeliveryAborted, Summary, deliver, start_campaign
 from pipeline.mail.transports import Transport, transport_from_spec
-from pipeline.site.build import ApprovalGate, build, full_posts
+from pipeline.schedule.archive import MailedPages
+from pipeline.schedule.gate import Decision, approval_problem, decide
+from pipeline.schedule.when import local, span
+from pipeline.site.build import ApprovalGate, build, find_post
 
-log = logging.getLogger("pipeline.scheduler")
+log = logging.getLogger("pipeline.release")
 
-FIRST_RUN_KEY = "first_run_at"
-LAST_DIGEST_KEY = "last_digest_at"
-RELEASED, HELD, APPROVAL = "released", "held", "approval"
-_META_KEY_MAX = 100  # meta.key is VARCHAR(100)
+# A post older than this is "old" when staff are asked to send it: the prompt says its age.
+OLD_POST = timedelta(days=7)
 
 # One release at a time per process: builds write out/ and its cache, and the
 # "is it released yet?" check must not interleave with another job's record.
-_release_lock = threading.Lock()
-
-
-# --- time in words -------------------------------------------------------------------
-
-
-def local(moment: datetime, settings: Settings) -> str:
-    """``2026-11-03 09:00 EST`` (seconds shown when there are any)."""
-    shown = moment.astimezone(settings.clinic.zone)
-    fmt = "%Y-%m-%d %H:%M:%S %Z" if shown.second or shown.microsecond else "%Y-%m-%d %H:%M %Z"
-    return local_time(moment, settings, fmt)
-
-
-def span(delta: timedelta) -> str:
-    """A duration in words: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 4 h``."""
-    seconds = abs(delta.total_seconds())
-    if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes = int(seconds // 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def relative(moment: datetime, now: datetime) -> str:
-    delta = moment - now
-    return f"in {span(delta)}" if delta.total_seconds() >= 0 else f"{span(delta)} ago"
-
-
-# --- our state in the ledger's meta table ------------------------------------------------
-
-
-def meta_key(kind: str, slug: str) -> str:
-    """``kind:slug``, shortened with a hash when it would not fit the column."""
-    key = f"{kind}:{slug}"
-    if len(key) <= _META_KEY_MAX:
-        return key
-    digest = hashlib.sha256(slug.encode()).hexdigest()[:16]
-    return f"{kind}:{slug[: _META_KEY_MAX - len(kind) - 18]}~{digest}"
-
-
-def _get(store: Store, kind: str, slug: str) -> dict[str, Any] | None:
-    value = store.get_meta(meta_key(kind, slug))
-    return json.loads(value) if value else None
-
-
-def _put(store: Store, kind: str, slug: str, data: dict[str, Any]) -> None:
-    store.set_meta(meta_key(kind, slug), json.dumps({"slug": slug, **data}, sort_keys=True))
-
-
-def _drop(store: Store, kind: str, slug: str) -> None:
-    store.delete_meta(meta_key(kind, slug))
-
-
-def all_of(store: Store, kind: str) -> dict[str, dict[str, Any]]:
-    """Every ``kind:`` record, keyed by slug (one query, for rescans and ``pipeline queue``)."""
-    found = {}
-    for value in store.meta_values(f"{kind}:"):
-        data = json.loads(value)
-        found[data["slug"]] = data
-    return found
-
-
-def recorded_first_run(store: Store) -> datetime | None:
-    """When the pipeline first ran, or None when it never has (nothing recorded yet)."""
-    text = store.get_meta(FIRST_RUN_KEY)
-    return datetime.fromisoformat(text) if text else None
-
-
-def first_run_at(store: Store, now: datetime) -> datetime:
-    """When the pipeline first ran (recorded on first use; posts dated before it are backfill)."""
-    return datetime.fromisoformat(store.setdefault_meta(FIRST_RUN_KEY, now.astimezone(UTC).isoformat()))
-
-
-# --- approvals --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Approval:
-    slug: str
-    by: str
-    at: datetime
-    content_hash: str
-
-    def covers(self, post: Post) -> bool:
-        """Whether the approval is of the post as it is now (any edit voids it)."""
-        return self.content_hash == post.content_hash
-
-
-def get_approval(store: Store, slug: str) -> Approval | None:
-    data = _get(store, APPROVAL, slug)
-    if data is None:
-        return None
-    return Approval(slug=slug, by=data["by"], at=datetime.fromisoformat(data["at"]), content_hash=data["content_hash"])
-
-
-def approve(store: Store, post: Post, by: str, now: datetime) -> Approval:
-    """Record that ``by`` approved ``post`` as its file is now."""
-    name = " ".join(by.split())
-    if not name:
-        raise PipelineError("is empty", field="--by", hint="give the approver's name, e.g. --by 'Dr. Jameson'")
-    approval = Approval(slug=post.slug, by=name, at=now, content_hash=post.content_hash)
-    _put(store, APPROVAL, post.slug, {"by": name, "at": now.isoformat(), "content_hash": post.content_hash})
-    return approval
-
-
-def approval_gate(settings: Settings, store: Store, now: datetime) -> ApprovalGate | None:
-    """What the build may publish under ``require_approval`` (None when it is off):
-    exactly the approved versions of posts, so a held post never reaches the feed."""
-    if not settings.scheduler.require_approval:
-        return None
-    approved = frozenset((slug, str(data["content_hash"])) for slug, data in all_of(store, APPROVAL).items())
-    return ApprovalGate(since=first_run_at(store, now), approved=approved)
-
-
-def approval_problem(store: Store, settings: Settings, post: Post, first_run: datetime) -> str | None:
-    """Why ``post`` may not be released yet under the approval gate, or None."""
-    if not settings.scheduler.require_approval or post.date < first_run:
-        return None
-    approval = get_approval(store, post.slug)
-    if approval is None:
-        return "not approved"
-    if not approval.covers(post):
-        return f"the approval by {approval.by} ({approval.at:%Y-%m-%d %H:%M %Z}) is void: the post changed after it"
-    return None
-
-
-# --- backfill ----------------------------------------------------------------------------
-
-
-def backfill_reason(post: Post, now: datetime, first_run: datetime, settings: Settings) -> str | None:
-    """Why ``post`` goes to the feed only (never e-mailed or queued for social), or None."""
-    if post.date < first_run:
-        return f"dated {local(post.date, settings)}, before the pipeline first ran ({local(first_run, settings)})"
-    limit = timedelta(hours=settings.scheduler.backfill_hours)
-    if now - post.date > limit:
-        return (
-            f"{span(now - post.date)} late (more than scheduler.backfill_hours = {settings.scheduler.backfill_hours:g})"
-        )
-    return None
-
-
-# --- releasing ---------------------------------------------------------------------------
+release_lock = threading.Lock()
 
 
 @dataclass
 class Release:
     """What happened to one slug.
 
-    ``status``: released | backfill (feed only) | held | already | not-due | draft | missing | invalid
+    ``status``: released | backfill (feed only) | held | already | not-due | draft |
+    refused | missing | invalid
     """
 
     slug: str
@@ -224,6 +73,31 @@ class Release:
         return self.status in ("released", "backfill", "already")
 
 
+# --- approvals ------------------------------------------------------------------------------
+
+
+def approve(store: Store, post: Post, by: str, now: datetime) -> Approval:
+    """Record that ``by`` approved ``post`` as its file is now (any later edit voids it)."""
+    name = " ".join(by.split())
+    if not name:
+        raise PipelineError("is empty", field="--by", hint="give the approver's name, e.g. --by 'Dr. Jameson'")
+    approval = Approval(slug=post.slug, by=name, at=now, content_hash=post.content_hash)
+    store.record_approval(approval)
+    return approval
+
+
+def approval_gate(settings: Settings, store: Store, now: datetime) -> ApprovalGate | None:
+    """What the build may publish under ``require_approval`` (None when it is off):
+    exactly the approved versions of posts, so a held post never reaches the feed."""
+    if not settings.scheduler.require_approval:
+        return None
+    approved = frozenset((a.slug, a.content_hash) for a in store.list_approvals().values())
+    return ApprovalGate(since=store.first_run_at(now), approved=approved)
+
+
+# --- releasing ------------------------------------------------------------------------------
+
+
 def release_post(
     settings: Settings,
     slug: str,
@@ -233,9 +107,12 @@ def release_post(
     transport: Transport | None = None,
     deliver_now: bool = True,
     jobs: int | None = None,
+    explicit: bool = False,
 ) -> Release:
     """Release one post (see the module doc). Repeat-safe: a second call is a no-op."""
-    return release_posts(settings, [slug], now, store=store, transport=transport, deliver_now=deliver_now, jobs=jobs)[0]
+    return release_posts(
+        settings, [slug], now, store=store, transport=transport, deliver_now=deliver_now, jobs=jobs, explicit=explicit
+    )[0]
 
 
 def release_posts(
@@ -247,17 +124,19 @@ def release_posts(
     transport: Transport | None = None,
     deliver_now: bool = True,
     jobs: int | None = None,
+    explicit: bool = False,
 ) -> list[Release]:
-    """Release several posts after one build (start-up catch-up, backfill)."""
+    """Release several posts after one build (start-up catch-up, backfill). With
+    ``explicit`` (``pipeline send``): each post is to be e-mailed now, backfill or not."""
     own_store = store is None
     store = store or Store.open(settings)
     try:
-        with _release_lock:
-            outcomes = _release_locked(settings, store, slugs, now, jobs)
+        with release_lock:
+            outcomes = _release_locked(settings, store, slugs, now, jobs, explicit)
         if deliver_now:
             for outcome in outcomes:
                 if outcome.campaign_id is not None:
-                    _deliver(settings, store, transport, outcome)
+                    deliver_release(settings, store, transport, outcome)
         return outcomes
     finally:
         if own_store:
@@ -265,31 +144,40 @@ def release_posts(
 
 
 def _release_locked(
-    settings: Settings, store: Store, slugs: Sequence[str], now: datetime, jobs: int | None
+    settings: Settings, store: Store, slugs: Sequence[str], now: datetime, jobs: int | None, explicit: bool
 ) -> list[Release]:
-    first_run = first_run_at(store, now)
+    first_run = store.first_run_at(now)
     outcomes: dict[str, Release] = {}
     todo = []
     for slug in dict.fromkeys(slugs):
-        marker = released_marker(store, slug)
-        if marker is not None:
-            outcomes[slug] = Release(slug, "already", f"{slug} was released at {marker['released_at']}; nothing to do")
-            log.debug("%s: already released; nothing to do", slug)
-        else:
+        record = store.get_release(slug)
+        if record is None:
             todo.append(slug)
+        elif explicit:
+            outcomes[slug] = _mail_released(settings, store, record, now, first_run)
+        else:
+            outcomes[slug] = Release(slug, "already", f"{slug} was released at {local(record.released_at, settings)}")
+            log.debug("%s: already released; nothing to do", slug)
     if todo:
         # The gate keeps unapproved posts out of every output, not just out of the mail.
-        result = build(settings, now, jobs=jobs, gate=approval_gate(settings, store, now))
+        result = build(
+            settings, now, jobs=jobs, gate=approval_gate(settings, store, now), keeper=MailedPages(settings, store)
+        )
         by_slug = {post.slug: post for post in result.posts}
-        env = make_environment(settings) if any(s in by_slug for s in todo) else None
         for slug in todo:
             post = by_slug.get(slug)
             if post is None:
-                outcomes[slug] = _not_found(slug, result.errors)
-                log.warning("%s", outcomes[slug].message)
+                outcomes[slug] = _say(_not_found(slug, result.errors), logging.WARNING)
                 continue
-            assert env is not None
-            outcomes[slug] = _release_one(settings, store, post, now, first_run, env)
+            decision = decide(
+                post,
+                now=now,
+                first_run=first_run,
+                approval=store.get_approval(slug),
+                settings=settings,
+                explicit=explicit,
+            )
+            outcomes[slug] = _release_one(settings, store, post, decision, now)
     return [outcomes[slug] for slug in dict.fromkeys(slugs)]
 
 
@@ -300,112 +188,132 @@ def _not_found(slug: str, errors: Iterable[PipelineError]) -> Release:
     return Release(slug, "missing", f"{slug} not released: no post with this slug in posts/ any more")
 
 
-def _release_one(settings: Settings, store: Store, post: Post, now: datetime, first_run: datetime, env: Any) -> Release:
+def _release_one(settings: Settings, store: Store, post: Post, decision: Decision, now: datetime) -> Release:
     slug = post.slug
-    if post.draft:
-        return _say(Release(slug, "draft", f"{slug} not released: it is a draft (draft: true)"))
-    if post.date > now:
-        return _say(Release(slug, "not-due", f"{slug} not released yet: it is now dated {local(post.date, settings)}"))
-    problem = approval_problem(store, settings, post, first_run)
-    if problem is not None:
-        return _hold(settings, store, post, now, problem)
-
-    backfill = backfill_reason(post, now, first_run, settings)
-    done: list[str] = []
-    skipped: list[str] = []
-    campaign_id = None
-    if "feed" in post.channels:
-        store.record_publication(slug, "feed", now, post.content_hash)
-        done.append("feed")
-    if "email" in post.channels:
-        if store.is_published(slug, "email"):
-            done.append("email")
-            existing = store.get_campaign_by_key(slug)
-            campaign_id = existing.id if existing is not None and existing.status != "finished" else None
-        elif backfill:
-            skipped.append("email")
-        else:
-            # The campaign first (idempotent per slug), then the record: a crash between
-            # the two finds the same campaign on the next run.
-            (full,) = full_posts(settings, [post])
-            campaign_id = start_campaign(store, settings, render_post_newsletter(full, settings, env), now=now)
-            store.record_publication(slug, "email", now, post.content_hash)
-            done.append("email")
-    if "social" in post.channels:
-        if store.is_published(slug, "social"):
-            done.append("social")
-        elif backfill:
-            skipped.append("social")
-        else:
-            store.record_publication(slug, "social", now, post.content_hash)
-            done.append("social")
-    _put(
-        store,
-        RELEASED,
-        slug,
-        {
-            "released_at": now.isoformat(),
-            "date": post.date.isoformat(),
-            "title": post.title,
-            "channels": done,
-            "skipped": skipped,
-            "backfill": backfill,
-            "campaign_id": campaign_id,
-        },
+    if decision.status == "held":
+        return _hold(settings, store, post, now, decision.reason)
+    if not decision.releases:
+        return _say(Release(slug, decision.status, f"{slug} not released: {decision.reason}"))
+    record = ReleaseRecord(
+        slug=slug,
+        title=post.title,
+        post_date=post.date,
+        content_hash=post.content_hash,
+        released_at=now,
+        backfill=decision.backfill,
+        skipped=decision.skipped,
+        channels=decision.channels,
     )
-    _drop(store, HELD, slug)
+    if not store.record_release(record, now=now):
+        return Release(slug, "already", f"{slug} was released by another process meanwhile")
+    campaign_id = _make_newsletter(settings, store, post, now) if "email" in decision.channels else None
 
     lateness = now - post.date
     when = f"{span(lateness)} after its time" if lateness < timedelta(hours=1) else f"{span(lateness)} late"
-    if backfill:
+    if decision.backfill and "email" not in decision.channels:
         message = (
-            f"backfill: {slug} ({post.title!r}) {backfill}: added to the feed only"
-            f"{'' if 'feed' in done else ' (feed is off for this post: nothing to do)'}; "
+            f"backfill: {slug} ({post.title!r}) {decision.backfill}: added to the feed only"
+            f"{'' if 'feed' in decision.channels else ' (feed is off for this post: nothing to do)'}; "
             f"not e-mailed and not queued for social"
         )
-        status = "backfill"
-    else:
-        detail = [f"email (campaign {campaign_id})" if c == "email" and campaign_id is not None else c for c in done]
-        message = f"released {slug} ({post.title!r}), {when}: {', '.join(detail) or 'no channel is on for this post'}"
-        status = "released"
-    return _say(Release(slug, status, message, channels=tuple(done), campaign_id=campaign_id))
+        return _say(Release(slug, "backfill", message, channels=decision.channels))
+    detail = [f"email (campaign {campaign_id})" if c == "email" else c for c in decision.channels]
+    message = f"released {slug} ({post.title!r}), {when}: {', '.join(detail) or 'no channel is on for this post'}"
+    return _say(Release(slug, "released", message, channels=decision.channels, campaign_id=campaign_id))
 
 
-def _say(outcome: Release) -> Release:
-    log.info("%s", outcome.message)
+def _mail_released(
+    settings: Settings, store: Store, record: ReleaseRecord, now: datetime, first_run: datetime
+) -> Release:
+    """An explicit send of a post that was released already: its newsletter if it was
+    never mailed (a backfill post, or one owed since a crash), else what was sent."""
+    slug = record.slug
+    mailing = store.get_mailing(slug)
+    if mailing is not None and mailing.campaign_id is not None:
+        return Release(slug, "already", f"{slug} was e-mailed at {local(mailing.released_at, settings)}",
+                       channels=("email",), campaign_id=mailing.campaign_id)  # fmt: skip
+    post = find_post(settings, slug)
+    decision = decide(
+        post, now=now, first_run=first_run, approval=store.get_approval(slug), settings=settings, explicit=True
+    )
+    if decision.status == "held":
+        return _say(Release(slug, "held", f"{slug} not sent: {decision.reason}"), logging.WARNING)
+    if not decision.releases:
+        return _say(Release(slug, decision.status, f"{slug} not sent: {decision.reason}"))
+    if mailing is None:
+        store.owe_newsletter(dataclasses.replace(record, content_hash=post.content_hash, released_at=now), now=now)
+    campaign_id = _make_newsletter(settings, store, post, now)
+    message = f"{slug} ({post.title!r}): newsletter started (campaign {campaign_id})"
+    return _say(Release(slug, "released", message, channels=("email",), campaign_id=campaign_id))
+
+
+def _make_newsletter(settings: Settings, store: Store, post: Post, now: datetime) -> int:
+    """Render the newsletter from the post's bytes as decided, create its campaign and name
+    it on the e-mail publication. The file is read again for its body: if it changed
+    since the decision, nothing is made (the next pass decides on the new bytes)."""
+    path = Path(post.path)
+    if not path.is_absolute() and not path.exists():
+        path = settings.posts_dir / path.name
+    full = parse_post(path.read_bytes(), post.path, settings)
+    if full.content_hash != post.content_hash:
+        raise PipelineError(
+            "the post changed while it was being released; its newsletter is made from the new version "
+            "once that is released or approved",
+            path=post.path,
+            hint="run `pipeline send --resume`",
+        )
+    newsletter = render_post_newsletter(full, settings, make_environment(settings))
+    campaign_id = start_campaign(store, settings, newsletter, kind="post", now=now)
+    store.attach_campaign(post.slug, campaign_id)
+    return campaign_id
+
+
+def complete_owed(settings: Settings, store: Store, now: datetime) -> list[Release]:
+    """Make the newsletters that releases owe but whose campaign was never created
+    (the process died in between). Each is made from the post as it is now, only if
+    that is what was released (or, with approval off, any valid version)."""
+    outcomes = []
+    with release_lock:
+        for mailing in store.mailings(owed=True):
+            try:
+                post = find_post(settings, mailing.slug)
+                if post.content_hash != mailing.content_hash:
+                    problem = approval_problem(post, store.get_approval(post.slug), settings)
+                    if problem is not None:
+                        raise PipelineError(
+                            f"the newsletter owed since {local(mailing.released_at, settings)} is not sent: "
+                            f"the post changed after its release and is {problem}",
+                            path=post.path,
+                            hint=f"run `pipeline approve {post.slug} --by NAME`",
+                        )
+                campaign_id = _make_newsletter(settings, store, post, now)
+            except PipelineError as error:
+                outcomes.append(_say(Release(mailing.slug, "held", f"{mailing.slug}: {error}"), logging.ERROR))
+                continue
+            message = f"{mailing.slug}: the newsletter its release owed is started (campaign {campaign_id})"
+            outcomes.append(_say(Release(mailing.slug, "released", message, ("email",), campaign_id)))
+    return outcomes
+
+
+def _say(outcome: Release, level: int = logging.INFO) -> Release:
+    log.log(level, "%s", outcome.message)
     return outcome
 
 
 def _hold(settings: Settings, store: Store, post: Post, now: datetime, problem: str) -> Release:
-    held = _get(store, HELD, post.slug)
-    if held is None:
-        _put(store, HELD, post.slug, {"since": now.isoformat(), "date": post.date.isoformat(), "reason": problem})
+    store.hold(post.slug, post.date, problem, now=now)
     message = (
         f"HELD: {post.slug} ({post.title!r}) was due {local(post.date, settings)} but is not released: {problem}. "
         f"Run `pipeline approve {post.slug} --by NAME`; it is released within "
         f"{settings.scheduler.rescan_seconds:g} s of the approval"
     )
-    log.warning("%s", message)
-    return Release(post.slug, "held", message)
-
-
-def held_posts(store: Store) -> dict[str, dict[str, Any]]:
-    return all_of(store, HELD)
-
-
-def released_posts(store: Store) -> dict[str, dict[str, Any]]:
-    return all_of(store, RELEASED)
-
-
-def released_marker(store: Store, slug: str) -> dict[str, Any] | None:
-    """The ``released:`` record of one slug, or None when it was never released."""
-    return _get(store, RELEASED, slug)
+    return _say(Release(post.slug, "held", message), logging.WARNING)
 
 
 # --- delivery ------------------------------------------------------------------------------
 
 
-def _deliver(settings: Settings, store: Store, transport: Transport | None, outcome: Release) -> None:
+def deliver_release(settings: Settings, store: Store, transport: Transport | None, outcome: Release) -> None:
     assert outcome.campaign_id is not None
     transport = transport or transport_from_spec(settings.delivery.transport, settings)
     outcome.delivery = deliver_and_log(
@@ -461,49 +369,52 @@ def log_delivery(what: str, summary: Summary) -> None:
             log.warning("%s: %s %s: %s", campaign.key, address, status, reply)
 
 
-# --- the digest ----------------------------------------------------------------------------
+# --- what a send would do (for the prompt and --dry-run) ----------------------------------------
 
 
-def send_digest(
-    settings: Settings, now: datetime, *, store: Store, transport: Transport | None = None
-) -> Release | None:
-    """One newsletter of every post released (and e-mailable, not backfill) since the
-    last digest; None when there is nothing new."""
-    with _release_lock:
-        since = datetime.fromisoformat(store.get_meta(LAST_DIGEST_KEY) or first_run_at(store, now).isoformat())
-        released = released_posts(store)
-        slugs = [
-            slug
-            for slug, data in released.items()
-            if not data.get("backfill") and "email" in data.get("channels", []) and since < _when(data) <= now
-        ]
-        if not slugs:
-            log.info("digest: nothing released since %s; no digest sent", local(since, settings))
-            store.set_meta(LAST_DIGEST_KEY, now.isoformat())
-            return None
-        result = build(settings, now, jobs=1, gate=approval_gate(settings, store, now))
-        wanted = set(slugs)
-        posts = [p for p in result.released if p.slug in wanted]
-        if not posts:
-            log.info("digest: the posts released since %s are gone from posts/; no digest sent", local(since, settings))
-            store.set_meta(LAST_DIGEST_KEY, now.isoformat())
-            return None
-        env = make_environment(settings)
-        newsletter = render_digest(full_posts(settings, posts), settings, env, now=now)
-        campaign_id = start_campaign(store, settings, newsletter, kind="digest", now=now)
-        store.set_meta(LAST_DIGEST_KEY, now.isoformat())
-    outcome = Release(
-        newsletter.key,
-        "released",
-        f"digest {newsletter.key}: {len(posts)} post(s) since {local(since, settings)}: "
-        + ", ".join(p.slug for p in posts),
-        channels=("email",),
-        campaign_id=campaign_id,
+@dataclass(frozen=True)
+class SendPlan:
+    """What ``pipeline send SLUG`` would do, decided exactly as the release will be."""
+
+    slug: str
+    title: str
+    subject: str
+    post_date: datetime
+    recipients: int  # active subscribers now, or the deliveries left in a campaign to continue
+    continues: int | None = None  # the unfinished campaign it would continue
+    done: str | None = None  # why there is nothing to send
+
+
+def plan_send(settings: Settings, store: Store, slug: str, now: datetime) -> SendPlan:
+    """The plan for an explicit send of ``slug``, or a ``PipelineError`` saying why it
+    may not be sent (draft, in the future, e-mail off, not approved)."""
+    post = find_post(settings, slug)
+    mailing = store.get_mailing(slug)
+    if mailing is not None and mailing.campaign_id is not None:
+        campaign = store.get_campaign(mailing.campaign_id)
+        counts = store.delivery_counts(mailing.campaign_id)
+        left = counts["pending"] + counts["sending"]
+        plan = SendPlan(slug, post.title, post.subject, post.date, left, continues=mailing.campaign_id)
+        if campaign is not None and campaign.status == "finished":
+            done = (
+                f"{slug} was already e-mailed at {local(mailing.released_at, settings)} "
+                f"({counts['sent']:,} sent); nobody gets it twice"
+            )
+            return dataclasses.replace(plan, continues=None, done=done)
+        return plan
+    decision = decide(
+        post,
+        now=now,
+        first_run=store.recorded_first_run() or now,
+        approval=store.get_approval(slug),
+        settings=settings,
+        explicit=True,
     )
-    _say(outcome)
-    _deliver(settings, store, transport, outcome)
-    return outcome
-
-
-def _when(data: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(data["released_at"])
+    if not decision.releases:
+        hint = {
+            "draft": "remove 'draft: true' when it is ready",
+            "not-due": "wait for its date, or send a proof now with `pipeline send-test SLUG --to ADDRESS`",
+            "held": f"a clinician approves it with `pipeline approve {slug} --by NAME`",
+        }.get(decision.status)
+        raise PipelineError(f"{slug} cannot be sent: {decision.reason}", path=post.path, field="send", hint=hint)
+    return SendPlan(slug, post.title, post.subject, post.date, store.count_subscribers()["active"])

@@ -31,6 +31,7 @@ import dataclasses
 import errno
 import fcntl
 import functools
+import hashlib
 import logging
 import os
 import queue
@@ -38,7 +39,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,7 +63,9 @@ from pipeline.errors import PipelineError
 from pipeline.ledger.store import Store, make_engine
 from pipeline.mail.transports import Transport, transport_from_spec
 from pipeline.schedule import release
-from pipeline.schedule.release import local, relative
+from pipeline.schedule.digest import send_digest
+from pipeline.schedule.gate import approval_problem, backfill_reason
+from pipeline.schedule.when import local, relative
 
 log = logging.getLogger("pipeline.scheduler")
 
@@ -73,6 +76,7 @@ JOB_DEFAULTS: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "m
 HELD_REMINDER_SECONDS = 3600.0
 SETTLE_SECONDS = 1.0
 LOCK_NAME = "scheduler.lock"
+_JOB_ID_MAX = 100  # the job store's id column is VARCHAR(191); keep well inside it
 
 
 # --- logging ------------------------------------------------------------------------------
@@ -306,6 +310,7 @@ def rescan_job(config_path: str) -> None:
 
 def delivery_job(config_path: str) -> None:
     with _guard("delivery"), _job_runtime(config_path) as rt:
+        release.complete_owed(rt.settings, rt.store, datetime.now(UTC))
         release.deliver_and_log(
             rt.store, rt.settings, rt.transport, None, "delivery",
             stopped_prefix="", stopped_tail=f"; retrying in {rt.settings.scheduler.delivery_seconds:g} s",
@@ -314,7 +319,7 @@ def delivery_job(config_path: str) -> None:
 
 def digest_job(config_path: str) -> None:
     with _guard("digest"), _job_runtime(config_path) as rt:
-        release.send_digest(rt.settings, datetime.now(UTC), store=rt.store, transport=rt.transport)
+        send_digest(rt.settings, datetime.now(UTC), store=rt.store, transport=rt.transport)
 
 
 def _ref(function: Any) -> str:
@@ -322,7 +327,12 @@ def _ref(function: Any) -> str:
 
 
 def release_job_id(slug: str) -> str:
-    return release.meta_key(RELEASE_PREFIX.rstrip(":"), slug)
+    """``release:SLUG``, shortened with a hash where it would not fit APScheduler's id column."""
+    job_id = f"{RELEASE_PREFIX}{slug}"
+    if len(job_id) <= _JOB_ID_MAX:
+        return job_id
+    digest = hashlib.sha256(slug.encode()).hexdigest()[:16]
+    return f"{job_id[: _JOB_ID_MAX - 17]}~{digest}"
 
 
 # --- keeping the release jobs in line with posts/ -----------------------------------------------
@@ -347,9 +357,9 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
             log.error("%s (not scheduled until fixed)", text)
     rt.reported = {str(e) for e in settled}
 
-    released = release.released_posts(store)
-    held = release.held_posts(store)
-    first_run = release.first_run_at(store, now)
+    released = store.list_releases()
+    held = store.list_holds()
+    first_run = store.first_run_at(now)
     wanted: dict[str, Post] = {}
     approved: dict[str, str] = {}
     backfill: list[Post] = []
@@ -357,13 +367,13 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
         if post.draft or post.slug in released:
             continue
         if post.slug in held:
-            problem = release.approval_problem(store, settings, post, first_run)
+            approval = store.get_approval(post.slug)
+            problem = approval_problem(post, approval, settings)
             if problem is not None:
                 _remind(rt, post, problem, startup)
                 continue
-            approval = release.get_approval(store, post.slug)
             approved[post.slug] = approval.by if approval else "?"
-        elif post.date <= now and release.backfill_reason(post, now, first_run, settings):
+        elif post.date <= now and backfill_reason(post, now, first_run, settings):
             backfill.append(post)
             continue
         wanted[post.slug] = post
@@ -418,8 +428,8 @@ def _why_gone(
     slug: str,
     posts: list[Post],
     errors: list[PipelineError],
-    released: dict[str, Any],
-    held: dict[str, Any],
+    released: Mapping[str, object],
+    held: Mapping[str, object],
 ) -> str:
     post = next((p for p in posts if p.slug == slug), None)
     if post is not None and post.draft:
@@ -564,8 +574,8 @@ def _run(settings: Settings, config_path: str, store: Store, transport: Transpor
     )
     try:
         now = datetime.now(UTC)
-        if release.recorded_first_run(store) is None:
-            release.first_run_at(store, now)
+        if store.recorded_first_run() is None:
+            store.first_run_at(now)
             log.info("first run: posts dated before %s are backfill (feed only, never e-mailed)", local(now, settings))
         scheduler.start(paused=True)  # the job store is readable, nothing runs yet
         try:

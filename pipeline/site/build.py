@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
 
@@ -59,6 +59,19 @@ class ApprovalGate:
         return post.date < self.since or (post.slug, post.content_hash) in self.approved
 
 
+class ArchiveKeeper(Protocol):
+    """The ledger's word on archive pages that must stay online: those of posts that were
+    e-mailed (a link in a sent newsletter never breaks), even when the post has since
+    become a draft, been renamed or deleted. Asked only when the build would remove an
+    archive page, or restore pages on a cold build, so a plain rebuild never opens it."""
+
+    def mailed(self) -> frozenset[str]:
+        """Slugs of every post that was e-mailed."""
+
+    def page(self, slug: str) -> bytes | None:
+        """The archive page as it was mailed, or None when the ledger does not hold it."""
+
+
 @dataclass
 class BuildResult:
     posts: list[Post]  # every valid post, bodies stripped
@@ -70,6 +83,7 @@ class BuildResult:
     reused: int = 0
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # archive pages of mailed posts that are no longer published
 
     @property
     def ok(self) -> bool:
@@ -344,9 +358,10 @@ def build(
     jobs: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     gate: ApprovalGate | None = None,
+    keeper: ArchiveKeeper | None = None,
 ) -> BuildResult:
     try:
-        return _build(settings, now, jobs=jobs, on_progress=on_progress, gate=gate)
+        return _build(settings, now, jobs=jobs, on_progress=on_progress, gate=gate, keeper=keeper)
     finally:
         # The collector sees the cache again once it is no longer needed: in a process
         # that goes on (the scheduler) nothing stays out of its sight for good.
@@ -360,16 +375,18 @@ def _build(
     jobs: int | None,
     on_progress: Callable[[int, int], None] | None,
     gate: ApprovalGate | None,
+    keeper: ArchiveKeeper | None,
 ) -> BuildResult:
     out_dir = settings.out_dir
     fingerprint = templates_fingerprint(settings)
     cache = _load_cache(settings, fingerprint)
     previous = cache.entries
     tree = _tree_stamp(out_dir)
-    if tree and tree == cache.tree:
-        existing = {rel for e in previous.values() for rel in e.outputs} | set(cache.shared_outputs)
-    else:
+    listed = not (tree and tree == cache.tree)  # out/ changed (or is new) since the last build
+    if listed:
         existing = _existing_outputs(out_dir)
+    else:
+        existing = {rel for e in previous.values() for rel in e.outputs} | set(cache.shared_outputs)
     cwd = os.getcwd()
 
     entries: dict[str, CacheEntry] = {}
@@ -486,6 +503,9 @@ def _build(
     outputs.update(shared)
 
     removed = sorted(rel for rel in existing - outputs if _is_ours(rel))
+    kept = _keep_mailed_pages(out_dir, removed, keeper, outputs, restore=listed)
+    removed = [rel for rel in removed if rel not in kept]
+    outputs.update(kept)
     for rel in removed:
         (out_dir / rel).unlink(missing_ok=True)
 
@@ -513,7 +533,31 @@ def _build(
         reused=len(entries) - len(rendered),
         written=sorted(set(written)),
         removed=removed,
+        kept=kept,
     )
+
+
+def _keep_mailed_pages(
+    out_dir: Path, removed: list[str], keeper: ArchiveKeeper | None, outputs: set[str], *, restore: bool
+) -> list[str]:
+    """Archive pages of e-mailed posts that this build no longer makes: kept where they
+    are, or (when out/ was changed behind our back, e.g. wiped) written back from the ledger."""
+    if keeper is None or not (restore or any(rel.startswith("archive/") for rel in removed)):
+        return []
+    kept = []
+    for slug in sorted(keeper.mailed()):
+        rel = f"archive/{slug}.html"
+        if rel in outputs:
+            continue  # still published: the build made it
+        if rel in removed:
+            kept.append(rel)
+            continue
+        if restore and not (out_dir / rel).exists():
+            page = keeper.page(slug)
+            if page is not None:
+                write_atomic(out_dir / rel, page)
+                kept.append(rel)
+    return kept
 
 
 def _run(tasks: list[_Task], run: _Run, jobs: int | None) -> Iterable[tuple[str, CacheEntry]]:
