@@ -130,3 +130,52 @@ def test_digest_lists_posts_newest_first(settings: Settings) -> None:
     assert TOKEN_PLACEHOLDER not in digest.web_html
     with pytest.raises(PipelineError, match="nothing new"):
         render_digest([], settings, env, now=NOW)
+
+
+# --- the e-mail and its web page: one compile, slots filled in after ------------------------
+
+
+def test_email_and_web_page_differ_only_in_their_slots(settings: Settings) -> None:
+    env = make_environment(settings)
+    post = parse_post(POST.encode(), "posts/slots.md", settings)
+    newsletter = render_post_newsletter(post, settings, env)
+    assert "View in browser" in newsletter.html and "View in browser" not in newsletter.web_html
+    assert f"/unsubscribe/{TOKEN_PLACEHOLDER}" in newsletter.html
+    assert "/unsubscribe/" not in newsletter.web_html and "/subscribe" in newsletter.web_html
+    assert "__SLOT_" not in newsletter.html and "__SLOT_" not in newsletter.web_html
+
+    # Put each version's slot texts back to their markers: what is left is one and the same page.
+    context = {
+        "web_url": newsletter.web_url,
+        "unsubscribe_url": f"{settings.clinic.base_url}/unsubscribe/{TOKEN_PLACEHOLDER}",
+        "subscribe_url": f"{settings.clinic.base_url}/subscribe",
+    }
+    pages = []
+    for page, web in ((newsletter.html, False), (newsletter.web_html, True)):
+        for name in ("view_in_browser", "subscription"):
+            text = env.get_template(f"newsletter/slots/{name}.html").render({**context, "web": web}).strip("\n")
+            if text:  # the web page's view_in_browser slot is empty: nothing to put back
+                assert page.count(text) == 1, (name, web)
+                page = page.replace(text, f"__SLOT_{name}__")
+        pages.append(page)
+    email_page, web_page = pages
+    assert email_page.replace("__SLOT_view_in_browser__", "") == web_page
+
+
+def test_a_slot_without_its_template_is_a_clear_error(settings: Settings) -> None:
+    base = settings.templates_dir / "newsletter" / "base.mjml"
+    base.write_text(base.read_text().replace('{{ slot("subscription") }}', '{{ slot("farewell") }}'))
+    post = parse_post(POST.encode(), "posts/slots.md", settings)
+    with pytest.raises(PipelineError) as caught:
+        render_post_newsletter(post, settings, make_environment(settings))
+    assert "newsletter/slots/farewell.html not found" in str(caught.value)
+
+
+def test_web_is_not_known_to_the_mjml_template(settings: Settings) -> None:
+    """The versions differ only through slots: a template that asks for `web` says where."""
+    base = settings.templates_dir / "newsletter" / "base.mjml"
+    base.write_text(base.read_text().replace("<mj-body", "{% if web %}{% endif %}<mj-body"))
+    post = parse_post(POST.encode(), "posts/slots.md", settings)
+    with pytest.raises(PipelineError) as caught:
+        render_post_newsletter(post, settings, make_environment(settings))
+    assert "newsletter/base.mjml" in str(caught.value) and "'web' is undefined" in str(caught.value)

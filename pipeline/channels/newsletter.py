@@ -7,18 +7,17 @@ compiled once and personalised per recipient by substitution (see message.py).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import jinja2
+from markupsafe import Markup
 from mjml import mjml2html
 
 from pipeline import urls
 from pipeline.channels.templating import render_template
-from pipeline.channels.variants import VariantRenderer
 from pipeline.config import Settings
 from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
@@ -58,22 +57,38 @@ def _tidy_text(text: str) -> str:
     return _WHITESPACE_RUN.sub("\n\n", text).strip() + "\n"
 
 
-@functools.lru_cache(maxsize=8)
-def _variants(env: jinja2.Environment) -> VariantRenderer:
-    return VariantRenderer(env)
+# A slot's place in the compiled page: letters and underscores only, so MJML passes it
+# through untouched, as it does the subscriber's token placeholder.
+_SLOT = re.compile(r"__SLOT_([a-z][a-z0-9_]*)__")
+
+
+def _slot(name: str) -> Markup:
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"slot names are lowercase words joined by underscores, not {name!r}")
+    return Markup(f"__SLOT_{name}__")
 
 
 def _render_both(env: jinja2.Environment, name: str, context: dict[str, object]) -> tuple[str, str, str]:
-    """The e-mail HTML, the web page's HTML and the text part."""
+    """The e-mail HTML, the web page's HTML and the text part.
+
+    The MJML template is rendered and compiled once. Where the two versions differ, it
+    says ``{{ slot("NAME") }}``; each slot is rendered from ``newsletter/slots/NAME.html``
+    once per version (``web`` false, then true) and put into the compiled page, the way
+    a subscriber's token is. Slots hold plain HTML, never MJML: the compiler never sees them.
+    """
     mjml_name = f"newsletter/{name}.mjml"
-    both = _variants(env).render(mjml_name, context, lambda source: compile_mjml(source, mjml_name))
-    if both is not None:
-        html, web_html = both
-    else:
-        html = compile_mjml(render_template(env, mjml_name, {**context, "web": False}), mjml_name)
-        web_html = compile_mjml(render_template(env, mjml_name, {**context, "web": True}), mjml_name)
+    compiled = compile_mjml(render_template(env, mjml_name, {**context, "slot": _slot}), mjml_name)
+    names = sorted(set(_SLOT.findall(compiled)))
+    versions = []
+    for web in (False, True):
+        # A slot file's line breaks around its text are layout, not content.
+        filled = {
+            slot: render_template(env, f"newsletter/slots/{slot}.html", {**context, "web": web}).strip("\n")
+            for slot in names
+        }
+        versions.append(_SLOT.sub(lambda match, filled=filled: filled[match.group(1)], compiled))
     text = _tidy_text(render_template(env, f"newsletter/{name}.txt", context))
-    return html, web_html, text
+    return versions[0], versions[1], text
 
 
 def _links(settings: Settings, web_url: str) -> dict[str, object]:
