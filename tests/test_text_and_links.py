@@ -4,13 +4,12 @@ against the plain rules they stand for."""
 from __future__ import annotations
 
 import random
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 
 from pipeline.channels.social.rules import _check_link
 from pipeline.channels.templating import with_utm
-from pipeline.content.markup import _join
 from pipeline.content.plaintext import WIDTH, _fill
 from pipeline.mail.message import _MAX_LINE, _wrap_long_lines
 
@@ -117,18 +116,3 @@ def test_the_line_limit_counts_octets_not_characters() -> None:
     line = " ".join(["ümlaut"] * 120).encode()  # 839 characters, 959 octets
     assert len(line.decode()) < _MAX_LINE < len(line)
     assert max(map(len, _wrap_long_lines(line).split(b"\n"))) <= _MAX_LINE
-
-
-@pytest.mark.parametrize(
-    "base", ["https://jamesonprosthetics.com/", "https://example.org/blog/", "http://127.0.0.1:8000/"]
-)
-@pytest.mark.parametrize(
-    "url",
-    [
-        "/contact", "/guides/socket-care", "/a//b", "/a/./b", "/a/../b", "/a/.", "/.hidden", "/a?", "/a?b=1",
-        "/a#", "/a#top", "/a;p", "//other.example/x", "relative/page", "../up", "?q=1", "#frag", "",
-        "https://pubmed.ncbi.nlm.nih.gov/123/", "mailto:care@example.org", "/ünïcode path",
-    ],
-)  # fmt: skip
-def test_joining_a_site_path_matches_urljoin(base: str, url: str) -> None:
-    assert _join(base, url) == urljoin(base, url)

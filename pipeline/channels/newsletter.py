@@ -7,6 +7,7 @@ compiled once and personalised per recipient by substitution (see message.py).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ def _slot(name: str) -> Markup:
     return Markup(f"__SLOT_{name}__")
 
 
+def _fill(slots: dict[str, str], match: re.Match[str]) -> str:
+    return slots[match.group(1)]
+
+
 def _render_both(env: jinja2.Environment, name: str, context: dict[str, object]) -> tuple[str, str, str]:
     """The e-mail HTML, the web page's HTML and the text part.
 
@@ -86,7 +91,7 @@ def _render_both(env: jinja2.Environment, name: str, context: dict[str, object])
             slot: render_template(env, f"newsletter/slots/{slot}.html", {**context, "web": web}).strip("\n")
             for slot in names
         }
-        versions.append(_SLOT.sub(lambda match, filled=filled: filled[match.group(1)], compiled))
+        versions.append(_SLOT.sub(functools.partial(_fill, filled), compiled))
     text = _tidy_text(render_template(env, f"newsletter/{name}.txt", context))
     return versions[0], versions[1], text
 

@@ -1,4 +1,4 @@
-"""Markdown -> safe HTML (and, with plaintext.py, plain text).
+"""Markdown -> safe HTML (and, with plaintext.py, plain text from the same parse).
 
 CommonMark via markdown-it-py; raw HTML is allowed in the source but every
 result passes through nh3 (the ammonia sanitiser), which also makes relative
@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import html
 from functools import lru_cache
-from urllib.parse import urljoin, urlsplit
 
 import nh3
 from markdown_it_pyrs import MarkdownIt
+
+from pipeline.content.links import absolute_url
+from pipeline.content.plaintext import tree_to_text
 
 _ALLOWED_TAGS = {
     "a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "dd", "del", "div", "dl", "dt",
@@ -46,7 +48,7 @@ def sanitize_html(raw: str, base_url: str) -> str:
         if (tag, attribute) in _URL_ATTRIBUTES:
             if value.startswith("#"):
                 return value
-            return _join(base, value)
+            return absolute_url(value, base)
         return value
 
     return nh3.clean(
@@ -62,8 +64,6 @@ def sanitize_html(raw: str, base_url: str) -> str:
 
 def markdown_to_html_and_text(source: str, base_url: str) -> tuple[str, str]:
     """One parse, two renderings: sanitised HTML and plain text that say the same."""
-    from pipeline.content.plaintext import tree_to_text
-
     md = _markdown()
     return sanitize_html(md.render(source), base_url), tree_to_text(md.tree(source), base_url)
 
@@ -80,24 +80,3 @@ def markdown_inline_to_html(source: str, base_url: str) -> str:
 def strip_tags(fragment: str) -> str:
     """Plain text of an HTML fragment on one line (titles, summaries, alt text)."""
     return " ".join(html.unescape(nh3.clean(fragment, tags=set())).split())
-
-
-def absolute_url(url: str, base_url: str) -> str:
-    if urlsplit(url).scheme:
-        return url
-    return _join(base_url.rstrip("/") + "/", url)
-
-
-@lru_cache(maxsize=16)
-def _origin(base: str) -> str:
-    parts = urlsplit(base)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _join(base: str, url: str) -> str:
-    """``urljoin(base, url)``, with the common case of a site path ("/contact") done
-    directly: it resolves to the base's origin plus the path unchanged, as long as the
-    path has no dot segment, query or fragment for urljoin to resolve or tidy."""
-    if url[:1] == "/" and url[1:2] != "/" and "/." not in url and "?" not in url and "#" not in url:
-        return _origin(base) + url
-    return urljoin(base, url)

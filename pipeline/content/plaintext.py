@@ -16,7 +16,7 @@ from typing import Any
 
 import nh3
 
-from pipeline.content.markup import absolute_url
+from pipeline.content.links import absolute_url
 
 WIDTH = 72
 _INLINE = {

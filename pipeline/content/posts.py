@@ -21,7 +21,8 @@ import yaml
 
 from pipeline.config import PLATFORMS, Settings
 from pipeline.content.dates import DateProblem, parse_datetime
-from pipeline.content.markup import absolute_url, markdown_inline_to_html, markdown_to_html_and_text, strip_tags
+from pipeline.content.links import absolute_url
+from pipeline.content.markup import markdown_inline_to_html, markdown_to_html_and_text, strip_tags
 from pipeline.errors import PipelineError, decode_text
 
 CHANNELS = ("feed", "email", "social")
