@@ -1,28 +1,34 @@
 """Time `pipeline build` on a generated corpus: cold, no-op rebuild, one post changed.
 
-    .venv/bin/python bench/build.py [--posts 10000] [--words 600] [--jobs N] [--runs 3]
+    .venv/bin/python bench/build.py [--posts 10000] [--words 600] [--jobs N] [--runs 3] [--baseline [REF]]
 
-Targets on a 2-core machine: cold < 20 s, no-op < 1 s, one post changed < 2 s.
-The corpus, output and state go to bench/corpus/ (git-ignored; on the project's own
-disk, as a clinic's would be), removed afterwards unless --keep. This machine is
-shared and its speed drifts, so the bench prints how long a fixed Python loop takes
-and how long creating a file takes next to its figures. Deleting a previous run's
-50,000 files slows file creation tenfold for some minutes: wait between runs.
+Targets on a 2-core machine: cold < 20 s and at most 2 ms of CPU per post, no-op
+< 1 s, one post changed < 2 s. With --baseline, the same corpus is built by that
+commit too, turn about, and the figures are printed side by side. The corpus, output
+and state go to bench/corpus/ (git-ignored; on the project's own disk, as a clinic's
+would be), removed afterwards unless --keep. This machine is shared and its speed
+drifts, so the bench prints how long a fixed Python loop takes and how long creating
+a file takes next to its figures. Deleting a previous run's 50,000 files slows file
+creation tenfold for some minutes: wait between runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline import CORPUS, DEFAULT_BASELINE, Code, machine_speed, table, versions
+
 WORDS = [
     "prosthesis",
     "socket",
@@ -101,16 +107,6 @@ def make_post(index: int, rng: random.Random, words: int, start: datetime) -> st
     )
 
 
-def machine_speed() -> float:
-    """Seconds for a fixed pure-Python loop: this machine is shared and its speed
-    drifts by a third within an hour, so figures are only comparable alongside this."""
-    started = time.perf_counter()
-    total = 0
-    for number in range(10_000_000):
-        total += number * number
-    return time.perf_counter() - started
-
-
 def file_creation_ms(folder: Path, count: int = 500) -> float:
     """Milliseconds to create one small file here. On ext4 without a journal (as on this
     machine) it swings tenfold: for some minutes after many files were deleted nearby (a
@@ -125,21 +121,36 @@ def file_creation_ms(folder: Path, count: int = 500) -> float:
     return elapsed / count * 1000
 
 
-def run_build(project: Path, now: str, jobs: int | None) -> tuple[float, str]:
-    command = [sys.executable, "-m", "pipeline", "build", "--now", now]
+@dataclass
+class Figures:
+    """Every run of one figure, for one version: wall seconds and CPU seconds (the build
+    and its worker processes, user + system)."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    summary: str = ""
+
+    def best(self) -> str:
+        return f"{min(self.wall):.2f} s"
+
+    def runs(self) -> str:
+        return ", ".join(f"{t:.2f}" for t in self.wall)
+
+
+def run_build(code: Code, project: Path, now: str, jobs: int | None, figures: Figures) -> None:
+    command = code.pipeline("build", "--now", now)
     if jobs:
         command += ["--jobs", str(jobs)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    run = subprocess.run(command, cwd=project, capture_output=True, text=True)
+    run = subprocess.run(command, cwd=project, capture_output=True, text=True, env=code.env())
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
-        sys.exit(f"build failed:\n{run.stderr[-2000:]}")
-    return elapsed, run.stdout.splitlines()[0]
-
-
-def report(name: str, times: list[float], summary: str) -> None:
-    runs = ", ".join(f"{t:.2f}" for t in times)
-    print(f"{name + ':':18s} {min(times):7.2f} s   best of {len(times)} (runs: {runs} s; last: {summary})")
+        sys.exit(f"{code.name}: build failed:\n{run.stderr[-2000:]}")
+    figures.wall.append(elapsed)
+    figures.cpu.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+    figures.summary = run.stdout.splitlines()[0] if run.stdout else ""
 
 
 def main() -> None:
@@ -148,55 +159,79 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=600)
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--runs", type=int, default=3, help="runs of each figure; the best is reported")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        nargs="?",
+        const=DEFAULT_BASELINE,
+        help=f"also measure this commit, side by side (default when given without REF: {DEFAULT_BASELINE})",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
     args = parser.parse_args()
 
-    (ROOT / "bench" / "corpus").mkdir(parents=True, exist_ok=True)
-    project = Path(tempfile.mkdtemp(prefix="build-", dir=ROOT / "bench" / "corpus"))
+    CORPUS.mkdir(parents=True, exist_ok=True)
+    codes = versions(args.baseline)
+    folder = Path(tempfile.mkdtemp(prefix="build-", dir=CORPUS))
     try:
-        shutil.copy(ROOT / "pipeline.toml", project)
-        shutil.copytree(ROOT / "templates", project / "templates")
-        posts = project / "posts"
-        posts.mkdir()
         rng = random.Random(42)
         start = datetime(2019, 1, 1, 9, 0)
-        for index in range(args.posts):
-            (posts / f"post-{index:05d}.md").write_text(make_post(index, rng, args.words, start), encoding="utf-8")
+        texts = [make_post(index, rng, args.words, start) for index in range(args.posts)]
         now = (start + timedelta(hours=6 * args.posts + 1)).strftime("%Y-%m-%dT%H:%M")
-        size = sum(p.stat().st_size for p in posts.iterdir()) / 1e6
-        print(f"corpus: {args.posts} posts, ~{args.words} words each, {size:.0f} MB, in {project}")
+        projects = []
+        for number, code in enumerate(codes):
+            project = folder / f"project-{number}"
+            project.mkdir()
+            shutil.copy(code.root / "pipeline.toml", project)
+            shutil.copytree(code.root / "templates", project / "templates")
+            (project / "posts").mkdir()
+            for index, text in enumerate(texts):
+                (project / "posts" / f"post-{index:05d}.md").write_text(text, encoding="utf-8")
+            projects.append(project)
+        size = sum(len(t.encode()) for t in texts) / 1e6
+        print(f"corpus: {args.posts} posts, ~{args.words} words each, {size:.0f} MB, in {folder}")
         print(f"machine: a fixed 10M-step Python loop takes {machine_speed():.2f} s (lower is faster)")
-        print(f"disk: creating a file takes {file_creation_ms(project):.3f} ms (0.03 when the disk is quiet)")
+        print(f"disk: creating a file takes {file_creation_ms(folder):.3f} ms (0.03 when the disk is quiet)")
 
         # Each figure is the best of --runs: on a shared machine other work only ever adds
-        # time (as timeit's documentation argues); every run is printed too.
-        colds = []
+        # time (as timeit's documentation argues). Versions take turns, run by run, so a
+        # drift in the machine's speed touches both alike.
+        cold = [Figures() for _ in codes]
         for run in range(args.runs):
-            if run:  # a cold build again: set the last one's output aside (renamed, not deleted; see above)
-                for name in ("out", "state"):
-                    (project / name).rename(project / f".{name}-{run}")
-            elapsed, summary = run_build(project, now, args.jobs)
-            colds.append(elapsed)
-        report("cold build", colds, summary)
-        noops = []
+            for code, project, figures in zip(codes, projects, cold, strict=True):
+                if run:  # set the last run's output aside (renamed, not deleted; see file_creation_ms)
+                    for name in ("out", "state"):
+                        (project / name).rename(project / f".{name}-{run}")
+                run_build(code, project, now, args.jobs, figures)
+        noop = [Figures() for _ in codes]
         for _ in range(args.runs):
-            elapsed, summary = run_build(project, now, args.jobs)
-            noops.append(elapsed)
-        report("no-op rebuild", noops, summary)
-        victim = posts / f"post-{args.posts // 2:05d}.md"
-        original = victim.read_text(encoding="utf-8")
-        ones = []
+            for code, project, figures in zip(codes, projects, noop, strict=True):
+                run_build(code, project, now, args.jobs, figures)
+        one = [Figures() for _ in codes]
         for run in range(args.runs):
-            changed = original.replace("sources:", f"updated: 2030-01-0{run + 1} 09:00\nsources:")
-            victim.write_text(changed, encoding="utf-8")
-            elapsed, summary = run_build(project, now, args.jobs)
-            ones.append(elapsed)
-        report("one post changed", ones, summary)
-        print(f"per post (cold):   {min(colds) / args.posts * 1000:7.2f} ms")
-        print(f"machine after:     the loop takes {machine_speed():.2f} s")
+            for code, project, figures in zip(codes, projects, one, strict=True):
+                victim = project / "posts" / f"post-{args.posts // 2:05d}.md"
+                original = texts[args.posts // 2]
+                victim.write_text(original.replace("sources:", f"updated: 2030-01-0{run + 1} 09:00\nsources:"))
+                run_build(code, project, now, args.jobs, figures)
+
+        rows = [
+            ("cold build (best)", [f.best() for f in cold]),
+            ("no-op rebuild (best)", [f.best() for f in noop]),
+            ("one post changed (best)", [f.best() for f in one]),
+            ("CPU per post, cold", [f"{min(f.cpu) / args.posts * 1000:.2f} ms" for f in cold]),
+            ("wall per post, cold", [f"{min(f.wall) / args.posts * 1000:.2f} ms" for f in cold]),
+        ]
+        print()
+        print(table(rows, codes))
+        print()
+        for name, figures_list in (("cold", cold), ("no-op", noop), ("one post", one)):
+            for code, figures in zip(codes, figures_list, strict=True):
+                print(f"{name} runs, {code.name}: {figures.runs()} s  ({figures.summary})")
+        print(f"machine after: the loop takes {machine_speed():.2f} s")
+        print("targets: cold < 20 s (and <= 2 ms of CPU per post), no-op < 1 s, one post changed < 2 s")
     finally:
         if not args.keep:
-            shutil.rmtree(project, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
