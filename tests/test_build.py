@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import gc
+import io
 import os
 import subprocess
 import sys
@@ -247,3 +249,33 @@ def test_a_deleted_output_is_written_again(settings: Settings) -> None:
     assert result.rendered == 1
     assert (settings.out_dir / "newsletter/a.html").exists() and (settings.out_dir / "feed.xml").exists()
     assert build(settings, NOW).written == []
+
+
+def test_social_queue_cells_never_start_a_formula(settings: Settings) -> None:
+    """A spreadsheet runs a cell starting with =, +, - or @: every such cell is guarded."""
+    post = (
+        "---\n"
+        'title: "=1+1 myths about sockets"\n'
+        "date: 2027-01-01 09:00\n"
+        "social:\n"
+        '  x: "=HYPERLINK(\\"https://evil.example/\\", \\"Click\\")"\n'
+        "  mastodon: \"+cmd|' /C calc'!A0\"\n"
+        '  bluesky: "-2+3 ways to care for your skin"\n'
+        '  threads: "@everyone read this"\n'
+        "---\n"
+        "Body.\n"
+    )
+    write_post(settings.posts_dir, "2027-01-01-myths.md", post)
+    build(settings, NOW)
+    rows = list(csv.DictReader(io.StringIO((settings.out_dir / "social/queue.csv").read_text(encoding="utf-8"))))
+    assert len(rows) == 7
+    for row in rows:
+        for column, cell in row.items():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (column, cell)
+    text = {row["platform"]: row["text"] for row in rows}
+    assert text["x"].startswith("'=HYPERLINK(")
+    assert text["mastodon"].startswith("'+cmd|")
+    assert text["bluesky"].startswith("'-2+3 ways")
+    assert text["threads"].startswith("'@everyone")
+    assert text["facebook"].startswith("'=1+1 myths")  # the title, in the default text
+    assert {row["handle"] for row in rows if row["platform"] == "x"} == {"'@JamesonProsth"}
