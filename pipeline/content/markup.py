@@ -82,6 +82,14 @@ def strip_tags(fragment: str) -> str:
     return " ".join(html.unescape(nh3.clean(fragment, tags=set())).split())
 
 
+def strip_markup(text: str) -> str:
+    """Plain text (a title, a tag) without HTML: tags removed, their text kept, entities
+    decoded. What a reader that treats the text as HTML would show, script text included."""
+    if "<" not in text and "&" not in text:
+        return text  # nothing to strip: the common case, without a parse
+    return " ".join(html.unescape(nh3.clean(text, tags=set(), clean_content_tags=set())).split())
+
+
 def absolute_url(url: str, base_url: str) -> str:
     if urlsplit(url).scheme:
         return url
