@@ -50,8 +50,29 @@ class Clinic(_Strict):
     language: str = "en-US"
     base_url: str
     disclaimer: str
+    # Where "contact us" and a post's [text](contact:) link lead: a booking or contact
+    # page, or a mailto:/tel: link. Unset: an e-mail to the clinic (a page that exists).
+    contact_url: str | None = None
 
     _email = field_validator("email")(email_address)
+
+    @field_validator("contact_url")
+    @classmethod
+    def _contact(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme in ("mailto", "tel") and parts.path:
+            return value
+        if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+            raise ValueError(
+                f"{value!r} is not a full address; write it like 'https://example.org/book' "
+                "(or 'mailto:desk@example.org', 'tel:+18439361642')"
+            )
+        return value
+
+    @property
+    def contact_link(self) -> str:
+        """``contact_url``, else an e-mail to the clinic: always something that exists."""
+        return self.contact_url or f"mailto:{self.email}"
 
     @field_validator("timezone")
     @classmethod

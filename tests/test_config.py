@@ -73,3 +73,34 @@ def test_addresses_are_checked_without_dns(project: Path) -> None:
     edit(config, ('from_address = "news@jamesonprosthetics.com"', 'from_address = "news@no-dns-records-0k2x9.org"'))
     assert load_settings(config).newsletter.from_address == "news@no-dns-records-0k2x9.org"
     assert load_settings(project / "pipeline.toml").newsletter.reply_to == "jamesonprosthetics@gmail.com"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("https://jamesonprosthetics.com/book", True),
+        ("mailto:jamesonprosthetics@gmail.com", True),
+        ("tel:+18439361642", True),
+        ("/contact", False),
+        ("jamesonprosthetics.com/book", False),
+        ("javascript:alert(1)", False),
+    ],
+)
+def test_contact_url_is_a_full_address(project: Path, value: str, ok: bool) -> None:
+    config = project / "pipeline.toml"
+    edit(config, ('phone = "843 936 1642"\n', f'phone = "843 936 1642"\ncontact_url = "{value}"\n'))
+    if ok:
+        settings = load_settings(config)
+        assert settings.clinic.contact_url == settings.clinic.contact_link == value
+        return
+    with pytest.raises(PipelineErrors) as info:
+        load_settings(config)
+    [error] = info.value.errors
+    assert (error.field, error.line) == ("clinic.contact_url", line_of(config, "contact_url"))
+    assert "is not a full address" in str(error)
+
+
+def test_without_contact_url_the_contact_link_is_an_email_to_the_clinic(project: Path) -> None:
+    settings = load_settings(project / "pipeline.toml")
+    assert settings.clinic.contact_url is None
+    assert settings.clinic.contact_link == "mailto:jamesonprosthetics@gmail.com"

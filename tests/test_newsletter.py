@@ -6,12 +6,13 @@ import email
 import email.policy
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from pipeline.channels.newsletter import render_digest, render_post_newsletter
 from pipeline.channels.templating import make_environment
-from pipeline.config import Settings
+from pipeline.config import Settings, load_settings
 from pipeline.content.posts import parse_post
 from pipeline.errors import PipelineError
 from pipeline.mail.message import MessageTemplate
@@ -130,3 +131,21 @@ def test_digest_lists_posts_newest_first(settings: Settings) -> None:
     assert TOKEN_PLACEHOLDER not in digest.web_html
     with pytest.raises(PipelineError, match="nothing new"):
         render_digest([], settings, env, now=NOW)
+
+
+def test_footer_links_to_clinic_contact_url_only_when_it_is_set(settings: Settings, project: Path) -> None:
+    write_post(settings.posts_dir, "2026-11-03-sockets.md", POST)
+    assert build(settings, NOW).errors == []
+    assert "Contact us" not in (settings.out_dir / "newsletter/sockets.html").read_text()
+    config = project / "pipeline.toml"
+    config.write_text(
+        config.read_text().replace(
+            'phone = "843 936 1642"\n', 'phone = "843 936 1642"\ncontact_url = "https://jamesonprosthetics.com/book"\n'
+        )
+    )
+    booked = load_settings(config)
+    assert build(booked, NOW).errors == []
+    html = (booked.out_dir / "newsletter/sockets.html").read_text()
+    text = (booked.out_dir / "newsletter/sockets.txt").read_text()
+    assert '<a href="https://jamesonprosthetics.com/book" style="color:#0b5c8a;">Contact us</a>' in html
+    assert "Contact us: https://jamesonprosthetics.com/book" in text

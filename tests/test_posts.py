@@ -249,3 +249,26 @@ def test_two_posts_with_one_slug(settings: Settings, tmp_path: Path) -> None:
     assert [str(e) for e in errors] == [
         "posts/b.md:3: slug: slug 'a' is already used by posts/a.md (give one of them another 'slug:' or file name)"
     ]
+
+
+CONTACT_POST = "---\ntitle: x\ndate: 2026-01-01\nsummary: '[Call or write](contact:) first.'\n---\nPlease [book a socket check](contact:).\n"
+
+
+def test_a_contact_link_leads_to_the_clinic_without_a_contact_page(settings: Settings) -> None:
+    """No clinic.contact_url: [text](contact:) is an e-mail to the clinic, never a page we do not serve."""
+    assert settings.clinic.contact_url is None
+    post = parse_post(CONTACT_POST.encode(), "posts/x.md", settings)
+    assert '<a href="mailto:jamesonprosthetics@gmail.com" rel="noopener">book a socket check</a>' in post.body_html
+    assert "book a socket check (jamesonprosthetics@gmail.com)" in post.body_text
+    assert 'href="mailto:jamesonprosthetics@gmail.com"' in post.summary_html
+
+
+def test_a_contact_link_follows_clinic_contact_url(settings: Settings) -> None:
+    clinic = settings.clinic.model_copy(update={"contact_url": "https://jamesonprosthetics.com/book"})
+    booked = settings.model_copy(update={"clinic": clinic})
+    post = parse_post(CONTACT_POST.encode(), "posts/x.md", booked)
+    assert '<a href="https://jamesonprosthetics.com/book" rel="noopener">book a socket check</a>' in post.body_html
+    assert "book a socket check (https://jamesonprosthetics.com/book)" in post.body_text
+    # Other unknown schemes stay refused by the sanitiser, as before.
+    other = parse_post(b"---\ntitle: x\ndate: 2026-01-01\n---\n[x](bogus:y)\n", "posts/x.md", booked)
+    assert "bogus" not in other.body_html

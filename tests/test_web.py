@@ -759,3 +759,32 @@ def test_pipeline_serve_answers_and_its_access_log_has_no_tokens(
     assert f"unsubscribe: subscriber {sub.id} unsubscribed" in log  # the app's own log reaches the console
     for secret_part in (unsubscribe, confirm, "forged.token.here"):
         assert secret_part not in log
+
+
+def test_no_shipped_post_links_to_a_page_the_app_does_not_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every link on the web version of every post in posts/ that points at our own site is served
+    (the Botox article once sent readers to /contact, a 404); mail links reach the clinic."""
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    project = make_project(tmp_path, posts=ROOT / "posts")
+    settings = load_settings(project / "pipeline.toml")
+    result = build(settings, datetime(2027, 2, 1, tzinfo=UTC), jobs=1)
+    assert result.ok and len(result.released) == len(list((ROOT / "posts").glob("*.md"))), result.errors
+    pages = sorted((settings.out_dir / "archive").glob("*.html"))
+    assert len(pages) >= len(result.released)
+    checked: set[str] = set()
+    with make_client(settings) as client:
+        for page in pages:
+            assert client.get(f"/archive/{page.stem}").status_code == 200
+            for href in re.findall(r'href="([^"]*)"', page.read_text(encoding="utf-8")):
+                href = href.replace("&amp;", "&")
+                if href.startswith(("mailto:", "tel:")):
+                    assert href in (f"mailto:{settings.clinic.email}", "tel:+18439361642"), (page.name, href)
+                    continue
+                if href.startswith(BASE) or not urlsplit(href).scheme:
+                    path = urlsplit(href).path or "/"
+                    if path not in checked:
+                        assert client.get(path).status_code == 200, (page.name, href)
+                        checked.add(path)
+    assert "/subscribe" in checked

@@ -8,7 +8,9 @@ URLs absolute so the same HTML works in the feed, the email and the web.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from functools import lru_cache
+from types import MappingProxyType
 from urllib.parse import urljoin, urlsplit
 
 import nh3
@@ -38,43 +40,49 @@ def _markdown() -> MarkdownIt:
     return MarkdownIt("commonmark").enable("table").enable("strikethrough")
 
 
-def sanitize_html(raw: str, base_url: str) -> str:
-    """Remove scripts, event handlers and unknown tags; make URLs absolute."""
+_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
+NO_LINKS: Mapping[str, str] = MappingProxyType({})
+
+
+def sanitize_html(raw: str, base_url: str, links: Mapping[str, str] = NO_LINKS) -> str:
+    """Remove scripts, event handlers and unknown tags; make URLs absolute; replace each
+    named link (``links``, e.g. ``contact:``) by its address."""
     base = base_url.rstrip("/") + "/"
 
     def absolutise(tag: str, attribute: str, value: str) -> str | None:
         if (tag, attribute) in _URL_ATTRIBUTES:
             if value.startswith("#"):
                 return value
-            return _join(base, value)
+            return resolve_url(value, base, links)
         return value
 
     return nh3.clean(
         raw,
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto", "tel"},
+        # A named link's scheme passes the check (made before the filter) to be replaced.
+        url_schemes=_SCHEMES | {name.partition(":")[0] for name in links},
         attribute_filter=absolutise,
         link_rel="noopener",
         strip_comments=True,
     )
 
 
-def markdown_to_html_and_text(source: str, base_url: str) -> tuple[str, str]:
+def markdown_to_html_and_text(source: str, base_url: str, links: Mapping[str, str] = NO_LINKS) -> tuple[str, str]:
     """One parse, two renderings: sanitised HTML and plain text that say the same."""
     from pipeline.content.plaintext import tree_to_text
 
     md = _markdown()
-    return sanitize_html(md.render(source), base_url), tree_to_text(md.tree(source), base_url)
+    return sanitize_html(md.render(source), base_url, links), tree_to_text(md.tree(source), base_url, links)
 
 
-def markdown_inline_to_html(source: str, base_url: str) -> str:
+def markdown_inline_to_html(source: str, base_url: str, links: Mapping[str, str] = NO_LINKS) -> str:
     """A one-paragraph Markdown snippet (a summary) without its <p> wrapper."""
     rendered = _markdown().render(source).strip()
     if rendered.startswith("<p>") and rendered.endswith("</p>"):
         # A summary is one paragraph of the page it sits in: its own paragraphs run on.
         rendered = rendered[3:-4].replace("</p>\n<p>", " ")
-    return sanitize_html(rendered, base_url)
+    return sanitize_html(rendered, base_url, links)
 
 
 def strip_tags(fragment: str) -> str:
@@ -94,6 +102,12 @@ def absolute_url(url: str, base_url: str) -> str:
     if urlsplit(url).scheme:
         return url
     return _join(base_url.rstrip("/") + "/", url)
+
+
+def resolve_url(url: str, base_url: str, links: Mapping[str, str] = NO_LINKS) -> str:
+    """A named link's address (``contact:``), else ``url`` made absolute."""
+    named = links.get(url)
+    return named if named is not None else absolute_url(url, base_url)
 
 
 @lru_cache(maxsize=16)

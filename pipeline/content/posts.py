@@ -25,7 +25,7 @@ from pipeline.content.markup import markdown_inline_to_html, markdown_to_html_an
 from pipeline.content.skeleton import find_placeholder
 from pipeline.errors import PipelineError, decode_text
 
-__all__ = ["CHANNELS", "KNOWN_KEYS", "SLUG_PATTERN", "Post", "Source", "parse_post", "slugify"]
+__all__ = ["CHANNELS", "CONTACT_LINK", "KNOWN_KEYS", "SLUG_PATTERN", "Post", "Source", "parse_post", "slugify"]
 
 CHANNELS = ("feed", "email", "social")
 KNOWN_KEYS = (
@@ -34,6 +34,8 @@ KNOWN_KEYS = (
 )  # fmt: skip
 SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _SUMMARY_CHARS = 240
+# [book a visit](contact:) in a post links to clinic.contact_url, or an e-mail to the clinic.
+CONTACT_LINK = "contact:"
 
 
 @dataclass(frozen=True)
@@ -112,14 +114,15 @@ def parse_post(raw: bytes, path: str, settings: Settings) -> Post:
     slug = _slug(found, data.get("slug"), path)
 
     base = settings.clinic.base_url
-    body_html, body_text = markdown_to_html_and_text(body, base)
+    links = {CONTACT_LINK: settings.clinic.contact_link}
+    body_html, body_text = markdown_to_html_and_text(body, base, links)
     if not body_html.strip():
         found.problem("body", "post has no body", hint="write the article below the closing '---'")
     elif "<img" in body_html:
         _check_body_alt(found, body_html, body, body_line)
     summary_text = found.text(data["summary"], "summary") if data.get("summary") is not None else None
     if summary_text is not None:
-        summary_html = markdown_inline_to_html(str(data["summary"]), base)
+        summary_html = markdown_inline_to_html(str(data["summary"]), base, links)
         summary = strip_tags(summary_html)
     else:
         summary = _derive_summary(body_html)
