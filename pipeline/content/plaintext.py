@@ -173,7 +173,9 @@ class _Writer:
         elif name == "table":
             for section in node.children:
                 for row in section.children:
-                    cells = [" ".join(_inline(cell.children, self.base_url, self.links).split()) for cell in row.children]
+                    cells = [
+                        " ".join(_inline(cell.children, self.base_url, self.links).split()) for cell in row.children
+                    ]
                     self.blocks.append([" | ".join(cells)])
         else:
             self.children(node.children)
