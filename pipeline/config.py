@@ -25,6 +25,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def email_address(value: str) -> str:
+    """A bare e-mail address (no display name), checked by email-validator without DNS:
+    a syntax check, so loading the configuration never waits on the network."""
+    from email_validator import EmailNotValidError, validate_email  # ~30 ms: only when a config is loaded
+
+    try:
+        validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not an e-mail address: {exc}") from None
+    return value
+
+
 class Clinic(_Strict):
     name: str
     street: str
@@ -38,6 +50,29 @@ class Clinic(_Strict):
     language: str = "en-US"
     base_url: str
     disclaimer: str
+    # Where "contact us" and a post's [text](contact:) link lead: a booking or contact
+    # page, or a mailto:/tel: link. Unset: an e-mail to the clinic (a page that exists).
+    contact_url: str | None = None
+
+    _email = field_validator("email")(email_address)
+
+    @field_validator("contact_url")
+    @classmethod
+    def _contact(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme in ("mailto", "tel") and parts.path:
+            return value
+        if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+            raise ValueError(
+                f"{value!r} is not a full address; write it like 'https://example.org/book' "
+                "(or 'mailto:desk@example.org', 'tel:+18439361642')"
+            )
+        return value
+
+    @property
+    def contact_link(self) -> str:
+        """``contact_url``, else an e-mail to the clinic: always something that exists."""
+        return self.contact_url or f"mailto:{self.email}"
 
     @field_validator("timezone")
     @classmethod
@@ -85,6 +120,8 @@ class NewsletterSettings(_Strict):
     reply_to: str | None = None
     list_id: str
     max_html_bytes: int = Field(102_000, ge=1000)
+
+    _addresses = field_validator("from_address", "reply_to")(email_address)
 
     @property
     def from_domain(self) -> str:
@@ -142,6 +179,8 @@ class DeliverySettings(_Strict):
     envelope_from: str | None = None
     # Ask DNS whether an address's domain accepts mail when adding or importing.
     check_deliverability: bool = False
+
+    _envelope_from = field_validator("envelope_from")(email_address)
 
 
 class SchedulerSettings(_Strict):
@@ -234,6 +273,9 @@ def _line_of(text: str, loc: tuple[str | int, ...]) -> int | None:
     return None
 
 
+_ADDRESS_SETTINGS = ("email", "from_address", "reply_to", "envelope_from")
+
+
 def settings_from_mapping(data: dict[str, object], *, path: Path, source: str = "") -> Settings:
     try:
         return Settings.model_validate({**data, "root": path.parent})
@@ -252,6 +294,8 @@ def settings_from_mapping(data: dict[str, object], *, path: Path, source: str = 
                 message = "required setting is missing"
             else:
                 message = str(err["msg"]).removeprefix("Value error, ")
+                if loc and loc[-1] in _ADDRESS_SETTINGS:
+                    hint = "write a bare address such as news@example.org"
             errors.append(PipelineError(message, path=path, line=_line_of(source, loc), field=dotted, hint=hint))
         raise PipelineErrors(errors) from None
 

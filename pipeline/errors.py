@@ -7,6 +7,7 @@ scheduler job), where it becomes one line of output instead of a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -53,11 +54,25 @@ class PipelineErrors(PipelineError):
     """Several user mistakes found in one pass; we report all of them, then stop."""
 
     def __init__(self, errors: list[PipelineError]) -> None:
-        super().__init__(f"{len(errors)} problem(s) found")
+        # The first problem's place: the file (when all are in one) for whoever sorts or
+        # matches errors by path; printing lists every problem.
+        paths = {e.path for e in errors}
+        first = errors[0] if errors and len(paths) == 1 else None
+        super().__init__(
+            f"{len(errors)} problem(s) found",
+            path=first.path if first else None,
+            line=first.line if first else None,
+            field=first.field if first else None,
+        )
         self.errors = errors
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+def each_problem(errors: Iterable[PipelineError]) -> list[PipelineError]:
+    """Every single problem: a ``PipelineErrors`` stands for the several it holds."""
+    return [one for error in errors for one in (error.errors if isinstance(error, PipelineErrors) else [error])]
 
 
 def decode_text(raw: bytes, path: str | Path, *, hint: str, encoding: str = "utf-8") -> str:

@@ -2,7 +2,7 @@
 
 Playwright drives Debian's Chromium against a real ``pipeline serve`` process on
 127.0.0.1: subscribe (first with a typo), read the confirmation link from the outbox
-Maildir, open it, receive a newsletter through the real send loop, read it in the
+Maildir, open it and press its button, receive a newsletter through the real send loop, read it in the
 archive, and unsubscribe with the button from the link in that newsletter. Every
 step is photographed at phone and desktop widths into ``test-artifacts/``.
 
@@ -172,7 +172,16 @@ def test_subscribe_confirm_read_and_unsubscribe(site: tuple[LiveServer, Settings
         confirm_url = link_in(confirmation, r"(http://127\.0\.0\.1:\d+/confirm/\S+)")
         assert confirm_url.startswith(server.url)
         page.goto(confirm_url)
+        # Opening the link (as a mail scanner also does) only shows the button.
+        expect(page.get_by_role("heading", level=1)).to_have_text("Confirm your subscription")
+        expect(page.get_by_role("button")).to_have_count(1)
+        with Store.open(settings) as store:
+            subscriber = store.get_subscriber_by_email(address)
+            assert subscriber is not None and subscriber.status == "pending"
+        shot("4-confirm")
+        page.get_by_role("button", name="Yes, send me the articles").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Welcome, you are subscribed")
+        expect(page).to_have_url(confirm_url)
         shot("4-welcome")
         with Store.open(settings) as store:
             subscriber = store.get_subscriber_by_email(address)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import gc
+import io
 import os
 import subprocess
 import sys
@@ -169,15 +171,63 @@ def test_a_post_deleted_while_the_build_runs_is_reported_not_a_crash(settings: S
     assert entry.stat == (0, 0)  # never matches a real file: read again by the next build
 
 
-def test_new_writes_a_skeleton_that_validates(project: Path) -> None:
-    run = run_cli(project, "new", "Walking on sand: tips", "--at", "2027-03-02 09:00")
+def test_new_writes_a_draft_that_is_never_released_with_its_placeholders(project: Path) -> None:
+    run = run_cli(project, "new", "Walking on sand: tips", "--at", "2027-03-02 09:00:30")
     assert run.returncode == 0, run.stderr
-    path = project / run.stdout.strip()
+    first, *steps = run.stdout.splitlines()
+    path = project / first
     assert path.name == "2027-03-02-walking-on-sand-tips.md"
-    assert 'title: "Walking on sand: tips"' in path.read_text()
-    assert run_cli(project, "validate").returncode == 0
+    text = path.read_text()
+    assert 'title: "Walking on sand: tips"' in text
+    assert "\ndate: 2027-03-02 09:00:30\n" in text  # the seconds are kept
+    assert "\nslug: walking-on-sand-tips\n" in text  # a rename keeps the archive URL and feed id
+    assert "\ndraft: true\n" in text
+    # What to do next, for staff: edit, check, then remove the draft line (no approval step when it is off).
+    assert steps[0] == "Next:"
+    assert any(first in step and "replace the placeholder" in step for step in steps)
+    assert any("delete the line 'draft: true'" in step and "2027-03-02 09:00:30 EST" in step for step in steps)
+    assert not any("approve" in step for step in steps)
+    assert run_cli(project, "validate").returncode == 0  # a draft may hold placeholders
+
+    # Nobody edits it, but someone removes the draft line: refused, never released or mailed.
+    lines = text.splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if line != "draft: true\n"))
+    summary_line = next(n for n, line in enumerate(lines, start=1) if line.startswith("summary:")) - 1
+    body_line = len(lines) - 1
+    checked = run_cli(project, "validate")
+    assert checked.returncode == 1
+    assert checked.stderr.splitlines() == [
+        f"error: posts/2027-03-02-walking-on-sand-tips.md:{summary_line}: summary: still holds the placeholder text "
+        "of `pipeline new` (replace it with one or two sentences about the article, or delete the summary line)",
+        f"error: posts/2027-03-02-walking-on-sand-tips.md:{body_line}: body: still holds the placeholder text "
+        "of `pipeline new` (replace the placeholder with the article, or keep 'draft: true' until it is written)",
+    ]
+    built = run_cli(project, "build", "--now", "2027-03-03T12:00")
+    assert built.returncode == 1 and "0 released, 0 queued, 1 invalid" in built.stdout
+    assert not (project / "out/newsletter/walking-on-sand-tips.html").exists()
+    assert "walking-on-sand-tips" not in (project / "out/feed.xml").read_text()
+
     again = run_cli(project, "new", "Walking on sand: tips", "--at", "2027-03-02 09:00")
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_new_names_at_in_its_errors_and_mentions_approval_when_on(project: Path) -> None:
+    bad = run_cli(project, "new", "A post", "--at", "next tuesday")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --at: 'next tuesday' is not an ISO 8601 date")
+    assert "--now" not in bad.stderr
+    gap = run_cli(project, "new", "A post", "--at", "2027-03-14 02:30")
+    assert gap.returncode == 1 and gap.stderr.startswith("error: --at: 2027-03-14 02:30 does not exist")
+    fraction = run_cli(project, "new", "A post", "--at", "2027-03-02 09:00:30.5")
+    assert fraction.returncode == 1 and fraction.stderr.startswith(
+        "error: --at: '2027-03-02 09:00:30.5' has a fraction"
+    )
+    assert list((project / "posts").iterdir()) == []
+    config = project / "pipeline.toml"
+    config.write_text(config.read_text().replace("require_approval = false", "require_approval = true"))
+    run = run_cli(project, "new", "A post", "--at", "2027-03-02 09:00")
+    assert run.returncode == 0, run.stderr
+    assert "pipeline approve a-post --by NAME" in run.stdout
+    assert "\ndate: 2027-03-02 09:00\n" in (project / run.stdout.splitlines()[0]).read_text()
 
 
 def test_preview_writes_html_and_prints_snippets(project: Path) -> None:
@@ -247,3 +297,83 @@ def test_a_deleted_output_is_written_again(settings: Settings) -> None:
     assert result.rendered == 1
     assert (settings.out_dir / "newsletter/a.html").exists() and (settings.out_dir / "feed.xml").exists()
     assert build(settings, NOW).written == []
+
+
+def test_social_queue_cells_never_start_a_formula(settings: Settings) -> None:
+    """A spreadsheet runs a cell starting with =, +, - or @: every such cell is guarded."""
+    post = (
+        "---\n"
+        'title: "=1+1 myths about sockets"\n'
+        "date: 2027-01-01 09:00\n"
+        "social:\n"
+        '  x: "=HYPERLINK(\\"https://evil.example/\\", \\"Click\\")"\n'
+        "  mastodon: \"+cmd|' /C calc'!A0\"\n"
+        '  bluesky: "-2+3 ways to care for your skin"\n'
+        '  threads: "@everyone read this"\n'
+        "---\n"
+        "Body.\n"
+    )
+    write_post(settings.posts_dir, "2027-01-01-myths.md", post)
+    build(settings, NOW)
+    rows = list(csv.DictReader(io.StringIO((settings.out_dir / "social/queue.csv").read_text(encoding="utf-8"))))
+    assert len(rows) == 7
+    for row in rows:
+        for column, cell in row.items():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (column, cell)
+    text = {row["platform"]: row["text"] for row in rows}
+    assert text["x"].startswith("'=HYPERLINK(")
+    assert text["mastodon"].startswith("'+cmd|")
+    assert text["bluesky"].startswith("'-2+3 ways")
+    assert text["threads"].startswith("'@everyone")
+    assert text["facebook"].startswith("'=1+1 myths")  # the title, in the default text
+    assert {row["handle"] for row in rows if row["platform"] == "x"} == {"'@JamesonProsth"}
+
+
+MANY_MISTAKES = """---
+title: Three mistakes
+date: next tuesday
+sources:
+  - https://example.org/fine
+  - pubmed.ncbi.nlm.nih.gov/22236475/
+  - not a url
+---
+Body.
+"""
+
+
+def test_validate_prints_every_problem_of_a_file(project: Path) -> None:
+    write_post(project / "posts", "2026-11-03-good.md", GOOD_POST)
+    write_post(project / "posts", "2026-11-04-many.md", MANY_MISTAKES)
+    run = run_cli(project, "validate")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.splitlines() == [
+        "error: posts/2026-11-04-many.md:3: date: 'next tuesday' is not an ISO 8601 date; "
+        "write it like 2026-11-03 09:00 or 2026-11-03T09:00-05:00",
+        "error: posts/2026-11-04-many.md:6: sources[2]: 'pubmed.ncbi.nlm.nih.gov/22236475/' has no https:// in front "
+        "(it would link to a page on our own site) (write https://pubmed.ncbi.nlm.nih.gov/22236475/)",
+        "error: posts/2026-11-04-many.md:7: sources[3]: 'not a url' is not a web address "
+        "(write the full address, starting with https://)",
+    ]
+    # The build: the same lines, and still one invalid post that does not stop the good one.
+    built = run_cli(project, "build", "--now", "2026-11-27T12:00")
+    assert built.returncode == 1
+    assert built.stderr.splitlines() == run.stderr.splitlines()
+    assert "1 released, 0 queued, 1 invalid" in built.stdout
+    assert (project / "out/newsletter/good.html").exists()
+
+
+def test_markup_in_a_title_is_a_warning_at_build_and_validate(project: Path) -> None:
+    post = GOOD_POST.replace("title: A good post", 'title: "Pain <em>relief</em> & <script>x</script>"')
+    write_post(project / "posts", "2026-11-03-good.md", post)
+    warning = (
+        "warning: posts/2026-11-03-good.md:2: title: HTML markup removed from the title: "
+        "'Pain <em>relief</em> & <script>x</script>' is now 'Pain relief & x' "
+        "(write the title as plain text, without tags)"
+    )
+    checked = run_cli(project, "validate")
+    assert checked.returncode == 0 and checked.stderr.splitlines() == [warning]
+    assert "1 posts and" in checked.stdout
+    for _ in range(2):  # reported by every build, the cached one too
+        built = run_cli(project, "build", "--now", "2026-11-27T12:00")
+        assert built.returncode == 0 and built.stderr.splitlines() == [warning]
+    assert "<title>Pain relief &amp; x</title>" in (project / "out/feed.xml").read_text()

@@ -54,7 +54,8 @@ def test_no_markup_from_a_title_or_body_survives_as_markup() -> None:
             assert "<script" not in text.lower(), path
             assert "onclick" not in text and "onerror" not in text, path
     rss = (GOLDEN / "basic" / "expected" / "feed.xml").read_text(encoding="utf-8")
-    assert "Edge cases: &lt;script&gt;alert('title')&lt;/script&gt;" in rss
+    # Titles are plain text: the markup is gone (with a warning at build time), its text kept.
+    assert "<title>Edge cases: alert('title') &amp; “quotes” — 義肢 🦿</title>" in rss
 
 
 def test_same_posts_and_now_give_identical_bytes(tmp_path: Path) -> None:

@@ -6,12 +6,13 @@ import email
 import email.policy
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from pipeline.channels.newsletter import render_digest, render_post_newsletter
 from pipeline.channels.templating import make_environment
-from pipeline.config import Settings
+from pipeline.config import Settings, load_settings
 from pipeline.content.posts import parse_post
 from pipeline.errors import PipelineError
 from pipeline.mail.message import MessageTemplate
@@ -21,7 +22,7 @@ from tests.conftest import write_post
 
 NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
 POST = """---
-title: "Sockets & <script>alert('x')</script> comfort"
+title: "Sockets & <3 comfort: when x < y"
 date: 2026-11-03 09:00
 sources:
   - title: A socket study
@@ -44,7 +45,7 @@ def test_eml_preview_has_every_required_part_and_header(settings: Settings) -> N
     assert build(settings, NOW).errors == []
     raw = (settings.out_dir / "newsletter/sockets.eml").read_bytes()
     message = parse_eml(raw)
-    assert message["Subject"] == "Sockets & <script>alert('x')</script> comfort"
+    assert message["Subject"] == "Sockets & <3 comfort: when x < y"  # plain text: no markup to strip
     assert message["From"] == "Jameson Prosthetics <news@jamesonprosthetics.com>"
     assert message["List-Unsubscribe"] == f"<https://jamesonprosthetics.com/unsubscribe/{TOKEN_PLACEHOLDER}>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -62,10 +63,10 @@ def test_eml_preview_has_every_required_part_and_header(settings: Settings) -> N
         assert "https://example.org/study" in content  # sources
         assert "not medical advice" in content
         assert "Ünïcode — “quotes” 🦿" in content
-    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html_content
-    assert "<script>" not in html_content
+    assert "Sockets &amp; &lt;3 comfort: when x &lt; y" in html_content
+    assert "<3 comfort" not in html_content
     assert 'alt="A socket on a bench"' in html_content
-    assert "<script>alert('x')</script>" in text_content  # plain text stays literal
+    assert "Sockets & <3 comfort: when x < y" in text_content  # plain text stays literal
 
 
 def test_title_with_newlines_never_becomes_a_header(settings: Settings) -> None:
@@ -179,3 +180,21 @@ def test_web_is_not_known_to_the_mjml_template(settings: Settings) -> None:
     with pytest.raises(PipelineError) as caught:
         render_post_newsletter(post, settings, make_environment(settings))
     assert "newsletter/base.mjml" in str(caught.value) and "'web' is undefined" in str(caught.value)
+
+
+def test_footer_links_to_clinic_contact_url_only_when_it_is_set(settings: Settings, project: Path) -> None:
+    write_post(settings.posts_dir, "2026-11-03-sockets.md", POST)
+    assert build(settings, NOW).errors == []
+    assert "Contact us" not in (settings.out_dir / "newsletter/sockets.html").read_text()
+    config = project / "pipeline.toml"
+    config.write_text(
+        config.read_text().replace(
+            'phone = "843 936 1642"\n', 'phone = "843 936 1642"\ncontact_url = "https://jamesonprosthetics.com/book"\n'
+        )
+    )
+    booked = load_settings(config)
+    assert build(booked, NOW).errors == []
+    html = (booked.out_dir / "newsletter/sockets.html").read_text()
+    text = (booked.out_dir / "newsletter/sockets.txt").read_text()
+    assert '<a href="https://jamesonprosthetics.com/book" style="color:#0b5c8a;">Contact us</a>' in html
+    assert "Contact us: https://jamesonprosthetics.com/book" in text

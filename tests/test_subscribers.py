@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,20 +144,26 @@ def test_export_then_import_elsewhere_keeps_statuses(settings: Settings, tmp_pat
         store.add_subscriber("a@example.com", '=HYPERLINK("http://evil")')
         store.add_subscriber("u@example.com", "Una", status="unsubscribed")
         store.add_subscriber("b@example.com", status="bounced")
-        assert export_csv(store, tmp_path / "out.csv") == 3
+        # A valid address can be a formula too (anyone can type it into the subscribe form).
+        store.add_subscriber(normalise_address("=cmd|'/c.calc'!a0@example.com"), status="pending")
+        assert export_csv(store, tmp_path / "out.csv") == 4
     exported = (tmp_path / "out.csv").read_text(encoding="utf-8")
     assert "'=HYPERLINK" in exported  # a spreadsheet shows it, does not run it
+    cells = [cell for row in csv.reader(io.StringIO(exported)) for cell in row]
+    assert "'=cmd|'/c.calc'!a0@example.com" in cells
+    assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))]
     other = settings.model_copy(
         update={"database": settings.database.model_copy(update={"url": f"sqlite:///{tmp_path}/other.db"})}
     )
     with Store.open(other) as fresh:
         report = import_csv(fresh, other, tmp_path / "out.csv")
-        assert report.added == 3 and not report.rejected and not report.ignored_columns
+        assert report.added == 4 and not report.rejected and not report.ignored_columns
         statuses = {s.email: (s.status, s.name) for s in fresh.iter_subscribers()}
     assert statuses == {
         "a@example.com": ("active", '=HYPERLINK("http://evil")'),
         "u@example.com": ("unsubscribed", "Una"),
         "b@example.com": ("bounced", None),
+        "=cmd|'/c.calc'!a0@example.com": ("pending", None),
     }
 
 

@@ -183,16 +183,46 @@ def test_subscribe_confirm_welcome(client: TestClient, settings: Settings, store
     assert "confirm" in message["Subject"].lower()
     token = confirm_token(message)
 
-    welcome = client.get(f"/confirm/{token}")
+    page = client.get(f"/confirm/{token}")  # opening the link only shows the button
+    assert page.status_code == 200
+    assert store.get_subscriber(subscriber.id).status == "pending"  # type: ignore[union-attr]
+    welcome = client.post(f"/confirm/{token}")  # pressing it: no other field needed
     assert welcome.status_code == 200
     assert "you are subscribed" in welcome.text.lower()
     assert "A•••••e@example.org" in welcome.text  # masked, never the full address
     assert welcome.headers["cache-control"] == "no-store"
     assert store.get_subscriber(subscriber.id).status == "active"  # type: ignore[union-attr]
 
-    again = client.get(f"/confirm/{token}")  # idempotent
+    again = client.post(f"/confirm/{token}")  # idempotent
     assert again.status_code == 200 and "you are subscribed" in again.text.lower()
     assert store.get_subscriber(subscriber.id).status == "active"  # type: ignore[union-attr]
+    # Once active, opening the link again says so (there is nothing left to press).
+    opened = client.get(f"/confirm/{token}")
+    assert opened.status_code == 200 and "you are subscribed" in opened.text.lower() and "<button" not in opened.text
+
+
+def test_a_mail_scanner_opening_the_confirm_link_confirms_nobody(settings: Settings, store: Store) -> None:
+    """Scanners open (GET/HEAD) every link in a message: only a POST to the link confirms."""
+    sub = add(store, "ann@example.org", "pending")
+    token = make_token("confirm", sub.id, load_secret(settings))
+    with make_client(settings) as scanner:  # no cookies, no form
+        for _ in range(3):
+            page = scanner.get(f"/confirm/{token}")
+            assert page.status_code == 200
+            assert scanner.head(f"/confirm/{token}").status_code == 200
+        assert store.get_subscriber(sub.id).status == "pending"  # type: ignore[union-attr]
+        # The page: one form posting to the link itself, one button, no field to fill in, no script.
+        html = page.text
+        assert html.count("<form") == 1 and html.count("<button") == 1
+        assert f'<form method="post" action="/confirm/{token}">' in html
+        assert "<input" not in html and "<script" not in html
+        assert mask_address("ann@example.org") in html
+        assert page.headers["cache-control"] == "no-store"
+        assert "script-src" not in page.headers["content-security-policy"]
+        confirmed = scanner.post(f"/confirm/{token}")  # the button's request, exactly
+        assert confirmed.status_code == 200 and "you are subscribed" in confirmed.text.lower()
+        assert "set-cookie" not in confirmed.headers
+    assert store.get_subscriber(sub.id).status == "active"  # type: ignore[union-attr]
 
 
 def test_responses_are_identical_for_known_and_unknown_addresses(
@@ -337,16 +367,16 @@ def test_forged_and_expired_confirm_links_get_a_friendly_page(
         "expired": make_token("confirm", sub.id, secret, datetime.now(UTC) - timedelta(days=8)),
     }
     for label, token in cases.items():
-        response = client.get(f"/confirm/{token}")
-        assert response.status_code == 400, label
-        no_traceback(response)
-        assert 'action="/subscribe"' in response.text  # a way to ask for a new link
-        assert "new link" in response.text
-        assert response.headers["cache-control"] == "no-store"
-        if label == "expired":
-            assert "has expired" in response.text
-        else:
-            assert "does not work" in response.text
+        for response in (client.get(f"/confirm/{token}"), client.post(f"/confirm/{token}")):
+            assert response.status_code == 400, label
+            no_traceback(response)
+            assert 'action="/subscribe"' in response.text  # a way to ask for a new link
+            assert "new link" in response.text
+            assert response.headers["cache-control"] == "no-store"
+            if label == "expired":
+                assert "has expired" in response.text
+            else:
+                assert "does not work" in response.text
     assert store.get_subscriber(sub.id).status == "pending"  # type: ignore[union-attr]
     assert store.get_subscriber(other.id).status == "pending"  # type: ignore[union-attr]
     # The form on that page works: a new link is on its way.
@@ -358,11 +388,12 @@ def test_confirm_after_unsubscribing_does_not_resubscribe(client: TestClient, se
     sub = add(store, "ann@example.org", "pending")
     token = make_token("confirm", sub.id, load_secret(settings))
     store.set_subscriber_status(sub.id, "unsubscribed")
-    response = client.get(f"/confirm/{token}")
-    assert response.status_code == 400 and "no longer valid" in response.text
+    for response in (client.get(f"/confirm/{token}"), client.post(f"/confirm/{token}")):
+        assert response.status_code == 400 and "no longer valid" in response.text
     assert store.get_subscriber(sub.id).status == "unsubscribed"  # type: ignore[union-attr]
     store.delete_subscriber(sub.id)
     assert client.get(f"/confirm/{token}").status_code == 400
+    assert client.post(f"/confirm/{token}").status_code == 400
 
 
 def test_a_link_requested_after_unsubscribing_brings_them_back(
@@ -374,7 +405,10 @@ def test_a_link_requested_after_unsubscribing_brings_them_back(
     assert left is not None
     left_at = left.unsubscribed_at or left.updated_at
     token = make_token("confirm", sub.id, load_secret(settings), issued_at=left_at + timedelta(seconds=2))
-    response = client.get(f"/confirm/{token}")
+    page = client.get(f"/confirm/{token}")
+    assert page.status_code == 200 and page.text.count("<button") == 1, page.text
+    assert store.get_subscriber(sub.id).status == "unsubscribed"  # type: ignore[union-attr]
+    response = client.post(f"/confirm/{token}")
     assert response.status_code == 200, response.text
     assert store.get_subscriber(sub.id).status == "active"  # type: ignore[union-attr]
 
@@ -684,6 +718,7 @@ def test_app_logs_never_contain_tokens_or_addresses(
     subscribe(client, "ann@example.org")
     token = confirm_token(outbox(settings)[0])
     client.get(f"/confirm/{token}")
+    client.post(f"/confirm/{token}")
     sub = store.get_subscriber_by_email("ann@example.org")
     assert sub is not None
     unsubscribe = make_token("unsubscribe", sub.id, load_secret(settings))
@@ -708,6 +743,7 @@ def test_pipeline_serve_answers_and_its_access_log_has_no_tokens(
     confirm = make_token("confirm", sub.id, load_secret(settings))
     with live_server(project, free_port()) as server, httpx.Client(base_url=server.url) as http:
         assert http.get(f"/confirm/{confirm}").status_code == 200
+        assert http.post(f"/confirm/{confirm}").status_code == 200
         assert http.get(f"/unsubscribe/{unsubscribe}").status_code == 200
         one_click = http.post(f"/unsubscribe/{unsubscribe}", data={"List-Unsubscribe": "One-Click"})
         assert one_click.status_code == 200
@@ -717,8 +753,38 @@ def test_pipeline_serve_answers_and_its_access_log_has_no_tokens(
         assert http.get("/confirm/forged.token.here").status_code == 400
     log = server.log_text()
     assert '"GET /confirm/[redacted] HTTP/1.1" 200' in log
+    assert '"POST /confirm/[redacted] HTTP/1.1" 200' in log
     assert '"POST /unsubscribe/[redacted] HTTP/1.1" 200' in log
     assert '"GET /feed.xml HTTP/1.1" 304' in log
     assert f"unsubscribe: subscriber {sub.id} unsubscribed" in log  # the app's own log reaches the console
     for secret_part in (unsubscribe, confirm, "forged.token.here"):
         assert secret_part not in log
+
+
+def test_no_shipped_post_links_to_a_page_the_app_does_not_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every link on the web version of every post in posts/ that points at our own site is served
+    (the Botox article once sent readers to /contact, a 404); mail links reach the clinic."""
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    project = make_project(tmp_path, posts=ROOT / "posts")
+    settings = load_settings(project / "pipeline.toml")
+    result = build(settings, datetime(2027, 2, 1, tzinfo=UTC), jobs=1)
+    assert result.ok and len(result.released) == len(list((ROOT / "posts").glob("*.md"))), result.errors
+    pages = sorted((settings.out_dir / "archive").glob("*.html"))
+    assert len(pages) >= len(result.released)
+    checked: set[str] = set()
+    with make_client(settings) as client:
+        for page in pages:
+            assert client.get(f"/archive/{page.stem}").status_code == 200
+            for href in re.findall(r'href="([^"]*)"', page.read_text(encoding="utf-8")):
+                href = href.replace("&amp;", "&")
+                if href.startswith(("mailto:", "tel:")):
+                    assert href in (f"mailto:{settings.clinic.email}", "tel:+18439361642"), (page.name, href)
+                    continue
+                if href.startswith(BASE) or not urlsplit(href).scheme:
+                    path = urlsplit(href).path or "/"
+                    if path not in checked:
+                        assert client.get(path).status_code == 200, (page.name, href)
+                        checked.add(path)
+    assert "/subscribe" in checked

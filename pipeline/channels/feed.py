@@ -95,8 +95,13 @@ def _feedgen(items: list[Post], contents: dict[str, str], settings: Settings, *,
         entry.link(href=url, rel="alternate", type="text/html")
         entry.published(post.date)
         entry.updated(post.modified)
-        entry.author({"name": post.author, "email": clinic.email})
-        entry.dc.dc_creator(post.author)
+        if atom:
+            entry.author({"name": post.author, "email": clinic.email})
+        else:
+            # One author per RSS item (RSS Best Practices Profile): dc:creator, which holds
+            # the post's author as written. RSS's own <author> must be that person's
+            # e-mail address, and the only one we have is the clinic's shared inbox.
+            entry.dc.dc_creator(post.author)
         entry.summary(post.summary)  # RSS <description> and Atom <summary>
         entry.content(contents[post.slug], type="html")  # RSS content:encoded, Atom content
         for tag in post.tags:

@@ -12,7 +12,7 @@ import click
 
 from pipeline.config import DEFAULT_CONFIG, Settings, load_settings
 from pipeline.content.dates import DateProblem, parse_datetime
-from pipeline.errors import PipelineError, PipelineErrors
+from pipeline.errors import PipelineError, PipelineErrors, each_problem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,12 +56,18 @@ def pass_settings(command: F) -> F:
 
 
 def report_errors(errors: Iterable[PipelineError]) -> None:
-    """Print every problem, one line each, then exit 1 if there was any."""
-    errors = list(errors)
+    """Print every problem, one line each (all of an invalid post's), then exit 1 if there was any."""
+    errors = each_problem(errors)
     for error in errors:
         click.echo(f"error: {error}", err=True)
     if errors:
         raise click.exceptions.Exit(1)
+
+
+def report_warnings(warnings: Iterable[PipelineError]) -> None:
+    """Print what was fixed on the way in (it did not stop anything), one line each."""
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def parse_when(text: str, settings: Settings, *, option: str = "--now") -> datetime:

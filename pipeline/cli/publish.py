@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from pipeline.channels.templating import make_environment
-from pipeline.cli.common import config_option, parse_when, pass_settings, report_errors
+from pipeline.cli.common import config_option, parse_when, pass_settings, report_errors, report_warnings
 from pipeline.config import Settings
-from pipeline.content.posts import slugify
+from pipeline.content.posts import SLUG_PATTERN, slugify
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
 from pipeline.schedule.archive import MailedPages
@@ -76,6 +76,7 @@ def build_command(
             f"  kept online: {rel}: its post was e-mailed, so the page stays although the post is no longer "
             "published (a draft, renamed or deleted): links in that e-mail keep working"
         )
+    report_warnings(result.warnings)
     report_errors(result.errors)
 
 
@@ -141,6 +142,7 @@ def validate_command(settings: Settings, posts_dir: Path | None) -> None:
 
     posts, errors = load_posts(settings)
     problems.extend(errors)
+    report_warnings(w for post in posts for w in post.warnings)
     for post in posts:
         try:
             post_outputs(post, settings, env)  # everything a release would make, made and dropped
@@ -151,23 +153,6 @@ def validate_command(settings: Settings, posts_dir: Path | None) -> None:
     report_errors(problems)
 
 
-SKELETON = """---
-title: {title}
-date: {date}
-author: {author}
-tags: []
-# summary: One or two sentences for the feed, the e-mail preview and social posts.
-# sources:
-#   - title: "Author A, et al. Study title. Journal. Year"
-#     url: https://pubmed.ncbi.nlm.nih.gov/...
-# image: /images/picture.jpg
-# image_alt: What the picture shows, for readers who cannot see it
-# channels: {{email: false}}
----
-Write the article here, in Markdown.
-"""
-
-
 @click.command("new")
 @config_option
 @click.argument("title")
@@ -175,27 +160,54 @@ Write the article here, in Markdown.
     "--at",
     "at_text",
     metavar="TIME",
-    help="Release time (ISO 8601, clinic zone if none). Default: now, i.e. next build.",
+    help="Release time (ISO 8601, to the second; clinic zone if none). Default: now, to the minute.",
 )
-@click.option("--slug", help="URL name (default: from the title).")
+@click.option("--slug", help="URL name (default: from the title). Written into the file, so it never changes.")
 @pass_settings
 def new_command(settings: Settings, title: str, at_text: str | None, slug: str | None) -> None:
-    """Write a new post skeleton into the posts folder and print its path."""
+    """Write a new draft post into the posts folder, print its path and what to do next.
+
+    The post is a draft (never released) with placeholder text, which the release
+    refuses until it is replaced; its slug is written into the file, so renaming the
+    file or the title later keeps its archive URL and feed id.
+    """
+    from pipeline.content.edit import format_date
+    from pipeline.content.skeleton import skeleton
+
     zone = settings.clinic.zone
-    when = parse_when(at_text, settings) if at_text else datetime.now(UTC)
-    local = when.astimezone(zone)
+    if at_text:
+        when = parse_when(at_text, settings, option="--at")
+        if when.microsecond:
+            raise PipelineError(
+                f"{at_text!r} has a fraction of a second",
+                field="--at",
+                hint="give the time to the second, e.g. 09:00:30",
+            )
+    else:
+        when = datetime.now(UTC).replace(second=0, microsecond=0)
     slug = slug or slugify(title)
     if not slug:
         raise PipelineError("cannot make a file name from this title", field="title", hint="pass --slug my-post")
+    if not SLUG_PATTERN.match(slug):
+        raise PipelineError(
+            f"{slug!r} is not a valid slug", field="--slug", hint="use lowercase letters, digits and hyphens"
+        )
+    local = when.astimezone(zone)
     path = settings.posts_dir / f"{local:%Y-%m-%d}-{slug}.md"
     if path.exists():
         raise PipelineError("a post with this name already exists", path=path, hint="choose another --slug")
-    quoted = '"' + " ".join(title.split()).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    write_atomic(
-        path,
-        SKELETON.format(title=quoted, date=local.isoformat(timespec="minutes"), author=settings.feed.author).encode(),
-    )
+    date = format_date(when, zone)
+    write_atomic(path, skeleton(title=title, date=date, slug=slug, author=settings.feed.author).encode())
     click.echo(str(path))
+    steps = [
+        f"1. Write the article in {path}: replace the placeholder summary and body, add tags and sources.",
+        f"2. Check it: `pipeline validate`, then `pipeline preview {slug}`.",
+        f"3. When it is ready, check the date: line (the release time, now {date} {local:%Z}) "
+        "and delete the line 'draft: true'.",
+    ]
+    if settings.scheduler.require_approval:
+        steps.append(f"4. After the last edit, a clinician approves it: `pipeline approve {slug} --by NAME`.")
+    click.echo("Next:\n" + "\n".join(f"  {step}" for step in steps))
 
 
 @click.command("preview")

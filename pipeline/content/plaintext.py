@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import nh3
 
-from pipeline.content.links import absolute_url
+from pipeline.content.links import NO_LINKS, resolve_url
 
 WIDTH = 72
 _INLINE = {
@@ -26,11 +26,13 @@ _INLINE = {
 _ANCHOR = re.compile(r'<a\b[^>]*?\bhref="([^"]*)"[^>]*>(.*?)</a>', re.IGNORECASE | re.DOTALL)
 
 
-def _strip_html(fragment: str, base_url: str = "") -> str:
+def _strip_html(fragment: str, base_url: str = "", links: Mapping[str, str] = NO_LINKS) -> str:
     """Text of raw HTML: links keep their address, everything else only its text."""
     if base_url:
+        schemes = set(nh3.ALLOWED_URL_SCHEMES) | {name.partition(":")[0] for name in links}
         fragment = _ANCHOR.sub(
-            lambda m: f"{m.group(2)} ({absolute_url(html.unescape(m.group(1)), base_url)})", nh3.clean(fragment)
+            lambda m: f"{m.group(2)} ({resolve_url(html.unescape(m.group(1)), base_url, links)})",
+            nh3.clean(fragment, url_schemes=schemes),
         )
     return html.unescape(nh3.clean(fragment, tags=set()))
 
@@ -39,7 +41,7 @@ def _text_of(node: Any) -> str:
     return "".join(str(child.meta.get("content", "")) + _text_of(child) for child in node.children)
 
 
-def _inline(nodes: Iterable[Any], base_url: str) -> str:
+def _inline(nodes: Iterable[Any], base_url: str, links: Mapping[str, str] = NO_LINKS) -> str:
     parts: list[str] = []
     for node in nodes:
         name = node.name
@@ -50,13 +52,15 @@ def _inline(nodes: Iterable[Any], base_url: str) -> str:
         elif name == "hardbreak":
             parts.append("\n")
         elif name in ("strong", "em", "strikethrough", "code_inline"):
-            parts.append(_inline(node.children, base_url))
+            parts.append(_inline(node.children, base_url, links))
         elif name in ("link", "autolink"):
             href = str(node.meta.get("url", ""))
-            label = _inline(node.children, base_url) or href.removeprefix("mailto:")
-            url = absolute_url(href, base_url) if href and not href.startswith("#") else ""
+            label = _inline(node.children, base_url, links) or href.removeprefix("mailto:")
+            url = resolve_url(href, base_url, links) if href and not href.startswith("#") else ""
             same = not url or url in (label, f"mailto:{label}", f"tel:{label}")
-            parts.append(label if same else f"{label} ({url})")
+            # A reader types an address or a number, not its scheme.
+            shown = url.removeprefix("mailto:").removeprefix("tel:")
+            parts.append(label if same else f"{label} ({shown})")
         elif name == "image":
             alt = _text_of(node)
             parts.append(f"[{alt}]" if alt else "")
@@ -98,8 +102,9 @@ def _wrap(text: str, indent: str = "", first: str | None = None) -> list[str]:
 class _Writer:
     """Walks the block tree; a whole list is one block (no blank lines between items)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, links: Mapping[str, str]) -> None:
         self.base_url = base_url
+        self.links = links
         self.blocks: list[list[str]] = []
         self.quote = 0
         self.depth = 0  # open lists
@@ -129,18 +134,18 @@ class _Writer:
                 run.append(node)
                 continue
             if run:
-                self.paragraph(_inline(run, self.base_url))
+                self.paragraph(_inline(run, self.base_url, self.links))
                 run = []
             self.block(node)
         if run:
-            self.paragraph(_inline(run, self.base_url))
+            self.paragraph(_inline(run, self.base_url, self.links))
 
     def block(self, node: Any) -> None:
         name = node.name
         if name == "paragraph":
-            self.paragraph(_inline(node.children, self.base_url))
+            self.paragraph(_inline(node.children, self.base_url, self.links))
         elif name == "heading":
-            title = " ".join(_inline(node.children, self.base_url).split())
+            title = " ".join(_inline(node.children, self.base_url, self.links).split())
             self.blocks.append([title, ("=" if node.meta.get("level") == 1 else "-") * len(title)])
         elif name in ("bullet_list", "ordered_list"):
             if not self.depth:
@@ -160,7 +165,7 @@ class _Writer:
             content = str(node.meta.get("content", "")).rstrip("\n")
             self.blocks.append(["    " + line for line in content.split("\n")])
         elif name == "html_block":
-            text = _strip_html(str(node.meta.get("content", "")), self.base_url).strip()
+            text = _strip_html(str(node.meta.get("content", "")), self.base_url, self.links).strip()
             if text:
                 self.blocks.append(_wrap(text, indent=self.prefix()))
         elif name == "hr":
@@ -168,14 +173,16 @@ class _Writer:
         elif name == "table":
             for section in node.children:
                 for row in section.children:
-                    cells = [" ".join(_inline(cell.children, self.base_url).split()) for cell in row.children]
+                    cells = [
+                        " ".join(_inline(cell.children, self.base_url, self.links).split()) for cell in row.children
+                    ]
                     self.blocks.append([" | ".join(cells)])
         else:
             self.children(node.children)
 
 
-def tree_to_text(root: Any, base_url: str) -> str:
-    writer = _Writer(base_url)
+def tree_to_text(root: Any, base_url: str, links: Mapping[str, str] = NO_LINKS) -> str:
+    writer = _Writer(base_url, links)
     writer.children(root.children)
     paragraphs = ["\n".join(block) for block in writer.blocks if block]
     return "\n\n".join(p for p in paragraphs if p.strip()).strip()

@@ -29,13 +29,12 @@ from pipeline.content.dates import to_utc_iso
 from pipeline.errors import PipelineError, decode_text
 from pipeline.ledger.schema import SUBSCRIBER_STATUSES
 from pipeline.ledger.store import Store, Subscriber, SubscriberExists, email_key, utcnow
+from pipeline.spreadsheet import guard_cell, unguard_cell
 
 INACTIVE = ("unsubscribed", "bounced", "complained")
 EXPORT_COLUMNS = ("email", "name", "status", "source", "created_at", "confirmed_at", "unsubscribed_at")
 _EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail")
 _NAME_MAX = 200
-# Spreadsheet programs run a cell that starts with one of these as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def normalise_address(address: str, *, check_deliverability: bool = False) -> str:
@@ -205,7 +204,7 @@ def _parse_rows(path: Path, settings: Settings, report: ImportReport) -> list[_R
         def reject(message: str, line: int = line) -> None:
             report.rejected.append(PipelineError(message, path=path, line=line, field="email"))
 
-        address = cells[email_col].strip() if email_col < len(cells) else ""
+        address = unguard_cell(cells[email_col].strip()) if email_col < len(cells) else ""
         if not address:
             reject("no address in the e-mail column; row not imported")
             continue
@@ -226,7 +225,14 @@ def _parse_rows(path: Path, settings: Settings, report: ImportReport) -> list[_R
             continue
         seen[key] = line
         raw_name = cells[name_col] if name_col is not None and name_col < len(cells) else None
-        rows.append(_Row(line=line, email=email, name=clean_name(_unguard(raw_name)), status=status))
+        rows.append(
+            _Row(
+                line=line,
+                email=email,
+                name=clean_name(unguard_cell(raw_name) if raw_name is not None else None),
+                status=status,
+            )
+        )
     if columns is None:
         raise PipelineError(
             "the file has no rows", path=path, hint="the first row names the columns, e.g. 'email,name'"
@@ -300,16 +306,6 @@ def _merge(store: Store, report: ImportReport, path: Path, row: _Row, current: S
 # --- export --------------------------------------------------------------------------
 
 
-def _guard(cell: str) -> str:
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
-
-
-def _unguard(cell: str | None) -> str | None:
-    if cell and cell.startswith("'") and cell[1:].startswith(_FORMULA_START):
-        return cell[1:]
-    return cell
-
-
 def _iso(moment: datetime | None) -> str:
     return to_utc_iso(moment) if moment else ""
 
@@ -334,8 +330,8 @@ def export_csv(store: Store, path: Path, *, status: str | None = None) -> int:
         for sub in store.iter_subscribers(status):
             writer.writerow(
                 [
-                    sub.email,
-                    _guard(sub.name or ""),
+                    guard_cell(sub.email),  # "=x@example.org" is a valid address, and a formula
+                    guard_cell(sub.name or ""),
                     sub.status,
                     sub.source,
                     _iso(sub.created_at),

@@ -59,7 +59,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from pipeline.config import Settings, load_settings
 from pipeline.content.posts import Post, drop_clashing, errors_for_slug, parse_post, post_files
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, each_problem
 from pipeline.ledger.store import Store, make_engine
 from pipeline.mail.transports import Transport, transport_from_spec
 from pipeline.schedule import release
@@ -350,7 +350,7 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
     assert scheduler is not None and rt.index is not None
     posts, errors = rt.index.scan()
     # A file saved a moment ago may be half written: report its error once it settles.
-    settled = [e for e in errors if e.path not in rt.index.fresh]
+    settled = each_problem(e for e in errors if e.path not in rt.index.fresh)  # one log line per problem
     for error in settled:
         text = str(error)
         if text not in rt.reported:

@@ -32,7 +32,7 @@ from pipeline.content.posts import Post, drop_clashing, errors_for_slug, parse_p
 from pipeline.errors import PipelineError
 from pipeline.files import write_atomic, write_if_changed, write_new
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5  # 5: Post.warnings
 PARALLEL_THRESHOLD = 64  # below this many posts to render, a process pool costs more than it saves
 DIGEST_DAYS = 7
 
@@ -88,6 +88,11 @@ class BuildResult:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    @property
+    def warnings(self) -> list[PipelineError]:
+        """What was fixed in valid posts (e.g. markup removed from a title), by file."""
+        return [w for p in sorted(self.posts, key=lambda p: p.path) for w in p.warnings]
 
 
 def _light(post: Post) -> Post:

@@ -6,7 +6,8 @@
 Routes
     GET  / and /subscribe        the subscribe form (email, optional name, honeypot, CSRF token)
     POST /subscribe              the same neutral "check your inbox" page for every valid address
-    GET  /confirm/{token}        pending -> active, then a welcome page
+    GET  /confirm/{token}        one button; changes nothing (mail scanners open every link)
+    POST /confirm/{token}        pending -> active, then a welcome page; no other field needed
     GET  /unsubscribe/{token}    one button; changes nothing (mail scanners prefetch links)
     POST /unsubscribe/{token}    RFC 8058 one-click: body ``List-Unsubscribe=One-Click``
     GET  /archive/               sent newsletters, newest first
@@ -21,10 +22,13 @@ Privacy and safety, decided here once:
   the response time does not tell either.
 - CSRF: the subscribe form carries a signed double-submit token (the same value in a
   SameSite=Strict cookie and in a hidden field, HMAC-signed with the pipeline secret).
-  ``POST /unsubscribe/{token}`` has none, on purpose: RFC 8058 one-click requests come
-  from mail providers without cookies, and the signed token in the path is itself a
-  secret that a cross-site attacker cannot know. The button on the unsubscribe page
-  posts the very same one-click body.
+  ``POST /unsubscribe/{token}`` and ``POST /confirm/{token}`` have none, on purpose: RFC
+  8058 one-click requests come from mail providers without cookies, and the signed token
+  in the path is itself a secret that a cross-site attacker cannot know. The button on
+  the unsubscribe page posts the very same one-click body; the one on the confirm page
+  posts nothing else.
+- Opening a link changes nothing: mail scanners fetch every link in a message, so
+  ``GET /confirm/...`` and ``GET /unsubscribe/...`` only show a button.
 - Tokens never reach a log or another site: ``Referrer-Policy: no-referrer``, pages
   behind a token are ``no-store``, and ``RedactTokens`` scrubs ``/confirm/...`` and
   ``/unsubscribe/...`` from every log record (uvicorn's access log included).
@@ -575,27 +579,58 @@ class WebApp:
 
     # --- confirm ---------------------------------------------------------------------------------
 
-    async def confirm(self, request: Request) -> Response:
-        token = request.path_params["token"]
+    def _confirm_target(self, token: str) -> tuple[Subscriber | None, str | None]:
+        """The subscriber a confirm link is for, or the reason it does not work."""
         try:
             subscriber_id = read_token("confirm", token, self.secret)
         except TokenError:
-            return self.confirm_problem(request, "expired" if self._expired(token) else "damaged")
-        subscriber = await run_in_threadpool(self.store.get_subscriber, subscriber_id)
+            return None, "expired" if self._expired(token) else "damaged"
+        subscriber = self.store.get_subscriber(subscriber_id)
         if subscriber is None:
-            return self.confirm_problem(request, "stale")
+            return None, "stale"
         if subscriber.status in INACTIVE:
-            # Someone who left and asked to come back stays unsubscribed until they click
-            # a link sent after they left: that click is their consent. A link from before
-            # they left is stale (it must not undo the unsubscribe).
+            # Someone who left and asked to come back stays unsubscribed until they press
+            # the button behind a link sent after they left: that is their consent. A link
+            # from before they left is stale (it must not undo the unsubscribe).
             left_at = subscriber.unsubscribed_at or subscriber.updated_at
             if _issued_at(token) <= left_at.replace(microsecond=0):  # same second: ambiguous, so stale
-                return self.confirm_problem(request, "stale")
+                return None, "stale"
+        return subscriber, None
+
+    async def confirm_page(self, request: Request) -> Response:
+        """GET: one button; changes nothing. Mail scanners open every link in a message,
+        so only the button's POST may confirm (as with unsubscribe)."""
+        token = request.path_params["token"]
+        subscriber, problem = await run_in_threadpool(self._confirm_target, token)
+        if problem is not None or subscriber is None:
+            return self.confirm_problem(request, problem or "stale")
+        if subscriber.is_active:
+            return self.welcome_page(subscriber)
+        return self.page(
+            "confirm.html",
+            {
+                "title": "Confirm your subscription",
+                "address": mask_address(subscriber.email),
+                "action": request.url.path,
+                "noindex": True,
+            },
+            headers=NO_STORE,
+        )
+
+    async def confirm(self, request: Request) -> Response:
+        """POST from the page's button: pending (or a returning reader) -> active. No other
+        field is needed: the signed token in the path is the secret a forger cannot know."""
+        token = request.path_params["token"]
+        subscriber, problem = await run_in_threadpool(self._confirm_target, token)
+        if problem is not None or subscriber is None:
+            return self.confirm_problem(request, problem or "stale")
+        if not subscriber.is_active:
+            returning = subscriber.status in INACTIVE
             subscriber = await run_in_threadpool(self.store.set_subscriber_status, subscriber.id, "active")
-            logger.info("confirm: subscriber %d is active again", subscriber.id)
-        elif subscriber.status == "pending":
-            subscriber = await run_in_threadpool(self.store.set_subscriber_status, subscriber.id, "active")
-            logger.info("confirm: subscriber %d is active", subscriber.id)
+            logger.info("confirm: subscriber %d is active%s", subscriber.id, " again" if returning else "")
+        return self.welcome_page(subscriber)
+
+    def welcome_page(self, subscriber: Subscriber) -> Response:
         return self.page(
             "welcome.html",
             {"title": "You are subscribed", "address": mask_address(subscriber.email), "noindex": True},
@@ -809,7 +844,7 @@ def create_app(
         Route("/", web.subscribe_form, methods=["GET"]),
         # One route per path and method dispatch inside: a 405 then lists every allowed method.
         Route("/subscribe", _by_method(get=web.subscribe_form, post=web.subscribe), methods=["GET", "POST"]),
-        Route("/confirm/{token}", web.confirm, methods=["GET"]),
+        Route("/confirm/{token}", _by_method(get=web.confirm_page, post=web.confirm), methods=["GET", "POST"]),
         Route(
             "/unsubscribe/{token}", _by_method(get=web.unsubscribe_page, post=web.unsubscribe), methods=["GET", "POST"]
         ),

@@ -23,6 +23,7 @@ from pipeline.channels.templating import render_template, utm_link
 from pipeline.config import PLATFORMS, Settings
 from pipeline.content.dates import to_utc_iso
 from pipeline.content.posts import Post
+from pipeline.spreadsheet import guard_cell
 
 if TYPE_CHECKING:
     from pipeline.channels.social.rules import Snippet
@@ -115,18 +116,18 @@ def queue_csv(rows: Sequence[tuple[Post, Mapping[str, SnippetData]]], settings: 
         local: datetime = post.date.astimezone(settings.clinic.zone)
         for platform in PLATFORMS:
             snippet = snippets[platform]
-            writer.writerow(
-                (
-                    to_utc_iso(post.date),
-                    local.isoformat(),
-                    platform,
-                    post.slug,
-                    settings.social.handles[platform].handle,
-                    snippet["text"],
-                    snippet["length"],
-                    snippet["limit"],
-                    social_link(post, settings, platform),
-                    snippet["note"],
-                )
+            cells = (
+                to_utc_iso(post.date),
+                local.isoformat(),
+                platform,
+                post.slug,
+                settings.social.handles[platform].handle,
+                snippet["text"],
+                snippet["length"],
+                snippet["limit"],
+                social_link(post, settings, platform),
+                snippet["note"],
             )
+            # Staff open this file in a spreadsheet: no cell may run as a formula.
+            writer.writerow(guard_cell(cell) if isinstance(cell, str) else cell for cell in cells)
     return buffer.getvalue().encode("utf-8")
