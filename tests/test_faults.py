@@ -138,6 +138,13 @@ def test_a_malformed_transport_spec_is_a_configuration_error(project: Path) -> N
     assert_one_line(run(project, *proof), ExitCode.CONFIG, expected)
 
 
+def test_a_mail_relay_that_cannot_be_reached_is_a_mail_fault(project: Path) -> None:
+    write_post(project / "posts", "2026-11-03-a-good-post.md", GOOD_POST)
+    relay = f"smtp://127.0.0.1:{closed_port()}"
+    result = run(project, "send-test", "a-good-post", "--to", "staff@example.org", "--transport", relay)
+    assert_one_line(result, ExitCode.MAIL, f"transport: lost the connection to {relay}", "Connection refused")
+
+
 @pytest.mark.skipif(not can_mount(), reason="mounting a small tmpfs needs root with CAP_SYS_ADMIN")
 def test_a_read_only_or_full_disk_under_out_or_the_ledger_is_one_line(project: Path) -> None:
     configure(project, 'out = "out"', 'out = "disk/out"')

@@ -248,7 +248,9 @@ class _PendingCache:
 
     def __init__(self, settings: Settings, fingerprint: str, cache: Cache) -> None:
         self.path = _cache_path(settings)
-        self.tmp = f"{self.path.parent}/.{self.path.name}.{os.getpid()}.tmp"
+        # One name, not one per process: builds take turns (build_lock), and a file left by
+        # a crash is simply written over by the next build.
+        self.tmp = f"{self.path.parent}/.{self.path.name}.tmp"
         state = (CACHE_VERSION, fingerprint, str(settings.out_dir.resolve()), dataclasses.replace(cache, tree=()))
         try:
             write_new(self.tmp, _TREE.pack(0, 0, 0, 0, 0) + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
