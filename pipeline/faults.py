@@ -142,7 +142,7 @@ def _database_fault(exc: BaseException, url: str | None) -> PipelineError | None
         return None
     lines = str(orig if orig is not None else exc).strip().splitlines()
     detail = lines[0].strip() if lines else type(exc).__name__
-    where = redact_url(url) if url else "the database"
+    where = redact_url(url) if url else None
     password = _password(url)
     if password:
         detail = detail.replace(password, "***")

@@ -3,6 +3,7 @@ status, no traceback (unless --debug); a bug still gets its traceback."""
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import sqlite3
@@ -12,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli.main import cli
+from pipeline.config import Settings
 from pipeline.errors import ExitCode
 from tests.conftest import GOOD_POST, write_post
 from tests.fault_tools import ROOT, assert_one_line, can_mount, fill, remount, run, small_disk, snapshot
@@ -173,6 +175,27 @@ def test_a_read_only_or_full_disk_under_out_or_the_ledger_is_one_line(project: P
         assert snapshot(disk / "out") == before
         imported = run(project, "subscribers", "import", "readers.csv")
         assert_one_line(imported, ExitCode.FILES, "disk/ledger.db: no space left on the disk")
+
+
+def test_a_scheduler_job_that_meets_a_locked_database_logs_one_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pipeline.ledger.store import Store
+    from pipeline.schedule.runner import _guard
+
+    with Store.open_url(settings.database_url, busy_timeout=0.2) as store:
+        holder = sqlite3.connect(settings.state_dir / "pipeline.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with caplog.at_level(logging.ERROR, logger="pipeline.scheduler"), _guard("delivery"):
+                store.set_meta("probe", "1")  # a job's write while another process holds the lock
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    (record,) = caplog.records
+    assert record.getMessage().startswith("delivery: ")
+    assert "the database is locked by another process" in record.getMessage()
+    assert not record.exc_info  # one line, not a traceback
 
 
 def test_debug_shows_the_traceback_with_the_line(project: Path) -> None:
