@@ -38,6 +38,9 @@ from tests.smtp_server import (
     smtp_server,
 )
 
+# Every test here runs on SQLite and on a real PostgreSQL server.
+pytestmark = pytest.mark.usefixtures("each_ledger")
+
 
 @pytest.fixture(autouse=True)
 def _secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,7 @@ from pipeline.content.posts import parse_post
 from pipeline.errors import PipelineError
 from pipeline.ledger.store import Store
 from pipeline.ledger.subscribers import add_subscriber
+from pipeline.mail.transports import transport_from_spec
 from pipeline.schedule import release
 from pipeline.schedule.runner import JOBSTORE_TABLE, digest_trigger
 from tests.conftest import ROOT, make_project
@@ -34,6 +35,10 @@ from tests.conftest import ROOT, make_project
 ZONE_NAME = "America/New_York"
 READY = "scheduler running"
 SUBSCRIBERS = 3
+
+
+# Every test here runs on SQLite and on a real PostgreSQL server.
+pytestmark = pytest.mark.usefixtures("each_ledger")
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -453,6 +458,26 @@ def test_digest_sends_what_was_released_since_the_last_one(settings: Settings, p
         assert release.send_digest(settings, now + timedelta(minutes=2), store=store) is None
         assert len(store.list_campaigns()) == 3
     assert len(mails(project)) == 3
+
+
+def test_a_job_whose_end_is_reported_before_its_start_is_not_left_running(settings: Settings) -> None:
+    """APScheduler reports a pass's submissions after the pass's job-store writes, so a
+    quick job (a held release) can be reported executed first. It must not count as
+    running for ever: a rescan would then never queue it again (seen on PostgreSQL)."""
+    from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
+
+    from pipeline.schedule.runner import Runtime, _track
+
+    with Store.open(settings) as store:
+        rt = Runtime("pipeline.toml", settings, store, transport_from_spec("outbox:state/outbox", settings))
+    when = datetime.now(UTC)
+    _track(rt, JobExecutionEvent(EVENT_JOB_EXECUTED, "release:quick", "default", when))
+    _track(rt, JobSubmissionEvent(EVENT_JOB_SUBMITTED, "release:quick", "default", [when]))
+    assert rt.active == set()
+    _track(rt, JobSubmissionEvent(EVENT_JOB_SUBMITTED, "release:slow", "default", [when]))
+    assert rt.active == {"release:slow"}
+    _track(rt, JobExecutionEvent(EVENT_JOB_EXECUTED, "release:slow", "default", when))
+    assert rt.active == set()
 
 
 def test_a_bad_digest_cron_is_a_clear_error(settings: Settings) -> None:

@@ -40,6 +40,7 @@ def store(settings: Settings) -> Iterator[Store]:
     s.close()
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_migrations_run_once_and_are_recorded(settings: Settings) -> None:
     engine = Store.open(settings).engine
     with engine.connect() as conn:
@@ -49,6 +50,7 @@ def test_migrations_run_once_and_are_recorded(settings: Settings) -> None:
     engine.dispose()
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_tables_match_the_current_schema(store: Store) -> None:
     """Fails when a table is changed without a migration (or the reverse)."""
     with store.engine.connect() as conn:
@@ -65,6 +67,7 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(store: Store) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_two_processes_opening_a_new_database_at_once(settings: Settings) -> None:
     script = "import sys; from pipeline.ledger.store import Store; Store.open_url(sys.argv[1]).close()"
     procs = [subprocess.Popen([sys.executable, "-c", script, settings.database_url]) for _ in range(4)]
@@ -164,6 +167,7 @@ def test_claim_skips_subscribers_no_longer_active(store: Store) -> None:
     assert not store.finish_campaign(campaign.id)
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_lease_keeps_a_second_sender_out(store: Store) -> None:
     store.add_subscriber("a@example.com")
     campaign, _ = store.create_campaign(newsletter(), "post")
@@ -174,6 +178,7 @@ def test_lease_keeps_a_second_sender_out(store: Store) -> None:
     assert store.acquire_lease(campaign.id, other) is None
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_lease_of_a_dead_process_is_taken_over(store: Store) -> None:
     store.add_subscriber("a@example.com")
     campaign, _ = store.create_campaign(newsletter(), "post")

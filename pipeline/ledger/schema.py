@@ -188,7 +188,9 @@ def migrate(engine: Engine, *, now: Callable[[], datetime] = lambda: datetime.no
     Returns the names applied. Safe to run from several processes at once: each
     migration re-checks, under the database's write lock, that it is still needed.
     """
-    _migrations_metadata.create_all(engine)  # IF NOT EXISTS: a no-op once present
+    with engine.begin() as conn:
+        _lock_for_migration(conn)
+        _migrations_metadata.create_all(conn)  # a no-op once present
     applied: list[str] = []
     for name, step in MIGRATIONS:
         with engine.begin() as conn:
@@ -201,10 +203,17 @@ def migrate(engine: Engine, *, now: Callable[[], datetime] = lambda: datetime.no
     return applied
 
 
+# Any fixed number: PostgreSQL's advisory locks are per database, and this is the only one we take.
+_MIGRATION_LOCK_KEY = 0x4A50_6C65_6467_6572  # "JPledger"
+
+
 def _lock_for_migration(conn: Connection) -> None:
     # SQLite: the write transaction is already exclusive (see store.py's BEGIN IMMEDIATE).
+    # PostgreSQL: a lock until the transaction ends. Not a table lock: the first lock is
+    # taken before schema_migrations exists, and two processes creating it at once
+    # collide ("duplicate key value violates unique constraint pg_type_typname_nsp_index").
     if conn.dialect.name == "postgresql":
-        conn.execute(text("LOCK TABLE schema_migrations IN EXCLUSIVE MODE"))
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
 
 
 def table_columns(conn: Connection) -> dict[str, list[str]]:

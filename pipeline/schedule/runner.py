@@ -38,6 +38,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -228,8 +229,11 @@ class Runtime:
     scheduler: BackgroundScheduler | None = None
     index: PostIndex | None = None
     # Ids of jobs submitted to an executor and not finished: gone from the job store,
-    # but not to be added again by a rescan (kept by _track, under the job-store lock).
+    # but not to be added again by a rescan (kept by _track).
     active: set[str] = field(default_factory=set)
+    # Submissions minus completions per job id, behind ``active`` (see _track).
+    runs: Counter[str] = field(default_factory=Counter)
+    runs_lock: threading.Lock = field(default_factory=threading.Lock)
     reported: set[str] = field(default_factory=set)  # errors already logged
     reminded: dict[str, float] = field(default_factory=dict)  # held slug -> monotonic time of last reminder
     sync_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -347,6 +351,11 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
             log.error("%s (not scheduled until fixed)", text)
     rt.reported = {str(e) for e in settled}
 
+    # The jobs first, the ledger after: a job that finishes in between is then either
+    # still "active" here or has its records read below, never neither (which would
+    # queue it a second time).
+    active = set(rt.active)
+    jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(RELEASE_PREFIX)}
     released = release.released_posts(store)
     held = release.held_posts(store)
     first_run = release.first_run_at(store, now)
@@ -375,10 +384,9 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
             jobs=None if startup else 1,
         )  # fmt: skip
 
-    jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(RELEASE_PREFIX)}
     for slug, post in sorted(wanted.items(), key=lambda item: item[1].date):
         job_id = release_job_id(slug)
-        if job_id in rt.active:
+        if job_id in active:
             continue
         job = jobs.pop(job_id, None)
         when = f"{local(post.date, settings)} ({relative(post.date, now)})"
@@ -405,7 +413,7 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
             log.info("queued %s (%r) for %s%s", slug, post.title, when, late)
     for job_id, job in jobs.items():
         slug = job.args[1] if len(job.args) > 1 else job_id[len(RELEASE_PREFIX) :]
-        if job_id in rt.active:
+        if job_id in active:
             continue
         try:
             scheduler.remove_job(job_id)
@@ -483,10 +491,18 @@ class _Scheduler(BackgroundScheduler):  # type: ignore[misc]  # APScheduler 3 sh
 
 
 def _track(rt: Runtime, event: JobEvent) -> None:
-    if event.code == EVENT_JOB_SUBMITTED:
-        rt.active.add(event.job_id)
-    else:
-        rt.active.discard(event.job_id)
+    # APScheduler dispatches a pass's "submitted" events after the pass's job-store
+    # writes, so a quick job's "executed" can arrive first (often on PostgreSQL, where
+    # those writes take longer). A count ends at zero whatever the order; a set would
+    # keep the job "active" for ever, and a rescan would never add it again.
+    with rt.runs_lock:
+        rt.runs[event.job_id] += 1 if event.code == EVENT_JOB_SUBMITTED else -1
+        if rt.runs[event.job_id] > 0:
+            rt.active.add(event.job_id)
+        else:
+            rt.active.discard(event.job_id)
+            if rt.runs[event.job_id] == 0:
+                del rt.runs[event.job_id]
 
 
 def make_scheduler(settings: Settings) -> BackgroundScheduler:
