@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -190,6 +191,49 @@ def test_lease_of_a_dead_process_is_taken_over(store: Store) -> None:
     # A holder on another machine is trusted until the lease expires.
     assert store.acquire_lease(campaign.id, "elsewhere:1:abc", now=datetime.now(UTC) + timedelta(hours=1)) is None
     assert store.acquire_lease(campaign.id, store.new_lease_owner()) == "elsewhere:1:abc"
+
+
+def _at_once(settings: Settings, count: int, action: Callable[[Store, int], str | None]) -> list[str | None]:
+    """``action(store, index)`` on ``count`` threads, each with its own connection, released together."""
+    barrier = threading.Barrier(count)
+    results: list[str | BaseException | None] = [RuntimeError("did not run")] * count
+
+    def run(index: int) -> None:
+        try:
+            with Store.open(settings) as own:
+                own.get_meta("warm-up")  # connected before the barrier: the actions start together
+                barrier.wait(timeout=30)
+                results[index] = action(own, index)
+        except BaseException as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(isinstance(r, BaseException) for r in results), results
+    return results  # type: ignore[return-value]
+
+
+@pytest.mark.usefixtures("each_ledger")
+@pytest.mark.parametrize("previous", ["none", "dead"])
+def test_senders_asking_at_once_get_one_lease(store: Store, settings: Settings, previous: str) -> None:
+    """Free, or held by a dead process: of four senders asking at the same instant, one wins."""
+    store.add_subscriber("a@example.com")
+    host = store.new_lease_owner().split(":")[0]
+    for trial in range(5):
+        campaign, _ = store.create_campaign(newsletter(f"post-{trial}"), "post")
+        if previous == "dead":
+            dead = subprocess.Popen([sys.executable, "-c", "pass"])
+            dead.wait()
+            assert store.acquire_lease(campaign.id, f"{host}:{dead.pid}:deadbeef") is None
+        owners = [store.new_lease_owner() for _ in range(4)]
+        answers = _at_once(settings, 4, lambda own, i, c=campaign.id, o=owners: own.acquire_lease(c, o[i]))
+        winners = [a for a in answers if a is None]
+        assert len(winners) == 1, f"trial {trial}: {len(winners)} senders took the lease"
+        holder = {a for a in answers if a is not None}
+        assert len(holder) == 1 and holder <= set(owners)
 
 
 def test_iter_subscribers_pages_in_id_order(store: Store) -> None:
