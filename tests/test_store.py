@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from sqlalchemy import select, text
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.ledger import schema
+from pipeline.ledger.locks import DatabaseLock
 from pipeline.ledger.store import Outcome, Store, SubscriberExists
 
 NOW = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
@@ -234,6 +238,62 @@ def test_senders_asking_at_once_get_one_lease(store: Store, settings: Settings, 
         assert len(winners) == 1, f"trial {trial}: {len(winners)} senders took the lease"
         holder = {a for a in answers if a is not None}
         assert len(holder) == 1 and holder <= set(owners)
+
+
+@pytest.mark.usefixtures("each_ledger")
+def test_scheduler_lock_is_held_renewed_released_and_taken_over_when_stale(store: Store) -> None:
+    host = socket.gethostname()
+    first = DatabaseLock(store, seconds=60)
+    second = DatabaseLock(store, seconds=60)  # another scheduler in this (live) process
+    assert first.acquire(now=NOW) is None and first.replaced is None
+    holder = second.acquire(now=NOW)
+    assert holder is not None and (holder.owner, holder.host, holder.pid) == (first.owner, host, os.getpid())
+    # A live holder on this host keeps it even with an expired heartbeat: it is stuck, not gone.
+    assert second.acquire(now=NOW + timedelta(hours=1)) is not None
+    assert first.renew(now=NOW + timedelta(seconds=15))
+    assert second.holder(now=NOW) == replace(
+        holder, heartbeat_at=NOW + timedelta(seconds=15), expires_at=NOW + timedelta(seconds=75)
+    )
+    first.release()
+    assert second.holder() is None
+    assert second.acquire(now=NOW) is None
+    assert not first.renew(now=NOW)  # no longer first's
+
+    # Held by a process of this host that died: taken over at once.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = DatabaseLock(store, seconds=60, owner=f"{host}:{dead.pid}:deadbeef")
+    second.release()
+    assert gone.acquire(now=NOW) is None
+    assert second.acquire(now=NOW) is None
+    assert second.replaced is not None and second.replaced.pid == dead.pid
+
+    # Held on another machine: respected until its heartbeat expires, then taken over.
+    second.release()
+    elsewhere = DatabaseLock(store, seconds=60, owner="elsewhere.example:4242:abc")
+    assert elsewhere.acquire(now=NOW) is None
+    refused = first.acquire(now=NOW + timedelta(seconds=59))
+    assert refused is not None and (refused.host, refused.pid) == ("elsewhere.example", 4242)
+    assert first.acquire(now=NOW + timedelta(seconds=61)) is None
+    assert first.replaced is not None and first.replaced.host == "elsewhere.example"
+    assert not elsewhere.renew(now=NOW + timedelta(seconds=62))  # it must stop: the lock is gone
+
+
+@pytest.mark.usefixtures("each_ledger")
+@pytest.mark.parametrize("previous", ["none", "stale"])
+def test_schedulers_starting_at_once_get_one_lock(store: Store, settings: Settings, previous: str) -> None:
+    for trial in range(5):
+        if previous == "stale":  # another machine's scheduler whose heartbeat stopped
+            stale = DatabaseLock(store, seconds=1, owner=f"elsewhere.example:{trial}:abc")
+            assert stale.acquire(now=datetime.now(UTC) - timedelta(seconds=5)) is None
+        locks = [DatabaseLock(store, seconds=60) for _ in range(4)]
+        answers = _at_once(
+            settings, 4, lambda own, i, ls=locks: DatabaseLock(own, seconds=60, owner=ls[i].owner).acquire()
+        )
+        assert len([a for a in answers if a is None]) == 1, f"trial {trial}: more than one scheduler took the lock"
+        winner = DatabaseLock(store, seconds=60).holder()
+        assert winner is not None and winner.owner in {lock.owner for lock in locks}
+        DatabaseLock(store, seconds=60, owner=winner.owner).release()
 
 
 def test_iter_subscribers_pages_in_id_order(store: Store) -> None:

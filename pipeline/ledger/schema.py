@@ -152,11 +152,29 @@ def _m0001_initial(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _m0004_scheduler_lock(conn: Connection) -> None:
+    """One scheduler per database: a lock row naming its holder, renewed by a heartbeat."""
+    metadata = MetaData()
+    Table(
+        "scheduler_lock",
+        metadata,
+        Column("name", String(32), primary_key=True),
+        Column("holder", String(200)),  # host:pid:nonce; NULL when free
+        Column("host", String(255)),
+        Column("pid", Integer),
+        Column("acquired_at", UTCDateTime),
+        Column("heartbeat_at", UTCDateTime),
+        Column("expires_at", UTCDateTime),
+    )
+    metadata.create_all(conn)
+
+
 Migration = tuple[str, Callable[[Connection], None]]
 
 # Append only. Never edit or reorder a released migration.
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _m0001_initial),
+    ("0004_scheduler_lock", _m0004_scheduler_lock),
 ]
 
 # --- the schema as it is now ---------------------------------------------------------
@@ -168,6 +186,18 @@ subscribers = metadata.tables["subscribers"]
 publications = metadata.tables["publications"]
 campaigns = metadata.tables["campaigns"]
 deliveries = metadata.tables["deliveries"]
+# Since 0004: one row per lock ("scheduler"); see pipeline/ledger/locks.py.
+scheduler_lock = Table(
+    "scheduler_lock",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(200)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("acquired_at", UTCDateTime),
+    Column("heartbeat_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),
+)
 
 _migrations_metadata = MetaData()
 schema_migrations = Table(

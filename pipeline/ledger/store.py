@@ -613,7 +613,7 @@ class Store:
             holder = self._lease_holder(campaign_id)
             if holder is None:
                 continue
-            if _owner_alive(holder):
+            if owner_alive(holder):
                 return holder
             if self._take_lease(campaign_id, campaigns.c.lease_owner == holder, owner, now):
                 return None
@@ -849,7 +849,7 @@ def _executemany_plain(conn: Connection, statement: Any, rows: list[dict[str, An
 _COMPILED: dict[tuple[Any, str], Any] = {}
 
 
-def _owner_alive(owner: str) -> bool:
+def owner_alive(owner: str) -> bool:
     """Whether the process named in a lease still runs. Only answerable on this host:
     elsewhere we assume it does (the lease then lapses by time)."""
     host, _, rest = owner.partition(":")

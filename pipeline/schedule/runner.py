@@ -17,7 +17,11 @@ Every job has ``misfire_grace_time=None`` and ``coalesce=True``: APScheduler's
 default grace of 1 s would silently drop a release whose time passed while the
 process was down; with these, it runs once at start-up instead.
 
-One scheduler per state folder: ``state/scheduler.lock`` is locked with
+One scheduler per database: a lock row in the ledger with a heartbeat
+(``pipeline.schedule.singleton``), so two machines or two state folders on one
+database never both release. A second one exits 1 naming the holder's host and PID.
+
+And one per state folder (its build cache, its outbox): ``state/scheduler.lock`` is locked with
 ``fcntl.lockf``. The kernel drops the lock when the process dies, however it
 dies, so a crash never leaves it stuck; unlike ``flock``, a POSIX lock is not
 inherited by the worker processes a large build forks.
@@ -27,6 +31,7 @@ SIGTERM and SIGINT let the job in progress finish, then exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -64,6 +69,7 @@ from pipeline.ledger.store import Store, make_engine
 from pipeline.mail.transports import Transport, transport_from_spec
 from pipeline.schedule import release
 from pipeline.schedule.release import local, relative
+from pipeline.schedule.singleton import AlreadyRunning, SchedulerLease
 
 log = logging.getLogger("pipeline.scheduler")
 
@@ -101,10 +107,6 @@ def configure_logging(settings: Settings, *, verbose: bool = False) -> None:
 
 
 # --- the single-instance lock ------------------------------------------------------------
-
-
-class AlreadyRunning(PipelineError):
-    pass
 
 
 class InstanceLock:
@@ -242,6 +244,7 @@ class Runtime:
     # removed a job itself would deadlock a SIGTERM. Jobs put requests here instead.
     requests: queue.SimpleQueue[tuple[str, int, str]] = field(default_factory=queue.SimpleQueue)
     stopping: bool = False  # set by the signal handler (which takes no lock)
+    exit_status: int = 0  # 1 once the database's scheduler lock is lost
     signal_name: str = ""
 
 
@@ -543,28 +546,46 @@ def _housekeeping(rt: Runtime, trigger: CronTrigger | None, now: datetime) -> No
 
 
 def run(settings: Settings, config_path: Path, *, transport_spec: str | None = None, verbose: bool = False) -> int:
-    """Run the scheduler until SIGTERM or SIGINT; returns the exit status (0)."""
+    """Run the scheduler until SIGTERM or SIGINT; returns the exit status (0; 1 if it lost
+    the database's scheduler lock)."""
     global _runtime
     configure_logging(settings, verbose=verbose)
-    lock = lock_for(settings)
-    lock.acquire()
-    try:
-        transport = transport_from_spec(transport_spec or settings.delivery.transport, settings)
-        trigger = digest_trigger(settings)
+    transport = transport_from_spec(transport_spec or settings.delivery.transport, settings)
+    trigger = digest_trigger(settings)
+    with contextlib.ExitStack() as held:
         store = Store.open(settings)
+        held.callback(store.close)
+        lease = SchedulerLease(store, settings)  # one per database: the lock that matters
+        lease.acquire()
+        held.callback(lease.release)
+        lock = lock_for(settings)  # and one per state folder (its build cache, its outbox)
+        lock.acquire()
+        held.callback(lock.release)
         try:
-            return _run(settings, str(config_path.resolve()), store, transport, trigger)
+            return _run(settings, str(config_path.resolve()), store, transport, trigger, lease)
         finally:
             _runtime = None
-            store.close()
-    finally:
-        lock.release()
 
 
-def _run(settings: Settings, config_path: str, store: Store, transport: Transport, trigger: CronTrigger | None) -> int:
+def _lost_lock(rt: Runtime, why: str) -> None:
+    # Called from the heartbeat thread: no scheduler calls here, only flags the main loop reads.
+    log.error("%s: stopping", why)
+    rt.exit_status = 1
+    rt.stopping = True
+
+
+def _run(
+    settings: Settings,
+    config_path: str,
+    store: Store,
+    transport: Transport,
+    trigger: CronTrigger | None,
+    lease: SchedulerLease,
+) -> int:
     global _runtime
     scheduler = make_scheduler(settings)
     rt = Runtime(config_path, settings, store, transport, scheduler=scheduler, index=PostIndex(settings))
+    lease.on_lost = functools.partial(_lost_lock, rt)
 
     def on_signal(number: int, _frame: FrameType | None) -> None:
         # No logging here: a handler that takes a lock the interrupted code holds deadlocks.
@@ -611,7 +632,7 @@ def _run(settings: Settings, config_path: str, store: Store, transport: Transpor
         for campaign_id, slug in dict.fromkeys(leftovers):
             campaign_job(config_path, campaign_id, slug)
         log.info("scheduler stopped")
-        return 0
+        return rt.exit_status
     finally:
         _runtime = None
         for sig, handler in previous.items():
