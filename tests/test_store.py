@@ -296,6 +296,17 @@ def test_schedulers_starting_at_once_get_one_lock(store: Store, settings: Settin
         DatabaseLock(store, seconds=60, owner=winner.owner).release()
 
 
+@pytest.mark.usefixtures("each_ledger")
+def test_meta_written_by_several_processes_at_once(store: Store, settings: Settings) -> None:
+    """First writer wins for setdefault (first_run_at), last for set (release markers); no
+    writer fails. On PostgreSQL a read, then an insert, let two inserts collide."""
+    for trial in range(5):
+        first = _at_once(settings, 4, lambda own, i, t=trial: own.setdefault_meta(f"first-{t}", f"value-{i}"))
+        assert len(set(first)) == 1 and first[0] == store.get_meta(f"first-{trial}")
+        _at_once(settings, 4, lambda own, i, t=trial: own.set_meta(f"marker-{t}", f"value-{i}"))
+        assert store.get_meta(f"marker-{trial}") in {f"value-{i}" for i in range(4)}
+
+
 def test_iter_subscribers_pages_in_id_order(store: Store) -> None:
     emails = [f"r{i}@example.com" for i in range(7)]
     store.add_subscribers_bulk([{"email": e, "status": "active", "source": "t"} for e in emails])

@@ -296,18 +296,30 @@ class Store:
             return value
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._write() as conn:
-            if conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount == 0:
-                conn.execute(insert(meta).values(key=key, value=value))
+        try:
+            with self._write() as conn:
+                if conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount == 0:
+                    conn.execute(insert(meta).values(key=key, value=value))
+        except IntegrityError:
+            # Another process inserted the key after our update found nothing (PostgreSQL's
+            # reads do not wait for writers; SQLite's BEGIN IMMEDIATE does): now it exists.
+            with self._write() as conn:
+                conn.execute(update(meta).where(meta.c.key == key).values(value=value))
 
     def setdefault_meta(self, key: str, value: str) -> str:
         """Store ``value`` unless the key already has one; return what is stored (e.g. first_run_at)."""
-        with self._write() as conn:
-            current: str | None = conn.scalar(select(meta.c.value).where(meta.c.key == key))
-            if current is not None:
-                return current
-            conn.execute(insert(meta).values(key=key, value=value))
-            return value
+        try:
+            with self._write() as conn:
+                current: str | None = conn.scalar(select(meta.c.value).where(meta.c.key == key))
+                if current is not None:
+                    return current
+                conn.execute(insert(meta).values(key=key, value=value))
+                return value
+        except IntegrityError:  # another process stored one first (see set_meta): theirs stands
+            stored = self.get_meta(key)
+            if stored is None:
+                raise
+            return stored
 
     def delete_meta(self, key: str) -> None:
         with self._write() as conn:
