@@ -409,7 +409,10 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
             log.info("%s %s (%r) for %s: %s", verb, slug, post.title, when, ", ".join(sorted(post.channels)) or "-")
         elif job.trigger.run_date != post.date:
             before = job.trigger.run_date
-            scheduler.reschedule_job(job_id, trigger=DateTrigger(run_date=post.date, timezone=settings.clinic.zone))
+            try:
+                scheduler.reschedule_job(job_id, trigger=DateTrigger(run_date=post.date, timezone=settings.clinic.zone))
+            except JobLookupError:
+                continue  # it fired meanwhile: the release finds the new date, and the next rescan queues it
             log.info("moved %s from %s to %s", slug, local(before, settings), when)
         elif startup:
             late = " (overdue: it runs now)" if post.date <= now else ""
