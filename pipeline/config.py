@@ -193,6 +193,9 @@ class SchedulerSettings(_Strict):
     require_approval: bool = False
     # How often the delivery job resumes unfinished campaigns and retries deferred (4xx) deliveries.
     delivery_seconds: float = Field(60, gt=0)
+    # One scheduler per database: a scheduler that stops renewing its lock (its machine
+    # crashed, or lost the database) is replaced after this long; renewed every quarter of it.
+    lock_seconds: float = Field(60, ge=1)
 
 
 class Settings(_Strict):

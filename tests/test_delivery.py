@@ -3,13 +3,16 @@ a real subprocess killed with SIGKILL. Retry delays are tiny, never slept on."""
 
 from __future__ import annotations
 
+import dataclasses
 import email.policy
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
+from datetime import datetime
 from email import message_from_bytes
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from pipeline.ledger.tokens import SECRET_ENV, read_token
 from pipeline.mail.dkim import DkimSigner
 from pipeline.mail.doctor import check_message, diagnose, sample_message
 from pipeline.mail.message import from_wire, to_wire
-from pipeline.mail.sender import DeliveryAborted, deliver, max_in_flight, send_test, start_campaign
+from pipeline.mail.sender import CampaignResult, DeliveryAborted, deliver, max_in_flight, send_test, start_campaign
 from pipeline.mail.transports import OutboxTransport, SmtpTransport, TransportError, transport_from_spec
 from tests.smtp_server import (
     SECRET,
@@ -36,6 +39,9 @@ from tests.smtp_server import (
     sample_newsletter,
     smtp_server,
 )
+
+# Every test here runs on SQLite and on a real PostgreSQL server.
+pytestmark = pytest.mark.usefixtures("each_ledger")
 
 
 @pytest.fixture(autouse=True)
@@ -214,6 +220,72 @@ def test_killed_mid_campaign_then_resumed(tmp_path: Path) -> None:
         with Store.open(settings) as store:
             final = store.delivery_counts(campaign.id)
             assert final["sent"] == count and store.get_campaign(campaign.id).status == "finished"  # type: ignore[union-attr]
+
+
+def test_two_senders_started_together_deliver_each_message_once(tmp_path: Path) -> None:
+    """Two senders on one campaign, released by a barrier at the same moment (the race
+    of two `pipeline send SLUG` at once): one takes the campaign's lease, the other
+    finds it busy. On PostgreSQL a lease that was read, then written, went to both."""
+    settings = delivery_project(tmp_path, concurrency=2, batch_size=5)
+    trials, count = 4, 40
+    results: list[list[CampaignResult]] = []
+    # A short pause per message keeps each send long enough for the two to overlap.
+    with smtp_server(Behaviour(delay=0.005)) as (server, spec):
+        with Store.open(settings) as store:
+            emails = add_subscribers(store, count)
+            newsletter = sample_newsletter(settings)
+            campaign_ids = [
+                start_campaign(store, settings, dataclasses.replace(newsletter, key=f"{newsletter.key}-{n}"))
+                for n in range(trials)
+            ]
+        for campaign_id in campaign_ids:
+            results.append(_race(settings, spec, campaign_id))
+        received = server.by_recipient()
+    duplicates = sum(received.values()) - trials * count
+    assert duplicates == 0, f"{duplicates} duplicate deliveries in {trials} races"
+    assert received == Counter({e: trials for e in emails})
+    for pair in results:
+        assert sum(r.sent for r in pair) == count
+    # The test is worth something only if the senders met: at least once, one found the other.
+    assert any(r.busy_with for pair in results for r in pair)
+    with Store.open(settings) as store:
+        assert all(store.delivery_counts(c)["sent"] == count for c in campaign_ids)
+
+
+class _StartingTogether(Store):
+    """The real ledger, except that taking a campaign's lease first waits at a barrier
+    for the other senders: they then contend for it at the same instant."""
+
+    barrier: threading.Barrier
+
+    def acquire_lease(self, campaign_id: int, owner: str, *, now: datetime | None = None) -> str | None:
+        self.barrier.wait(timeout=30)
+        return super().acquire_lease(campaign_id, owner, now=now)
+
+
+def _race(settings: Settings, spec: str, campaign_id: int, senders: int = 2) -> list[CampaignResult]:
+    """Run ``senders`` deliveries of one campaign, each with its own ledger connection,
+    taking the lease at the same instant; their results."""
+    barrier = threading.Barrier(senders)
+    results: list[CampaignResult | BaseException] = [RuntimeError("did not run")] * senders
+
+    def send(index: int) -> None:
+        try:
+            with _StartingTogether.open(settings) as store:
+                store.barrier = barrier
+                transport = transport_from_spec(spec, settings)
+                results[index] = deliver(store, settings, transport, campaign_id).campaigns[0]
+        except BaseException as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    done = [r for r in results if isinstance(r, CampaignResult)]
+    assert len(done) == senders, results
+    return done
 
 
 def _env() -> dict[str, str]:

@@ -7,9 +7,11 @@ Times are a few seconds ahead; the scheduler rescans posts/ every 0.5 s.
 from __future__ import annotations
 
 import email.parser
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,14 +22,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import update
 
 from pipeline.cli.schedule import COMMANDS
 from pipeline.config import Settings, load_settings
 from pipeline.content.posts import parse_post
 from pipeline.errors import PipelineError
+from pipeline.ledger import schema
+from pipeline.ledger.locks import DatabaseLock
 from pipeline.ledger.releases import FIRST_RUN_KEY
 from pipeline.ledger.store import Store
 from pipeline.ledger.subscribers import add_subscriber
+from pipeline.mail.transports import transport_from_spec
 from pipeline.schedule import release
 from pipeline.schedule.digest import send_digest
 from pipeline.schedule.runner import JOBSTORE_TABLE, digest_trigger
@@ -36,6 +42,10 @@ from tests.conftest import ROOT, make_project
 ZONE_NAME = "America/New_York"
 READY = "scheduler running"
 SUBSCRIBERS = 3
+
+
+# Every test here runs on SQLite and on a real PostgreSQL server.
+pytestmark = pytest.mark.usefixtures("each_ledger")
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -297,7 +307,8 @@ def test_a_second_scheduler_refuses_to_start(tmp_path: Path, running: list[Sched
         check=False,
     )
     assert second.returncode == 1
-    assert f"error: another scheduler is already running (PID {first.process.pid})" in second.stderr
+    refused = f"error: another scheduler is already running on this database (host {socket.gethostname()}, PID {first.process.pid},"
+    assert refused in second.stderr and second.stderr.count("\n") == 1
     assert "Traceback" not in second.stderr
     assert first.process.poll() is None
     assert first.stop(signal.SIGINT) == 0  # Ctrl-C: a clean stop too
@@ -319,6 +330,72 @@ def test_a_second_scheduler_refuses_to_start(tmp_path: Path, running: list[Sched
     )
     assert bad.returncode == 3  # configuration
     assert "error: transport: unknown transport 'pigeon'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def share_database(project: Path, url: str) -> None:
+    """Point the project's [database] url at ``url`` (another project's ledger)."""
+    path = project / "pipeline.toml"
+    text, count = re.subn(r"(?m)^url = .*$", f"url = {json.dumps(url)}", path.read_text())
+    assert count == 1
+    path.write_text(text)
+
+
+def test_one_scheduler_per_database_whatever_its_state_folder(tmp_path: Path, running: list[Scheduler]) -> None:
+    """Two schedulers with their own state/ folders on one database: the second exits 1
+    naming the first's host and PID. A clean stop frees the lock; a killed holder's lock
+    is taken over at once on the same host."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first_project, first_settings = project_with_readers(tmp_path / "a", readers=0)
+    second_project = make_project(tmp_path / "b")
+    configure(second_project)
+    share_database(second_project, first_settings.database_url)
+    host = socket.gethostname()
+
+    first = start(running, first_project)
+    second = Scheduler(second_project)
+    running.append(second)
+    answer = second.wait_for(rf"^error: |{READY}", timeout=60)  # old code: it ran too
+    assert answer.startswith(
+        f"error: another scheduler is already running on this database (host {host}, PID {first.process.pid}, "
+    ), second.log
+    assert second.process.wait(timeout=30) == 1
+    assert "kill " + str(first.process.pid) in second.log and "Traceback" not in second.log
+    assert first.process.poll() is None
+
+    assert first.stop() == 0  # a clean stop releases the lock
+    second = start(running, second_project)
+    second.kill()  # SIGKILL: its lock row stays behind, naming a dead process
+    third = start(running, first_project)
+    taken = third.wait_for("took over the scheduler lock")
+    assert f"(host {host}, PID {second.process.pid}): that process is gone" in taken
+    assert third.stop() == 0
+
+
+def test_a_scheduler_that_loses_its_database_lock_stops(tmp_path: Path, running: list[Scheduler]) -> None:
+    """The heartbeat renews the lock; when another scheduler has taken it over (after this
+    one's heartbeat expired), this one says so and exits 1 rather than run on beside it."""
+    project, settings = project_with_readers(tmp_path, readers=0, lock_seconds=2)
+    scheduler = start(running, project)
+    with Store.open(settings) as store:
+        lock = DatabaseLock(store, seconds=2)
+        held = lock.holder()
+        assert held is not None and held.pid == scheduler.process.pid
+        wait_until(lambda: (lock.holder() or held).heartbeat_at > held.heartbeat_at, 10, "a heartbeat")
+        with store.engine.begin() as conn:  # what a scheduler on another machine would write
+            conn.execute(
+                update(schema.scheduler_lock).values(
+                    holder="elsewhere.example:4242:abc",
+                    host="elsewhere.example",
+                    pid=4242,
+                    expires_at=datetime.now(UTC) + timedelta(minutes=5),
+                )
+            )
+    assert scheduler.process.wait(timeout=30) == 1
+    scheduler._reader.join(5)
+    line = scheduler.wait_for("lost the scheduler lock")
+    assert "held by host elsewhere.example, PID 4242" in line and "stopping" in line
+    assert "scheduler stopped" in scheduler.lines[-1] and "Traceback" not in scheduler.log
 
 
 def test_backfilled_posts_go_to_the_feed_and_are_never_emailed(tmp_path: Path, running: list[Scheduler]) -> None:
@@ -458,6 +535,26 @@ def test_digest_sends_what_was_released_since_the_last_one(settings: Settings, p
         assert tomorrow.status == "nothing" and "nothing was e-mailed since" in tomorrow.message
         assert len(store.list_campaigns()) == 3
     assert len(mails(project)) == 3
+
+
+def test_a_job_whose_end_is_reported_before_its_start_is_not_left_running(settings: Settings) -> None:
+    """APScheduler reports a pass's submissions after the pass's job-store writes, so a
+    quick job (a held release) can be reported executed first. It must not count as
+    running for ever: a rescan would then never queue it again (seen on PostgreSQL)."""
+    from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
+
+    from pipeline.schedule.runner import Runtime, _track
+
+    with Store.open(settings) as store:
+        rt = Runtime("pipeline.toml", settings, store, transport_from_spec("outbox:state/outbox", settings))
+    when = datetime.now(UTC)
+    _track(rt, JobExecutionEvent(EVENT_JOB_EXECUTED, "release:quick", "default", when))
+    _track(rt, JobSubmissionEvent(EVENT_JOB_SUBMITTED, "release:quick", "default", [when]))
+    assert rt.active == set()
+    _track(rt, JobSubmissionEvent(EVENT_JOB_SUBMITTED, "release:slow", "default", [when]))
+    assert rt.active == {"release:slow"}
+    _track(rt, JobExecutionEvent(EVENT_JOB_EXECUTED, "release:slow", "default", when))
+    assert rt.active == set()
 
 
 def test_a_bad_digest_cron_is_a_clear_error(settings: Settings) -> None:

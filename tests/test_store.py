@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from sqlalchemy import select, text
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.ledger import schema
+from pipeline.ledger.locks import DatabaseLock
 from pipeline.ledger.store import Outcome, Store, SubscriberExists
 
 NOW = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
@@ -40,6 +45,7 @@ def store(settings: Settings) -> Iterator[Store]:
     s.close()
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_migrations_run_once_and_are_recorded(settings: Settings) -> None:
     engine = Store.open(settings).engine
     with engine.connect() as conn:
@@ -49,6 +55,7 @@ def test_migrations_run_once_and_are_recorded(settings: Settings) -> None:
     engine.dispose()
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_tables_match_the_current_schema(store: Store) -> None:
     """Fails when a table is changed without a migration (or the reverse)."""
     with store.engine.connect() as conn:
@@ -65,6 +72,7 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(store: Store) -> None:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_two_processes_opening_a_new_database_at_once(settings: Settings) -> None:
     script = "import sys; from pipeline.ledger.store import Store; Store.open_url(sys.argv[1]).close()"
     procs = [subprocess.Popen([sys.executable, "-c", script, settings.database_url]) for _ in range(4)]
@@ -164,6 +172,7 @@ def test_claim_skips_subscribers_no_longer_active(store: Store) -> None:
     assert not store.finish_campaign(campaign.id)
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_lease_keeps_a_second_sender_out(store: Store) -> None:
     store.add_subscriber("a@example.com")
     campaign, _ = store.create_campaign(newsletter(), "post")
@@ -174,6 +183,7 @@ def test_lease_keeps_a_second_sender_out(store: Store) -> None:
     assert store.acquire_lease(campaign.id, other) is None
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_lease_of_a_dead_process_is_taken_over(store: Store) -> None:
     store.add_subscriber("a@example.com")
     campaign, _ = store.create_campaign(newsletter(), "post")
@@ -185,6 +195,116 @@ def test_lease_of_a_dead_process_is_taken_over(store: Store) -> None:
     # A holder on another machine is trusted until the lease expires.
     assert store.acquire_lease(campaign.id, "elsewhere:1:abc", now=datetime.now(UTC) + timedelta(hours=1)) is None
     assert store.acquire_lease(campaign.id, store.new_lease_owner()) == "elsewhere:1:abc"
+
+
+def _at_once(settings: Settings, count: int, action: Callable[[Store, int], str | None]) -> list[str | None]:
+    """``action(store, index)`` on ``count`` threads, each with its own connection, released together."""
+    barrier = threading.Barrier(count)
+    results: list[str | BaseException | None] = [RuntimeError("did not run")] * count
+
+    def run(index: int) -> None:
+        try:
+            with Store.open(settings) as own:
+                own.get_meta("warm-up")  # connected before the barrier: the actions start together
+                barrier.wait(timeout=30)
+                results[index] = action(own, index)
+        except BaseException as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(isinstance(r, BaseException) for r in results), results
+    return results  # type: ignore[return-value]
+
+
+@pytest.mark.usefixtures("each_ledger")
+@pytest.mark.parametrize("previous", ["none", "dead"])
+def test_senders_asking_at_once_get_one_lease(store: Store, settings: Settings, previous: str) -> None:
+    """Free, or held by a dead process: of four senders asking at the same instant, one wins."""
+    store.add_subscriber("a@example.com")
+    host = store.new_lease_owner().split(":")[0]
+    for trial in range(5):
+        campaign, _ = store.create_campaign(newsletter(f"post-{trial}"), "post")
+        if previous == "dead":
+            dead = subprocess.Popen([sys.executable, "-c", "pass"])
+            dead.wait()
+            assert store.acquire_lease(campaign.id, f"{host}:{dead.pid}:deadbeef") is None
+        owners = [store.new_lease_owner() for _ in range(4)]
+        answers = _at_once(settings, 4, lambda own, i, c=campaign.id, o=owners: own.acquire_lease(c, o[i]))
+        winners = [a for a in answers if a is None]
+        assert len(winners) == 1, f"trial {trial}: {len(winners)} senders took the lease"
+        holder = {a for a in answers if a is not None}
+        assert len(holder) == 1 and holder <= set(owners)
+
+
+@pytest.mark.usefixtures("each_ledger")
+def test_scheduler_lock_is_held_renewed_released_and_taken_over_when_stale(store: Store) -> None:
+    host = socket.gethostname()
+    first = DatabaseLock(store, seconds=60)
+    second = DatabaseLock(store, seconds=60)  # another scheduler in this (live) process
+    assert first.acquire(now=NOW) is None and first.replaced is None
+    holder = second.acquire(now=NOW)
+    assert holder is not None and (holder.owner, holder.host, holder.pid) == (first.owner, host, os.getpid())
+    # A live holder on this host keeps it even with an expired heartbeat: it is stuck, not gone.
+    assert second.acquire(now=NOW + timedelta(hours=1)) is not None
+    assert first.renew(now=NOW + timedelta(seconds=15))
+    assert second.holder(now=NOW) == replace(
+        holder, heartbeat_at=NOW + timedelta(seconds=15), expires_at=NOW + timedelta(seconds=75)
+    )
+    first.release()
+    assert second.holder() is None
+    assert second.acquire(now=NOW) is None
+    assert not first.renew(now=NOW)  # no longer first's
+
+    # Held by a process of this host that died: taken over at once.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = DatabaseLock(store, seconds=60, owner=f"{host}:{dead.pid}:deadbeef")
+    second.release()
+    assert gone.acquire(now=NOW) is None
+    assert second.acquire(now=NOW) is None
+    assert second.replaced is not None and second.replaced.pid == dead.pid
+
+    # Held on another machine: respected until its heartbeat expires, then taken over.
+    second.release()
+    elsewhere = DatabaseLock(store, seconds=60, owner="elsewhere.example:4242:abc")
+    assert elsewhere.acquire(now=NOW) is None
+    refused = first.acquire(now=NOW + timedelta(seconds=59))
+    assert refused is not None and (refused.host, refused.pid) == ("elsewhere.example", 4242)
+    assert first.acquire(now=NOW + timedelta(seconds=61)) is None
+    assert first.replaced is not None and first.replaced.host == "elsewhere.example"
+    assert not elsewhere.renew(now=NOW + timedelta(seconds=62))  # it must stop: the lock is gone
+
+
+@pytest.mark.usefixtures("each_ledger")
+@pytest.mark.parametrize("previous", ["none", "stale"])
+def test_schedulers_starting_at_once_get_one_lock(store: Store, settings: Settings, previous: str) -> None:
+    for trial in range(5):
+        if previous == "stale":  # another machine's scheduler whose heartbeat stopped
+            stale = DatabaseLock(store, seconds=1, owner=f"elsewhere.example:{trial}:abc")
+            assert stale.acquire(now=datetime.now(UTC) - timedelta(seconds=5)) is None
+        locks = [DatabaseLock(store, seconds=60) for _ in range(4)]
+        answers = _at_once(
+            settings, 4, lambda own, i, ls=locks: DatabaseLock(own, seconds=60, owner=ls[i].owner).acquire()
+        )
+        assert len([a for a in answers if a is None]) == 1, f"trial {trial}: more than one scheduler took the lock"
+        winner = DatabaseLock(store, seconds=60).holder()
+        assert winner is not None and winner.owner in {lock.owner for lock in locks}
+        DatabaseLock(store, seconds=60, owner=winner.owner).release()
+
+
+@pytest.mark.usefixtures("each_ledger")
+def test_meta_written_by_several_processes_at_once(store: Store, settings: Settings) -> None:
+    """First writer wins for setdefault (first_run_at), last for set (release markers); no
+    writer fails. On PostgreSQL a read, then an insert, let two inserts collide."""
+    for trial in range(5):
+        first = _at_once(settings, 4, lambda own, i, t=trial: own.setdefault_meta(f"first-{t}", f"value-{i}"))
+        assert len(set(first)) == 1 and first[0] == store.get_meta(f"first-{trial}")
+        _at_once(settings, 4, lambda own, i, t=trial: own.set_meta(f"marker-{t}", f"value-{i}"))
+        assert store.get_meta(f"marker-{trial}") in {f"value-{i}" for i in range(4)}
 
 
 def test_iter_subscribers_pages_in_id_order(store: Store) -> None:

@@ -13,10 +13,12 @@ from pipeline.cli.common import config_option, parse_when, pass_settings
 from pipeline.config import DEFAULT_CONFIG, Settings
 from pipeline.content.edit import edit_post, format_date
 from pipeline.errors import PipelineError
+from pipeline.ledger.locks import DatabaseLock
 from pipeline.ledger.store import Store
 from pipeline.schedule import release
 from pipeline.schedule import runner as scheduling
 from pipeline.schedule.gate import approval_problem, backfill_reason
+from pipeline.schedule.singleton import describe
 from pipeline.schedule.when import local, relative
 from pipeline.site.build import find_post, load_posts
 
@@ -63,7 +65,7 @@ def run_command(settings: Settings, transport_spec: str | None, verbose: bool) -
 
     Releases each queued post at its time (feed, newsletter, social queue), once,
     across restarts; rescans posts/ every scheduler.rescan_seconds; resumes
-    unfinished deliveries; sends the optional digest. Only one runs per state folder.
+    unfinished deliveries; sends the optional digest. Only one runs per database.
     """
     ctx = click.get_current_context()
     config_path = Path(ctx.params.get("config_path") or DEFAULT_CONFIG)
@@ -92,7 +94,7 @@ def queue_command(settings: Settings, recent: int) -> None:
             for p in posts
             if settings.scheduler.require_approval and p.slug not in released and p.date >= first_run
         }
-    running = scheduling.lock_for(settings).holder()
+        running = DatabaseLock(store, seconds=settings.scheduler.lock_seconds).holder()
     if recorded is None:
         out.print("The scheduler has never run: posts dated before its first start go to the feed only.")
     if running is None:
@@ -101,7 +103,7 @@ def queue_command(settings: Settings, recent: int) -> None:
             "(`python scheduler.py` or `pipeline schedule run`)."
         )
     else:
-        out.print(f"Scheduler running (PID {running or '?'}).")
+        out.print(f"Scheduler running ({describe(running)}).")
 
     pending = sorted((p for p in posts if not p.draft and p.slug not in released), key=lambda p: (p.date, p.slug))
     attention = [p for p in pending if p.date <= now]

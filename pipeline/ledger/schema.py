@@ -252,12 +252,30 @@ def _m0002_release_records(conn: Connection) -> None:
         conn.execute(delete(old_meta).where(old_meta.c.key == key))
 
 
+def _m0004_scheduler_lock(conn: Connection) -> None:
+    """One scheduler per database: a lock row naming its holder, renewed by a heartbeat."""
+    metadata = MetaData()
+    Table(
+        "scheduler_lock",
+        metadata,
+        Column("name", String(32), primary_key=True),
+        Column("holder", String(200)),  # host:pid:nonce; NULL when free
+        Column("host", String(255)),
+        Column("pid", Integer),
+        Column("acquired_at", UTCDateTime),
+        Column("heartbeat_at", UTCDateTime),
+        Column("expires_at", UTCDateTime),
+    )
+    metadata.create_all(conn)
+
+
 Migration = tuple[str, Callable[[Connection], None]]
 
 # Append only. Never edit or reorder a released migration.
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _m0001_initial),
     ("0002_release_records", _m0002_release_records),
+    ("0004_scheduler_lock", _m0004_scheduler_lock),
 ]
 
 # --- the schema as it is now ---------------------------------------------------------
@@ -274,6 +292,18 @@ deliveries = metadata.tables["deliveries"]
 releases = metadata.tables["releases"]
 holds = metadata.tables["holds"]
 approvals = metadata.tables["approvals"]
+# Since 0004: one row per lock ("scheduler"); see pipeline/ledger/locks.py.
+scheduler_lock = Table(
+    "scheduler_lock",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(200)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("acquired_at", UTCDateTime),
+    Column("heartbeat_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),
+)
 
 _migrations_metadata = MetaData()
 schema_migrations = Table(
@@ -294,7 +324,9 @@ def migrate(engine: Engine, *, now: Callable[[], datetime] = lambda: datetime.no
     Returns the names applied. Safe to run from several processes at once: each
     migration re-checks, under the database's write lock, that it is still needed.
     """
-    _migrations_metadata.create_all(engine)  # IF NOT EXISTS: a no-op once present
+    with engine.begin() as conn:
+        _lock_for_migration(conn)
+        _migrations_metadata.create_all(conn)  # a no-op once present
     applied: list[str] = []
     for name, step in MIGRATIONS:
         with engine.begin() as conn:
@@ -307,10 +339,17 @@ def migrate(engine: Engine, *, now: Callable[[], datetime] = lambda: datetime.no
     return applied
 
 
+# Any fixed number: PostgreSQL's advisory locks are per database, and this is the only one we take.
+_MIGRATION_LOCK_KEY = 0x4A50_6C65_6467_6572  # "JPledger"
+
+
 def _lock_for_migration(conn: Connection) -> None:
     # SQLite: the write transaction is already exclusive (see store.py's BEGIN IMMEDIATE).
+    # PostgreSQL: a lock until the transaction ends. Not a table lock: the first lock is
+    # taken before schema_migrations exists, and two processes creating it at once
+    # collide ("duplicate key value violates unique constraint pg_type_typname_nsp_index").
     if conn.dialect.name == "postgresql":
-        conn.execute(text("LOCK TABLE schema_migrations IN EXCLUSIVE MODE"))
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
 
 
 def table_columns(conn: Connection) -> dict[str, list[str]]:

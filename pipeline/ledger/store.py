@@ -329,18 +329,30 @@ class Store(ReleaseRecords):
             return value
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._write() as conn:
-            if conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount == 0:
-                conn.execute(insert(meta).values(key=key, value=value))
+        try:
+            with self._write() as conn:
+                if conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount == 0:
+                    conn.execute(insert(meta).values(key=key, value=value))
+        except IntegrityError:
+            # Another process inserted the key after our update found nothing (PostgreSQL's
+            # reads do not wait for writers; SQLite's BEGIN IMMEDIATE does): now it exists.
+            with self._write() as conn:
+                conn.execute(update(meta).where(meta.c.key == key).values(value=value))
 
     def setdefault_meta(self, key: str, value: str) -> str:
         """Store ``value`` unless the key already has one; return what is stored (e.g. first_run_at)."""
-        with self._write() as conn:
-            current: str | None = conn.scalar(select(meta.c.value).where(meta.c.key == key))
-            if current is not None:
-                return current
-            conn.execute(insert(meta).values(key=key, value=value))
-            return value
+        try:
+            with self._write() as conn:
+                current: str | None = conn.scalar(select(meta.c.value).where(meta.c.key == key))
+                if current is not None:
+                    return current
+                conn.execute(insert(meta).values(key=key, value=value))
+                return value
+        except IntegrityError:  # another process stored one first (see set_meta): theirs stands
+            stored = self.get_meta(key)
+            if stored is None:
+                raise
+            return stored
 
     def delete_meta(self, key: str) -> None:
         with self._write() as conn:
@@ -626,22 +638,45 @@ class Store(ReleaseRecords):
 
         A lease held by a dead process on this machine (killed, crashed) is taken over
         at once; one held elsewhere is respected until it expires.
+
+        Each step is one conditional UPDATE, so of two senders asking at once exactly one
+        gets the lease on every database (a read, then a write, let both through on
+        PostgreSQL, whose reads do not wait for a writer). A dead holder is replaced by an
+        UPDATE that names it: of two senders taking over, the second finds a live holder.
         """
         now = now or utcnow()
+        free = or_(
+            campaigns.c.lease_owner.is_(None),
+            campaigns.c.lease_owner == owner,
+            campaigns.c.lease_expires_at.is_(None),
+            campaigns.c.lease_expires_at <= now,
+        )
+        holder: str | None = None
+        for _attempt in range(3):  # a holder that lets go between two steps: ask again
+            if self._take_lease(campaign_id, free, owner, now):
+                return None
+            holder = self._lease_holder(campaign_id)
+            if holder is None:
+                continue
+            if owner_alive(holder):
+                return holder
+            if self._take_lease(campaign_id, campaigns.c.lease_owner == holder, owner, now):
+                return None
+        return holder or self._lease_holder(campaign_id) or "another sender"
+
+    def _take_lease(self, campaign_id: int, condition: Any, owner: str, now: datetime) -> bool:
         with self._write() as conn:
-            row = conn.execute(
-                select(campaigns.c.lease_owner, campaigns.c.lease_expires_at).where(campaigns.c.id == campaign_id)
-            ).one()
-            holder, expires = row.lease_owner, row.lease_expires_at
-            free = holder is None or holder == owner or expires is None or expires <= now or not _owner_alive(holder)
-            if not free:
-                return str(holder)
-            conn.execute(
+            taken = conn.execute(
                 update(campaigns)
-                .where(campaigns.c.id == campaign_id)
+                .where(campaigns.c.id == campaign_id, condition)
                 .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
-            )
-            return None
+            ).rowcount
+        return bool(taken == 1)
+
+    def _lease_holder(self, campaign_id: int) -> str | None:
+        with self._read() as conn:
+            holder: str | None = conn.scalar(select(campaigns.c.lease_owner).where(campaigns.c.id == campaign_id))
+        return holder
 
     def renew_lease(self, campaign_id: int, owner: str, *, now: datetime | None = None) -> bool:
         now = now or utcnow()
@@ -859,7 +894,7 @@ def _executemany_plain(conn: Connection, statement: Any, rows: list[dict[str, An
 _COMPILED: dict[tuple[Any, str], Any] = {}
 
 
-def _owner_alive(owner: str) -> bool:
+def owner_alive(owner: str) -> bool:
     """Whether the process named in a lease still runs. Only answerable on this host:
     elsewhere we assume it does (the lease then lapses by time)."""
     host, _, rest = owner.partition(":")

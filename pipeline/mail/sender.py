@@ -288,7 +288,7 @@ class _CampaignRun:
         renewed = time.monotonic()
         try:
             while True:
-                claimed = False
+                claimed = asked = False
                 room = limit - in_flight
                 # Claim only when half the window is free, then fill it; record outcomes a
                 # quarter window at a time. Few, large ledger transactions leave the
@@ -300,6 +300,7 @@ class _CampaignRun:
                         self.jobs.put(claims[start : start + batch_size])
                     in_flight += len(claims)
                     claimed = bool(claims or skipped)
+                    asked = True
                 block = in_flight > len(arrived) and not claimed
                 got = self._gather(arrived, block=block)
                 if arrived and (len(arrived) >= flush_at or len(arrived) == in_flight or (block and not got)):
@@ -318,6 +319,8 @@ class _CampaignRun:
                     continue
                 if self.abort.is_set():
                     return
+                if not asked:  # the window emptied in a pass that claimed nothing: ask before ending
+                    continue
                 due = self.store.next_retry_at(self.campaign.id)
                 if due is None or not self.wait_for_retries:
                     return

@@ -17,7 +17,11 @@ Every job has ``misfire_grace_time=None`` and ``coalesce=True``: APScheduler's
 default grace of 1 s would silently drop a release whose time passed while the
 process was down; with these, it runs once at start-up instead.
 
-One scheduler per state folder: ``state/scheduler.lock`` is locked with
+One scheduler per database: a lock row in the ledger with a heartbeat
+(``pipeline.schedule.singleton``), so two machines or two state folders on one
+database never both release. A second one exits 1 naming the holder's host and PID.
+
+And one per state folder (its build cache, its outbox): ``state/scheduler.lock`` is locked with
 ``fcntl.lockf``. The kernel drops the lock when the process dies, however it
 dies, so a crash never leaves it stuck; unlike ``flock``, a POSIX lock is not
 inherited by the worker processes a large build forks.
@@ -27,6 +31,7 @@ SIGTERM and SIGINT let the job in progress finish, then exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -39,6 +44,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -66,6 +72,7 @@ from pipeline.mail.transports import Transport, transport_from_spec
 from pipeline.schedule import release
 from pipeline.schedule.digest import send_digest
 from pipeline.schedule.gate import approval_problem, backfill_reason
+from pipeline.schedule.singleton import AlreadyRunning, SchedulerLease
 from pipeline.schedule.when import local, relative
 
 log = logging.getLogger("pipeline.scheduler")
@@ -105,10 +112,6 @@ def configure_logging(settings: Settings, *, verbose: bool = False) -> None:
 
 
 # --- the single-instance lock ------------------------------------------------------------
-
-
-class AlreadyRunning(PipelineError):
-    pass
 
 
 class InstanceLock:
@@ -233,8 +236,11 @@ class Runtime:
     scheduler: BackgroundScheduler | None = None
     index: PostIndex | None = None
     # Ids of jobs submitted to an executor and not finished: gone from the job store,
-    # but not to be added again by a rescan (kept by _track, under the job-store lock).
+    # but not to be added again by a rescan (kept by _track).
     active: set[str] = field(default_factory=set)
+    # Submissions minus completions per job id, behind ``active`` (see _track).
+    runs: Counter[str] = field(default_factory=Counter)
+    runs_lock: threading.Lock = field(default_factory=threading.Lock)
     reported: set[str] = field(default_factory=set)  # errors already logged
     reminded: dict[str, float] = field(default_factory=dict)  # held slug -> monotonic time of last reminder
     sync_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -243,6 +249,7 @@ class Runtime:
     # removed a job itself would deadlock a SIGTERM. Jobs put requests here instead.
     requests: queue.SimpleQueue[tuple[str, int, str]] = field(default_factory=queue.SimpleQueue)
     stopping: bool = False  # set by the signal handler (which takes no lock)
+    exit_status: int = 0  # 1 once the database's scheduler lock is lost
     signal_name: str = ""
 
 
@@ -361,6 +368,11 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
             log.error("%s (not scheduled until fixed)", text)
     rt.reported = {str(e) for e in settled}
 
+    # The jobs first, the ledger after: a job that finishes in between is then either
+    # still "active" here or has its records read below, never neither (which would
+    # queue it a second time).
+    active = set(rt.active)
+    jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(RELEASE_PREFIX)}
     released = store.list_releases()
     held = store.list_holds()
     first_run = store.first_run_at(now)
@@ -389,10 +401,9 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
             jobs=None if startup else 1,
         )  # fmt: skip
 
-    jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(RELEASE_PREFIX)}
     for slug, post in sorted(wanted.items(), key=lambda item: item[1].date):
         job_id = release_job_id(slug)
-        if job_id in rt.active:
+        if job_id in active:
             continue
         job = jobs.pop(job_id, None)
         when = f"{local(post.date, settings)} ({relative(post.date, now)})"
@@ -412,14 +423,17 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
             log.info("%s %s (%r) for %s: %s", verb, slug, post.title, when, ", ".join(sorted(post.channels)) or "-")
         elif job.trigger.run_date != post.date:
             before = job.trigger.run_date
-            scheduler.reschedule_job(job_id, trigger=DateTrigger(run_date=post.date, timezone=settings.clinic.zone))
+            try:
+                scheduler.reschedule_job(job_id, trigger=DateTrigger(run_date=post.date, timezone=settings.clinic.zone))
+            except JobLookupError:
+                continue  # it fired meanwhile: the release finds the new date, and the next rescan queues it
             log.info("moved %s from %s to %s", slug, local(before, settings), when)
         elif startup:
             late = " (overdue: it runs now)" if post.date <= now else ""
             log.info("queued %s (%r) for %s%s", slug, post.title, when, late)
     for job_id, job in jobs.items():
         slug = job.args[1] if len(job.args) > 1 else job_id[len(RELEASE_PREFIX) :]
-        if job_id in rt.active:
+        if job_id in active:
             continue
         try:
             scheduler.remove_job(job_id)
@@ -497,10 +511,18 @@ class _Scheduler(BackgroundScheduler):  # type: ignore[misc]  # APScheduler 3 sh
 
 
 def _track(rt: Runtime, event: JobEvent) -> None:
-    if event.code == EVENT_JOB_SUBMITTED:
-        rt.active.add(event.job_id)
-    else:
-        rt.active.discard(event.job_id)
+    # APScheduler dispatches a pass's "submitted" events after the pass's job-store
+    # writes, so a quick job's "executed" can arrive first (often on PostgreSQL, where
+    # those writes take longer). A count ends at zero whatever the order; a set would
+    # keep the job "active" for ever, and a rescan would never add it again.
+    with rt.runs_lock:
+        rt.runs[event.job_id] += 1 if event.code == EVENT_JOB_SUBMITTED else -1
+        if rt.runs[event.job_id] > 0:
+            rt.active.add(event.job_id)
+        else:
+            rt.active.discard(event.job_id)
+            if rt.runs[event.job_id] == 0:
+                del rt.runs[event.job_id]
 
 
 def make_scheduler(settings: Settings) -> BackgroundScheduler:
@@ -542,28 +564,46 @@ def _housekeeping(rt: Runtime, trigger: CronTrigger | None, now: datetime) -> No
 
 
 def run(settings: Settings, config_path: Path, *, transport_spec: str | None = None, verbose: bool = False) -> int:
-    """Run the scheduler until SIGTERM or SIGINT; returns the exit status (0)."""
+    """Run the scheduler until SIGTERM or SIGINT; returns the exit status (0; 1 if it lost
+    the database's scheduler lock)."""
     global _runtime
     configure_logging(settings, verbose=verbose)
-    lock = lock_for(settings)
-    lock.acquire()
-    try:
-        transport = transport_from_spec(transport_spec or settings.delivery.transport, settings)
-        trigger = digest_trigger(settings)
+    transport = transport_from_spec(transport_spec or settings.delivery.transport, settings)
+    trigger = digest_trigger(settings)
+    with contextlib.ExitStack() as held:
         store = Store.open(settings)
+        held.callback(store.close)
+        lease = SchedulerLease(store, settings)  # one per database: the lock that matters
+        lease.acquire()
+        held.callback(lease.release)
+        lock = lock_for(settings)  # and one per state folder (its build cache, its outbox)
+        lock.acquire()
+        held.callback(lock.release)
         try:
-            return _run(settings, str(config_path.resolve()), store, transport, trigger)
+            return _run(settings, str(config_path.resolve()), store, transport, trigger, lease)
         finally:
             _runtime = None
-            store.close()
-    finally:
-        lock.release()
 
 
-def _run(settings: Settings, config_path: str, store: Store, transport: Transport, trigger: CronTrigger | None) -> int:
+def _lost_lock(rt: Runtime, why: str) -> None:
+    # Called from the heartbeat thread: no scheduler calls here, only flags the main loop reads.
+    log.error("%s: stopping", why)
+    rt.exit_status = 1
+    rt.stopping = True
+
+
+def _run(
+    settings: Settings,
+    config_path: str,
+    store: Store,
+    transport: Transport,
+    trigger: CronTrigger | None,
+    lease: SchedulerLease,
+) -> int:
     global _runtime
     scheduler = make_scheduler(settings)
     rt = Runtime(config_path, settings, store, transport, scheduler=scheduler, index=PostIndex(settings))
+    lease.on_lost = functools.partial(_lost_lock, rt)
 
     def on_signal(number: int, _frame: FrameType | None) -> None:
         # No logging here: a handler that takes a lock the interrupted code holds deadlocks.
@@ -610,7 +650,7 @@ def _run(settings: Settings, config_path: str, store: Store, transport: Transpor
         for campaign_id, slug in dict.fromkeys(leftovers):
             campaign_job(config_path, campaign_id, slug)
         log.info("scheduler stopped")
-        return 0
+        return rt.exit_status
     finally:
         _runtime = None
         for sig, handler in previous.items():
