@@ -134,6 +134,10 @@ class DeliverySettings(_Strict):
     dkim_key: Path | None = None
     dkim_selector: str | None = None
     smtp_timeout: float = Field(30.0, gt=0)
+    # The most one message's SMTP transaction may take, from MAIL FROM to the final reply
+    # (smtp_timeout bounds each wait; a server trickling "250-" lines never trips it). On
+    # expiry the connection is dropped and that delivery is retried later, like a 4xx.
+    smtp_transaction_timeout: float = Field(120.0, gt=0)
     # Deliveries per worker hand-over. At most 2 x concurrency x batch_size
     # messages are "in flight" (marked sending, not yet recorded sent): after a crash,
     # only those can go out twice. 1 is strictest; larger is faster on a fast relay.

@@ -9,23 +9,27 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from email import message_from_bytes
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from pipeline import urls
 from pipeline.cli.send import doctor_command, send_command, send_test_command
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
+from pipeline.ledger import schema
 from pipeline.ledger.store import Store
 from pipeline.ledger.tokens import SECRET_ENV, read_token
 from pipeline.mail.dkim import DkimSigner
 from pipeline.mail.doctor import check_message, diagnose, sample_message
 from pipeline.mail.message import from_wire, to_wire
-from pipeline.mail.sender import DeliveryAborted, deliver, max_in_flight, send_test, start_campaign
+from pipeline.mail.replies import Reply
+from pipeline.mail.sender import DeliveryAborted, Summary, deliver, max_in_flight, send_test, start_campaign
 from pipeline.mail.transports import OutboxTransport, SmtpTransport, TransportError, transport_from_spec
 from tests.smtp_server import (
     FAR_FUTURE,
@@ -434,3 +438,70 @@ def test_doctor_cli_exits_1_on_problems(tmp_path: Path) -> None:
         ["--config", str(tmp_path / "pipeline.toml"), sample_newsletter(settings).key, "--now", FAR_FUTURE],
     )
     assert result.exit_code == 1 and "problem: the From domain jamesonprosthetics.com has no DKIM key" in result.output
+
+
+# --- the list survives a bad relay (issue 9) ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "stage", "bad_mailbox", "sender_refused"),
+    [
+        (550, "5.1.1 <a@example.com>: Recipient address rejected: User unknown", "RCPT", True, False),
+        (550, "5.1.2 Host unknown", "RCPT", True, False),
+        (550, "5.1.10 Recipient address has null MX", "RCPT", True, False),
+        (550, "5.2.1 Mailbox disabled", "RCPT", True, False),
+        (550, "5.1.1 unknown user", "DATA", True, False),
+        (550, "5.1.1 unknown user", "MAIL", False, True),  # whatever the code says, at MAIL it is about us
+        (550, "5.1.0 Sender address rejected", "MAIL", False, True),
+        (550, "5.7.1 Sender policy", "MAIL", False, True),
+        (550, "5.1.0 Sender address rejected: Domain not found", "RCPT", False, False),  # Postfix, delayed
+        (554, "5.7.1 Relay access denied", "RCPT", False, False),
+        (552, "5.2.2 Mailbox full", "RCPT", False, False),
+        (550, "No such user here", "RCPT", False, False),  # no enhanced code: not sure enough
+        (451, "4.1.1 try later", "RCPT", False, False),
+        (451, "4.7.1 greylisted", "MAIL", False, False),
+    ],
+)
+def test_whose_fault_a_refusal_is(code: int, text: str, stage: str, bad_mailbox: bool, sender_refused: bool) -> None:
+    reply = Reply(code, text, stage)
+    assert (reply.bad_mailbox, reply.sender_refused) == (bad_mailbox, sender_refused)
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_reply_that_never_ends_is_cut_at_the_transaction_deadline(tmp_path: Path, pipelining: bool) -> None:
+    """Reproduced: a server that trickles "250-" lines every few seconds hung a send forever."""
+    slow = "reader3@example.com"
+    settings = delivery_project(tmp_path, smtp_transaction_timeout=1.5, smtp_timeout=10)
+    behaviour = Behaviour(trickle={slow}, pipelining=pipelining)
+    with Store.open(settings) as store, smtp_server(behaviour) as (server, spec):
+        emails = add_subscribers(store, 20)
+        campaign_id = start_campaign(store, settings, sample_newsletter(settings))
+        finished = threading.Event()
+        outcome: list[Summary] = []
+
+        def run() -> None:
+            outcome.append(deliver(store, settings, transport_from_spec(spec, settings), wait_for_retries=False))
+            finished.set()
+
+        threading.Thread(target=run, daemon=True).start()
+        assert finished.wait(timeout=30), "the send hung on a server that never finishes its reply"
+        (summary,) = outcome
+        assert server.trickling >= 1
+        assert (summary.sent, summary.failed, summary.remaining) == (19, 0, 1)
+        assert server.by_recipient() == Counter({e: 1 for e in emails if e != slow})
+        subscriber = store.get_subscriber_by_email(slow)
+        assert subscriber is not None and subscriber.status == "active"
+        assert store.subscriber_deliveries(subscriber.id) == [(summary.campaigns[0].key, "pending", 1)]
+        assert "no complete reply to RCPT within 1.5 s" in _last_reply(store, campaign_id, slow)
+
+
+def _last_reply(store: Store, campaign_id: int, address: str) -> str:
+    subscriber = store.get_subscriber_by_email(address)
+    assert subscriber is not None
+    with store.engine.connect() as conn:
+        reply = conn.scalar(
+            select(schema.deliveries.c.last_reply).where(
+                schema.deliveries.c.campaign_id == campaign_id, schema.deliveries.c.subscriber_id == subscriber.id
+            )
+        )
+    return str(reply)
