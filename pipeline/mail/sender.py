@@ -256,7 +256,7 @@ class _CampaignRun:
             self.result.busy_with = holder
             return
         try:
-            self.result.recovered = self.store.requeue_in_flight(self.campaign.id)
+            self.result.recovered, _held = self.store.requeue_in_flight(self.campaign.id)
             self.counts = self.store.delivery_counts(self.campaign.id)
             self.result.total = sum(self.counts.values())
             self.template = MessageTemplate(
