@@ -42,7 +42,14 @@ def _now(settings: Settings, now_text: str | None) -> datetime:
 @click.argument("slug", required=False)
 @click.option("--digest", is_flag=True, help="Send a digest of every post released since --since.")
 @click.option("--since", "since_text", metavar="TIME", help="With --digest: posts released after TIME.")
-@click.option("--resume", is_flag=True, help="Continue every unfinished campaign (after a crash or deferrals).")
+@click.option(
+    "--resume", is_flag=True, help="Continue every unfinished campaign (after a crash, deferrals or a pause)."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --resume: also send deliveries held after two interrupted sends (they may arrive twice).",
+)
 @transport_option
 @now_option
 @click.option(
@@ -57,6 +64,7 @@ def send_command(
     digest: bool,
     since_text: str | None,
     resume: bool,
+    force: bool,
     transport_spec: str | None,
     now_text: str | None,
     no_wait: bool,
@@ -78,6 +86,8 @@ def send_command(
         )
     if since_text and not digest:
         raise PipelineError("--since only goes with --digest", field="--since")
+    if force and not resume:
+        raise PipelineError("--force only goes with --resume", field="--force", hint="pipeline send --resume --force")
     transport = transport_from_spec(transport_spec, settings)  # a bad spec fails before anything is written
     now = _now(settings, now_text)
     with Store.open(settings) as store:
@@ -96,7 +106,14 @@ def send_command(
         with _ProgressBar() as bar:
             try:
                 summary = delivery.deliver(
-                    store, settings, transport, campaign_id, bar.update, wait_for_retries=not no_wait
+                    store,
+                    settings,
+                    transport,
+                    campaign_id,
+                    bar.update,
+                    wait_for_retries=not no_wait,
+                    resume_paused=resume,
+                    force=force,
                 )
             except delivery.DeliveryAborted as aborted:
                 bar.stop()
@@ -106,7 +123,8 @@ def send_command(
     if not summary.campaigns:
         console.print("nothing to send: every campaign is finished")
     busy = [c for c in summary.campaigns if c.busy_with]
-    if not summary.ok or (busy and campaign_id is not None):
+    stopped = summary.paused or summary.held
+    if not summary.ok or stopped or (busy and campaign_id is not None):
         raise click.exceptions.Exit(1)
 
 
@@ -152,9 +170,19 @@ class _ProgressBar:
 def _print_summary(summary: delivery.Summary) -> None:
     if not summary.campaigns:
         return
-    table = Table("campaign", "sent", "failed", "bounced", "skipped", "retried", "re-sent", "left", "state", box=None)
+    table = Table(
+        "campaign", "sent", "failed", "bounced", "skipped", "retried", "re-sent", "left", "held", "state", box=None
+    )
     for c in summary.campaigns:
-        state = f"busy ({c.busy_with})" if c.busy_with else "finished" if c.finished else "unfinished"
+        state = (
+            f"busy ({c.busy_with})"
+            if c.busy_with
+            else "paused"
+            if c.paused
+            else "finished"
+            if c.finished
+            else "unfinished"
+        )
         table.add_row(
             c.key,
             str(c.sent),
@@ -164,15 +192,21 @@ def _print_summary(summary: delivery.Summary) -> None:
             str(c.retried),
             str(c.recovered),
             str(c.remaining),
+            str(c.held),
             state,
         )
     console.print(table)
     for c in summary.campaigns:
         for address, status, reply in c.problems:
             console.print(f"{c.key}: {address}: {status}: {reply}", markup=False)
+        for address, why in c.held_addresses:
+            console.print(f"{c.key}: {address}: {why}", markup=False)
     rate = summary.sent / summary.seconds if summary.seconds else 0.0
     console.print(f"{summary.sent} sent in {summary.seconds:.1f} s ({rate:.0f}/s)")
-    if summary.remaining:
+    for c in summary.campaigns:
+        for line in c.advice():
+            console.print(line, markup=False)
+    if summary.remaining and not summary.paused:
         console.print(f"{summary.remaining} left to send: run `pipeline send --resume` later")
 
 
