@@ -174,15 +174,6 @@ def _print_summary(summary: delivery.Summary) -> None:
         "campaign", "sent", "failed", "bounced", "skipped", "retried", "re-sent", "left", "held", "state", box=None
     )
     for c in summary.campaigns:
-        state = (
-            f"busy ({c.busy_with})"
-            if c.busy_with
-            else "paused"
-            if c.paused
-            else "finished"
-            if c.finished
-            else "unfinished"
-        )
         table.add_row(
             c.key,
             str(c.sent),
@@ -193,7 +184,7 @@ def _print_summary(summary: delivery.Summary) -> None:
             str(c.recovered),
             str(c.remaining),
             str(c.held),
-            state,
+            _state(c),
         )
     console.print(table)
     for c in summary.campaigns:
@@ -208,6 +199,14 @@ def _print_summary(summary: delivery.Summary) -> None:
             console.print(line, markup=False)
     if summary.remaining and not summary.paused:
         console.print(f"{summary.remaining} left to send: run `pipeline send --resume` later")
+
+
+def _state(c: delivery.CampaignResult) -> str:
+    if c.busy_with:
+        return f"busy ({c.busy_with})"
+    if c.paused:
+        return "paused"
+    return "finished" if c.finished else "unfinished"
 
 
 @click.command("send-test")
