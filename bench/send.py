@@ -342,7 +342,7 @@ def main() -> None:
             f"peak memory:             {results[args.small]['peak_rss_mb']:.0f} MB at {args.small:,}, "
             f"{full['peak_rss_mb']:.0f} MB at {args.subscribers:,} (target < 200 MB, flat)"
         )
-        in_flight = 2 * CONNECTIONS * args.batch_size
+        in_flight = CONNECTIONS * args.batch_size  # pipeline.mail.sender.max_in_flight
         print(
             f"settings:                concurrency {CONNECTIONS}, batch_size {args.batch_size} (at most {in_flight:,} in flight)"
         )

@@ -174,10 +174,19 @@ class DeliverySettings(_Strict):
     dkim_key: Path | None = None
     dkim_selector: str | None = None
     smtp_timeout: float = Field(30.0, gt=0)
-    # Deliveries per worker hand-over. At most 2 x concurrency x batch_size
-    # messages are "in flight" (marked sending, not yet recorded sent): after a crash,
-    # only those can go out twice. 1 is strictest; larger is faster on a fast relay.
-    batch_size: int = Field(10, ge=1, le=1000)
+    # The most one message's SMTP transaction may take, from MAIL FROM to the final reply
+    # (smtp_timeout bounds each wait; a server trickling "250-" lines never trips it). On
+    # expiry the connection is dropped and that delivery is retried later, like a 4xx.
+    smtp_transaction_timeout: float = Field(120.0, gt=0)
+    # Deliveries each sending thread holds at a time. At most concurrency x batch_size
+    # messages are "in flight" (marked sending, outcome not yet recorded): after a crash
+    # (kill -9), only those can reach a recipient twice; 4 x 4 = 16 by default.
+    # 1 is strictest; larger is faster on a fast relay, with a larger crash window.
+    batch_size: int = Field(4, ge=1, le=1000)
+    # Pause the campaign when more than this share of a run's attempts fail permanently:
+    # that many refusals point at the relay, our sender or a stale list, not at a few bad
+    # addresses. `pipeline send --resume` continues it. 1 turns the breaker off.
+    pause_failure_share: float = Field(0.05, ge=0, le=1)
     # MAIL FROM (where bounces go); defaults to newsletter.from_address.
     envelope_from: str | None = None
     # Ask DNS whether an address's domain accepts mail when adding or importing.

@@ -1,8 +1,10 @@
 """A real SMTP server for the delivery tests: aiosmtpd on 127.0.0.1, scriptable.
 
 It records every message it accepts and can misbehave on purpose: answer 451
-a few times before accepting, answer 550 5.1.1 for chosen addresses, drop the
-connection when chosen messages arrive, and slow down.
+a few times before accepting, answer 550 5.1.1 for chosen addresses, refuse our
+sender (MAIL FROM), answer chosen RCPT or end-of-DATA replies per address, trickle
+"250-" continuation lines forever for chosen addresses, drop the connection when
+chosen messages arrive, and slow down.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ class Behaviour:
     drop_at: set[int] = field(default_factory=set)  # drop the connection when message number N arrives (1-based)
     delay: float = 0.0  # seconds before answering each message
     pipelining: bool = True  # advertise PIPELINING (aiosmtpd handles it either way)
+    mail_from_reply: str | None = None  # e.g. "550 5.1.0 Sender address rejected": refuse every MAIL FROM
+    rcpt_replies: dict[str, str] = field(default_factory=dict)  # address -> its RCPT reply (a refusal)
+    data_replies: dict[str, str] = field(default_factory=dict)  # address -> the reply to its message
+    trickle: set[str] = field(default_factory=set)  # RCPT of these: "250-" lines every trickle_every s, forever
+    trickle_every: float = 0.2
 
 
 class Recorder:
@@ -62,6 +69,8 @@ class Recorder:
         self.data_seen = 0
         self.dropped = 0
         self.connections = 0
+        self.mail_from_seen = 0
+        self.trickling = 0
         self._lock = threading.Lock()
         self._waiters: list[tuple[int, threading.Event]] = []
 
@@ -75,10 +84,29 @@ class Recorder:
             responses.insert(-1, "250-PIPELINING")
         return responses
 
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        with self._lock:
+            self.mail_from_seen += 1
+        if self.behaviour.mail_from_reply:
+            return self.behaviour.mail_from_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         key = address.lower()
         if key in self.behaviour.reject:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if key in self.behaviour.rcpt_replies:
+            return self.behaviour.rcpt_replies[key]
+        if key in self.behaviour.trickle:
+            with self._lock:
+                self.trickling += 1
+            # Never finishes the reply: each line comes well within any read timeout.
+            while not server.transport.is_closing():
+                await server.push("250-still checking, please wait")
+                await asyncio.sleep(self.behaviour.trickle_every)
+            return "451 4.3.0 gone"
         with self._lock:
             self.rcpt_attempts[key] += 1
             attempt = self.rcpt_attempts[key]
@@ -98,6 +126,13 @@ class Recorder:
             return "421 4.4.2 connection dropped by the test"
         if self.behaviour.delay:
             await asyncio.sleep(self.behaviour.delay)
+        refused = [
+            self.behaviour.data_replies[r.lower()]
+            for r in envelope.rcpt_tos
+            if r.lower() in self.behaviour.data_replies
+        ]
+        if refused:
+            return refused[0]
         with self._lock:
             for rcpt in envelope.rcpt_tos:
                 self.messages.append(Received(envelope.mail_from, rcpt, bytes(envelope.content)))

@@ -13,13 +13,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import MetaData, delete, insert, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.ledger import schema
 from pipeline.ledger.locks import DatabaseLock
-from pipeline.ledger.store import Outcome, Store, SubscriberExists
+from pipeline.ledger.store import Outcome, Store, SubscriberExists, make_engine
 
 NOW = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
 
@@ -321,3 +322,111 @@ def test_forget_removes_deliveries_too(store: Store, tmp_path: Path) -> None:
     campaign, _ = store.create_campaign(newsletter(), "post")
     assert store.delete_subscriber(sub.id)
     assert sum(store.delivery_counts(campaign.id).values()) == 0
+
+
+def test_upgrade_from_the_schema_before_0003_keeps_every_row(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger made by every migration before 0003 upgrades in place: rows, ids,
+    references and indexes kept; 'paused' and 'held' allowed; junk still refused."""
+    names = [name for name, _ in schema.MIGRATIONS]
+    engine = make_engine(settings.database_url)
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[: names.index("0003_delivery_safety")])
+    schema.migrate(engine)
+    old = MetaData()
+    schema._define_v1(old)
+    subscriber_rows = [
+        {"id": i, "email": f"r{i}@example.com", "email_key": f"r{i}@example.com", "status": "active",
+         "source": "t", "created_at": NOW, "updated_at": NOW}
+        for i in (1, 2, 3)
+    ]  # fmt: skip
+    campaign_rows = [
+        {"id": 7, "key": "old", "kind": "post", "subject": "S", "content": "{}", "status": "finished",
+         "created_at": NOW, "finished_at": NOW},
+        {"id": 9, "key": "current", "kind": "digest", "subject": "S", "content": "{}", "status": "sending",
+         "created_at": NOW, "lease_owner": "host:1:x", "lease_expires_at": NOW},
+    ]  # fmt: skip
+    delivery_rows = [
+        {"id": 1, "campaign_id": 7, "subscriber_id": 1, "status": "sent", "attempts": 1, "last_reply": "250 ok",
+         "updated_at": NOW, "sent_at": NOW},
+        {"id": 2, "campaign_id": 9, "subscriber_id": 1, "status": "sending", "attempts": 0, "updated_at": NOW},
+        {"id": 5, "campaign_id": 9, "subscriber_id": 2, "status": "pending", "attempts": 2, "last_reply": "451 later",
+         "next_attempt_at": NOW, "updated_at": NOW},
+        {"id": 6, "campaign_id": 9, "subscriber_id": 3, "status": "bounced", "attempts": 1, "updated_at": NOW},
+    ]  # fmt: skip
+    with engine.begin() as conn:
+        for table, rows in (
+            ("subscribers", subscriber_rows),
+            ("campaigns", campaign_rows),
+            ("deliveries", delivery_rows),
+        ):
+            columns = old.tables[table].columns
+            conn.execute(insert(old.tables[table]), [{c.name: row.get(c.name) for c in columns} for row in rows])
+        before = {
+            t: conn.execute(select(old.tables[t]).order_by(text("id"))).all() for t in ("campaigns", "deliveries")
+        }
+    monkeypatch.undo()
+
+    assert schema.migrate(engine) == names[names.index("0003_delivery_safety") :]
+    with engine.connect() as conn:
+        for table in ("campaigns", "deliveries"):
+            columns = [c for c in old.tables[table].columns]
+            assert conn.execute(select(*columns).order_by(text("id"))).all() == before[table]
+        assert conn.execute(select(schema.campaigns.c.pause_reason)).scalars().all() == [None, None]
+        assert set(conn.execute(select(schema.deliveries.c.interrupted)).scalars()) == {0}
+        assert {i["name"] for i in inspect(conn).get_indexes("deliveries")} >= {
+            "deliveries_by_status",
+            "deliveries_by_subscriber",
+        }
+        assert {fk["referred_table"] for fk in inspect(conn).get_foreign_keys("deliveries")} == {
+            "campaigns",
+            "subscribers",
+        }
+        assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+    store = Store(engine)
+    try:
+        assert store.requeue_in_flight(9) == (1, 0)  # the one left 'sending'
+        store.pause_campaign(9, "because")
+        assert store.get_campaign(9).pause_reason == "because"  # type: ignore[union-attr]
+        new, _ = store.create_campaign(newsletter("new"), "post", now=NOW)
+        assert new.id == 10 and store.delivery_counts(new.id)["pending"] == 3
+        for table, row_id, values in (
+            (schema.campaigns, 9, {"status": "archived"}),
+            (schema.deliveries, 5, {"status": "lost"}),
+            (schema.deliveries, 2, {"subscriber_id": 2}),  # one delivery per subscriber and campaign
+        ):
+            with pytest.raises(IntegrityError), engine.begin() as conn:
+                conn.execute(update(table).where(table.c.id == row_id).values(**values))
+        with engine.begin() as conn:
+            conn.execute(update(schema.deliveries).where(schema.deliveries.c.id == 5).values(status="held"))
+            conn.execute(delete(schema.campaigns).where(schema.campaigns.c.id == 9))  # cascades
+            assert conn.execute(select(schema.deliveries.c.id).order_by(text("id"))).scalars().all() == [1, 7, 8, 9]
+    finally:
+        store.close()
+
+
+def test_the_send_loop_writes_times_as_the_ledger_does(store: Store) -> None:
+    """The send loop runs its statements through the driver, without SQLAlchemy's
+    parameter processing; a time must still be stored in the ledger's own format (on
+    SQLite, text that sorts and compares), or "due" comparisons go wrong."""
+    for i in range(2):
+        store.add_subscriber(f"a{i}@example.com")
+    campaign, _ = store.create_campaign(newsletter(), "post", now=NOW)
+    later = NOW + timedelta(hours=1)
+    with store.delivery_session() as session:
+        first, second = session.record_and_claim(campaign.id, [], 10, NOW)[0]
+        outcomes = [
+            Outcome(first.delivery_id, first.subscriber_id, "sent", "250 ok"),
+            Outcome(second.delivery_id, second.subscriber_id, "retry", "451 later", later),
+        ]
+        assert session.record_and_claim(campaign.id, outcomes, 10, NOW) == ([], 0)  # the retry is not due
+    assert store.next_retry_at(campaign.id) == later
+    with store.engine.connect() as conn:
+        written = conn.exec_driver_sql("SELECT created_at FROM campaigns").scalar()
+        rows = conn.exec_driver_sql("SELECT sent_at, updated_at, next_attempt_at FROM deliveries ORDER BY id").all()
+    stored = [value for row in rows for value in row if value is not None]
+    assert len(stored) == 4
+    for value in stored:
+        assert len(value) == len(written) and value[:10] == written[:10], (value, written)
+    session_claims = store.claim_deliveries(campaign.id, 10, now=later)
+    assert [c.delivery_id for c in session_claims[0]] == [second.delivery_id]

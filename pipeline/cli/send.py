@@ -44,7 +44,14 @@ transport_option = click.option(
 @click.argument("slug", required=False)
 @click.option("--digest", is_flag=True, help="Send a digest of every post e-mailed since the last digest (or --since).")
 @click.option("--since", "since_text", metavar="TIME", help="With --digest: posts e-mailed after TIME.")
-@click.option("--resume", is_flag=True, help="Continue every unfinished campaign (after a crash or deferrals).")
+@click.option(
+    "--resume", is_flag=True, help="Continue every unfinished campaign (after a crash, deferrals or a pause)."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --resume: also send deliveries held after two interrupted sends (they may arrive twice).",
+)
 @transport_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for scripts).")
 @click.option("--dry-run", is_flag=True, help="Say what would be sent, to how many, and how; send nothing.")
@@ -60,6 +67,7 @@ def send_command(
     digest: bool,
     since_text: str | None,
     resume: bool,
+    force: bool,
     transport_spec: str | None,
     yes: bool,
     dry_run: bool,
@@ -86,6 +94,8 @@ def send_command(
         )
     if since_text and not digest:
         raise PipelineError("--since only goes with --digest", field="--since")
+    if force and not resume:
+        raise PipelineError("--force only goes with --resume", field="--force", hint="pipeline send --resume --force")
     transport = transport_from_spec(transport_spec, settings)  # a bad spec fails before anything is written
     now = datetime.now(UTC)
     since = parse_when(since_text, settings, option="--since") if since_text else None
@@ -107,7 +117,14 @@ def send_command(
         with _ProgressBar() as bar:
             try:
                 summary = delivery.deliver(
-                    store, settings, transport, campaign_id, bar.update, wait_for_retries=not no_wait
+                    store,
+                    settings,
+                    transport,
+                    campaign_id,
+                    bar.update,
+                    wait_for_retries=not no_wait,
+                    resume_paused=resume,
+                    force=force,
                 )
             except delivery.DeliveryAborted as aborted:
                 bar.stop()
@@ -117,7 +134,8 @@ def send_command(
     if not summary.campaigns:
         console.print("nothing to send: every campaign is finished")
     busy = [c for c in summary.campaigns if c.busy_with]
-    if not summary.ok or (busy and campaign_id is not None):
+    stopped = summary.paused or summary.held
+    if not summary.ok or stopped or (busy and campaign_id is not None):
         raise click.exceptions.Exit(1)
 
 
@@ -266,9 +284,10 @@ class _ProgressBar:
 def _print_summary(summary: delivery.Summary, transport: Transport) -> None:
     if not summary.campaigns:
         return
-    table = Table("campaign", "sent", "failed", "bounced", "skipped", "retried", "re-sent", "left", "state", box=None)
+    table = Table(
+        "campaign", "sent", "failed", "bounced", "skipped", "retried", "re-sent", "left", "held", "state", box=None
+    )
     for c in summary.campaigns:
-        state = f"busy ({c.busy_with})" if c.busy_with else "finished" if c.finished else "unfinished"
         table.add_row(
             c.key,
             str(c.sent),
@@ -278,12 +297,15 @@ def _print_summary(summary: delivery.Summary, transport: Transport) -> None:
             str(c.retried),
             str(c.recovered),
             str(c.remaining),
-            state,
+            str(c.held),
+            _state(c),
         )
     console.print(table)
     for c in summary.campaigns:
         for address, status, reply in c.problems:
             console.print(f"{c.key}: {address}: {status}: {reply}", markup=False)
+        for address, why in c.held_addresses:
+            console.print(f"{c.key}: {address}: {why}", markup=False)
     rate = summary.sent / summary.seconds if summary.seconds else 0.0
     if isinstance(transport, OutboxTransport):
         console.print(
@@ -295,8 +317,20 @@ def _print_summary(summary: delivery.Summary, transport: Transport) -> None:
         )
     else:
         console.print(f"{summary.sent} sent in {summary.seconds:.1f} s ({rate:.0f}/s)")
-    if summary.remaining:
+
+    for c in summary.campaigns:
+        for line in c.advice():
+            console.print(line, markup=False)
+    if summary.remaining and not summary.paused:
         console.print(f"{summary.remaining} left to send: run `pipeline send --resume` later")
+
+
+def _state(c: delivery.CampaignResult) -> str:
+    if c.busy_with:
+        return f"busy ({c.busy_with})"
+    if c.paused:
+        return "paused"
+    return "finished" if c.finished else "unfinished"
 
 
 @click.command("send-test")

@@ -42,9 +42,16 @@ from sqlalchemy.types import TypeDecorator
 
 SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 # "skipped": the subscriber was no longer active when the message's turn came.
-DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped")
-CAMPAIGN_STATUSES = ("sending", "finished")
+# "held": in flight when a sender died, twice: it may have arrived twice already, so it
+# waits for `pipeline send --resume --force` instead of going out a third time.
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped", "held")
+# "paused": stopped by a refusal of our sender or by the circuit breaker; only an
+# explicit `pipeline send --resume` continues it.
+CAMPAIGN_STATUSES = ("sending", "paused", "finished")
 CAMPAIGN_KINDS = ("post", "digest")
+# What version 1 allowed (frozen with it).
+_V1_DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped")
+_V1_CAMPAIGN_STATUSES = ("sending", "finished")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -126,7 +133,7 @@ def _define_v1(metadata: MetaData) -> None:
         # Which process is sending it, until when: two senders never share a campaign.
         Column("lease_owner", String(200)),
         Column("lease_expires_at", UTCDateTime),
-        CheckConstraint(_in("status", CAMPAIGN_STATUSES), name="campaigns_status"),
+        CheckConstraint(_in("status", _V1_CAMPAIGN_STATUSES), name="campaigns_status"),
         CheckConstraint(_in("kind", CAMPAIGN_KINDS), name="campaigns_kind"),
     )
     Table(
@@ -142,7 +149,7 @@ def _define_v1(metadata: MetaData) -> None:
         Column("updated_at", UTCDateTime, nullable=False),
         Column("sent_at", UTCDateTime),
         UniqueConstraint("campaign_id", "subscriber_id", name="deliveries_campaign_subscriber"),
-        CheckConstraint(_in("status", DELIVERY_STATUSES), name="deliveries_status"),
+        CheckConstraint(_in("status", _V1_DELIVERY_STATUSES), name="deliveries_status"),
         Index("deliveries_by_status", "campaign_id", "status", "id"),
         Index("deliveries_by_subscriber", "subscriber_id"),
     )
@@ -269,12 +276,118 @@ def _m0004_scheduler_lock(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+# The columns of campaigns and deliveries before 0003 (what it copies).
+_V1_CAMPAIGN_COLUMNS = "id, key, kind, subject, content, status, created_at, finished_at, lease_owner, lease_expires_at"
+_V1_DELIVERY_COLUMNS = (
+    "id, campaign_id, subscriber_id, status, attempts, last_reply, next_attempt_at, updated_at, sent_at"
+)
+
+
+def _define_delivery_tables_0003(metadata: MetaData, suffix: str = "") -> None:
+    """campaigns and deliveries as migration 0003 leaves them. Frozen: used by 0003 and,
+    until a later migration changes these tables, by the current schema."""
+    Table(
+        f"campaigns{suffix}",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("key", String(200), nullable=False, unique=True),
+        Column("kind", String(16), nullable=False),
+        Column("subject", Text, nullable=False),
+        Column("content", Text, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("finished_at", UTCDateTime),
+        Column("lease_owner", String(200)),
+        Column("lease_expires_at", UTCDateTime),
+        # Why the campaign is paused, in words for the person who resumes it.
+        Column("pause_reason", Text),
+        CheckConstraint(_in("status", ("sending", "paused", "finished")), name="campaigns_status"),
+        CheckConstraint(_in("kind", ("post", "digest")), name="campaigns_kind"),
+    )
+    Table(
+        f"deliveries{suffix}",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("campaign_id", Integer, ForeignKey(f"campaigns{suffix}.id", ondelete="CASCADE"), nullable=False),
+        Column("subscriber_id", Integer, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("last_reply", Text),
+        Column("next_attempt_at", UTCDateTime),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Column("sent_at", UTCDateTime),
+        # How many times a sender died while this delivery was in flight (two: held).
+        Column("interrupted", Integer, nullable=False, server_default=text("0")),
+        UniqueConstraint("campaign_id", "subscriber_id", name="deliveries_campaign_subscriber"),
+        CheckConstraint(
+            _in("status", ("pending", "sending", "sent", "failed", "bounced", "skipped", "held")),
+            name="deliveries_status",
+        ),
+    )
+
+
+def _m0003_delivery_safety(conn: Connection) -> None:
+    """Campaigns can be 'paused' (with a reason), deliveries 'held', and a delivery counts
+    the crashes it was in flight for.
+
+    PostgreSQL alters the constraints in place. SQLite cannot alter a CHECK constraint:
+    both tables are rebuilt (create new, copy, drop, rename), deliveries too because it
+    refers to campaigns with ON DELETE CASCADE: dropping the old campaigns table while
+    foreign keys are on (they cannot be turned off inside a transaction) would delete
+    every delivery. The new deliveries table refers to campaigns_new, and SQLite's
+    rename carries that reference over to the final name.
+    """
+    from sqlalchemy import inspect
+
+    if conn.dialect.name != "sqlite":
+        for table, statuses in (
+            ("campaigns", ("sending", "paused", "finished")),
+            ("deliveries", ("pending", "sending", "sent", "failed", "bounced", "skipped", "held")),
+        ):
+            conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {table}_status"))
+            conn.execute(text(f"ALTER TABLE {table} ADD CONSTRAINT {table}_status CHECK ({_in('status', statuses)})"))
+        conn.execute(text("ALTER TABLE campaigns ADD COLUMN pause_reason TEXT"))
+        conn.execute(text("ALTER TABLE deliveries ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0"))
+        return
+    inspector: Any = inspect(conn)
+    for table, known in (("campaigns", _V1_CAMPAIGN_COLUMNS), ("deliveries", _V1_DELIVERY_COLUMNS)):
+        extra = {c["name"] for c in inspector.get_columns(table)} - set(known.split(", "))
+        if extra:  # a column this copy would lose: refuse rather than drop data
+            raise RuntimeError(f"migration 0003 does not know the columns {sorted(extra)} of {table}")
+    for other in inspector.get_table_names():
+        if other != "deliveries" and any(
+            fk["referred_table"] == "campaigns" for fk in inspector.get_foreign_keys(other)
+        ):
+            raise RuntimeError(f"migration 0003 would empty {other}: it refers to campaigns")
+    new = MetaData()
+    Table("subscribers", new, Column("id", Integer, primary_key=True))  # referred to, not created
+    _define_delivery_tables_0003(new, suffix="_new")
+    new.tables["campaigns_new"].create(conn)
+    new.tables["deliveries_new"].create(conn)
+    conn.execute(
+        text(f"INSERT INTO campaigns_new ({_V1_CAMPAIGN_COLUMNS}) SELECT {_V1_CAMPAIGN_COLUMNS} FROM campaigns")
+    )
+    conn.execute(
+        text(f"INSERT INTO deliveries_new ({_V1_DELIVERY_COLUMNS}) SELECT {_V1_DELIVERY_COLUMNS} FROM deliveries")
+    )
+    conn.execute(text("DROP TABLE deliveries"))  # nothing refers to it: no cascade
+    conn.execute(text("DROP TABLE campaigns"))  # only deliveries referred to it, and it is gone
+    conn.execute(text("ALTER TABLE campaigns_new RENAME TO campaigns"))
+    conn.execute(text("ALTER TABLE deliveries_new RENAME TO deliveries"))
+    conn.execute(text("CREATE INDEX deliveries_by_status ON deliveries (campaign_id, status, id)"))
+    conn.execute(text("CREATE INDEX deliveries_by_subscriber ON deliveries (subscriber_id)"))
+    problems = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if problems:
+        raise RuntimeError(f"migration 0003 broke foreign keys: {problems[:5]}")
+
+
 Migration = tuple[str, Callable[[Connection], None]]
 
 # Append only. Never edit or reorder a released migration.
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _m0001_initial),
     ("0002_release_records", _m0002_release_records),
+    ("0003_delivery_safety", _m0003_delivery_safety),
     ("0004_scheduler_lock", _m0004_scheduler_lock),
 ]
 
@@ -282,6 +395,10 @@ MIGRATIONS: list[Migration] = [
 
 metadata = MetaData()
 _define_v1(metadata)
+# 0003 replaced campaigns and deliveries.
+metadata.remove(metadata.tables["deliveries"])
+metadata.remove(metadata.tables["campaigns"])
+_define_delivery_tables_0003(metadata)
 _define_release_records(metadata)
 metadata.tables["publications"].append_column(Column("campaign_id", Integer))  # 0002
 meta = metadata.tables["meta"]
@@ -289,6 +406,8 @@ subscribers = metadata.tables["subscribers"]
 publications = metadata.tables["publications"]
 campaigns = metadata.tables["campaigns"]
 deliveries = metadata.tables["deliveries"]
+Index("deliveries_by_status", deliveries.c.campaign_id, deliveries.c.status, deliveries.c.id)
+Index("deliveries_by_subscriber", deliveries.c.subscriber_id)
 releases = metadata.tables["releases"]
 holds = metadata.tables["holds"]
 approvals = metadata.tables["approvals"]

@@ -22,14 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
     Row,
     and_,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -47,12 +46,22 @@ from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.faults import redact_url
+from pipeline.ledger import deliveries as delivery_rows
 from pipeline.ledger import schema
+from pipeline.ledger.deliveries import Claim as Claim  # the send loop's rows, defined there
+from pipeline.ledger.deliveries import DeliverySession
+from pipeline.ledger.deliveries import Outcome as Outcome
 from pipeline.ledger.releases import ReleaseRecords
 from pipeline.ledger.schema import campaigns, deliveries, meta, publications, subscribers
 
 BUSY_TIMEOUT_SECONDS = 30.0
 LEASE_SECONDS = 60.0
+# Deliveries that keep a campaign open (a held one waits for a person).
+_OPEN = ("pending", "sending", "held")
+HELD_REPLY = (
+    "held: it was in flight when a sender stopped without recording it, twice, so it may "
+    "have arrived already; send it anyway with pipeline send --resume --force"
+)
 _CHUNK = 500  # rows per IN (...) list: far below every database's parameter limit
 
 
@@ -160,36 +169,12 @@ class Campaign:
     status: str
     created_at: datetime
     finished_at: datetime | None
+    pause_reason: str | None = None  # set while status is 'paused'
 
     @property
     def issued_at(self) -> int:
         """Unsubscribe tokens of this campaign carry its creation time (whole seconds)."""
         return int(self.created_at.timestamp())
-
-
-class Claim(NamedTuple):
-    """A delivery handed to a sender: marked 'sending' in the ledger."""
-
-    delivery_id: int
-    subscriber_id: int
-    email: str
-    name: str | None
-    attempts: int  # before this one
-
-
-class Outcome(NamedTuple):
-    """What happened to one claimed delivery; ``Store.record_outcomes`` writes it.
-
-    ``status``: 'sent', 'retry' (back to pending at ``next_attempt_at``), 'failed',
-    'bounced' (and the subscriber too), or 'release' (not attempted: back to pending,
-    no attempt counted).
-    """
-
-    delivery_id: int
-    subscriber_id: int
-    status: str
-    reply: str = ""
-    next_attempt_at: datetime | None = None
 
 
 class SubscriberExists(PipelineError):
@@ -245,6 +230,7 @@ def _campaign(row: Row[Any]) -> Campaign:
         status=row.status,
         created_at=row.created_at,
         finished_at=row.finished_at,
+        pause_reason=row.pause_reason,
     )
 
 
@@ -616,16 +602,44 @@ class Store(ReleaseRecords):
             open_rows = conn.scalar(
                 select(func.count())
                 .select_from(deliveries)
-                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status.in_(("pending", "sending")))
+                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status.in_(_OPEN))
             )
             if open_rows:
                 return False
             conn.execute(
                 update(campaigns)
                 .where(campaigns.c.id == campaign_id, campaigns.c.status != "finished")
-                .values(status="finished", finished_at=now or utcnow(), lease_owner=None, lease_expires_at=None)
+                .values(
+                    status="finished",
+                    finished_at=now or utcnow(),
+                    pause_reason=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
             )
             return True
+
+    def pause_campaign(self, campaign_id: int, reason: str) -> None:
+        """Stop the campaign until ``resume_campaign``: the scheduler leaves it alone.
+        Call only while holding the campaign's lease."""
+        with self._write() as conn:
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id, campaigns.c.status == "sending")
+                .values(status="paused", pause_reason=reason)
+            )
+
+    def resume_campaign(self, campaign_id: int) -> bool:
+        """A paused campaign is sending again; True if it was paused."""
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    update(campaigns)
+                    .where(campaigns.c.id == campaign_id, campaigns.c.status == "paused")
+                    .values(status="sending", pause_reason=None)
+                ).rowcount
+                == 1
+            )
 
     # --- leases: one sender per campaign --------------------------------------------
 
@@ -700,16 +714,52 @@ class Store(ReleaseRecords):
 
     # --- deliveries ---------------------------------------------------------------
 
-    def requeue_in_flight(self, campaign_id: int, *, now: datetime | None = None) -> int:
-        """Deliveries left 'sending' by a sender that died: back to pending (they will be
-        sent again; some may have reached the server already: the in-flight window).
-        Call only while holding the campaign's lease."""
+    def requeue_in_flight(self, campaign_id: int, *, now: datetime | None = None) -> tuple[int, int]:
+        """Deliveries left 'sending' by a sender that died: back to pending, to be sent
+        again (some may have reached the server already: the in-flight window), except
+        those this happens to for the second time: they are 'held' until
+        ``release_held``, so no crash loop sends anyone a third copy.
+        Returns (requeued, held). Call only while holding the campaign's lease."""
+        now = now or utcnow()
+        in_flight = and_(deliveries.c.campaign_id == campaign_id, deliveries.c.status == "sending")
+        with self._write() as conn:
+            held = conn.execute(
+                update(deliveries)
+                .where(in_flight, deliveries.c.interrupted >= 1)
+                .values(
+                    status="held",
+                    interrupted=deliveries.c.interrupted + 1,
+                    last_reply=HELD_REPLY,
+                    updated_at=now,
+                )
+            ).rowcount
+            requeued = conn.execute(
+                update(deliveries)
+                .where(in_flight)
+                .values(status="pending", interrupted=deliveries.c.interrupted + 1, updated_at=now)
+            ).rowcount
+        return requeued, held
+
+    def release_held(self, campaign_id: int, *, now: datetime | None = None) -> int:
+        """Held deliveries back to pending (``send --resume --force``); returns how many."""
         with self._write() as conn:
             return conn.execute(
                 update(deliveries)
-                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == "sending")
+                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == "held")
                 .values(status="pending", updated_at=now or utcnow())
             ).rowcount
+
+    def held_deliveries(self, campaign_id: int, *, limit: int = 100) -> list[tuple[str, str]]:
+        """(address, why) of the campaign's held deliveries, oldest first."""
+        query = (
+            select(subscribers.c.email, deliveries.c.last_reply)
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == "held")
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [(r.email, r.last_reply or HELD_REPLY) for r in conn.execute(query)]
 
     def claim_deliveries(self, campaign_id: int, limit: int, *, now: datetime | None = None) -> tuple[list[Claim], int]:
         """Mark up to ``limit`` due deliveries 'sending' and return them, oldest first,
@@ -718,66 +768,35 @@ class Store(ReleaseRecords):
         Deliveries whose subscriber is no longer active are marked 'skipped' here, in
         the same transaction: the status is checked at the moment of sending.
         """
-        now = now or utcnow()
-        with self._write() as conn:
-            rows = conn.execute(_CLAIM, {"campaign_id": campaign_id, "now": now, "limit": limit}).all()
-            claims = [
-                Claim(delivery_id=d_id, subscriber_id=s_id, email=email, name=name, attempts=attempts)
-                for d_id, s_id, attempts, email, name, status in rows
-                if status == "active"
-            ]
-            skipped = [row[0] for row in rows if row[5] != "active"]
-            if skipped:
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id.in_(skipped))
-                    .values(status="skipped", last_reply="not sent: subscriber is no longer active", updated_at=now)
-                )
-            if claims:
-                # Exactly the rows read above: the same conditions up to the last id read,
-                # and nothing else changes a campaign's deliveries while its lease is held.
-                conn.execute(_MARK_RANGE, {"b_campaign": campaign_id, "now": now, "b_last_id": rows[-1][0]})
-            return claims, len(skipped)
+        return self.record_and_claim(campaign_id, (), limit, now=now)
 
     def record_outcomes(self, outcomes: Sequence[Outcome], *, now: datetime | None = None) -> None:
         """Write what happened to claimed deliveries, all in one transaction."""
-        if not outcomes:
-            return
+        if outcomes:
+            with self._write() as conn:
+                delivery_rows.record(delivery_rows.ConnectionExecutor(conn), outcomes, now or utcnow())
+
+    def record_and_claim(
+        self, campaign_id: int, outcomes: Sequence[Outcome], limit: int, *, now: datetime | None = None
+    ) -> tuple[list[Claim], int]:
+        """``record_outcomes`` then ``claim_deliveries``, in one transaction: the send
+        loop's one visit to the ledger per round."""
         now = now or utcnow()
-        sent = [o for o in outcomes if o.status == "sent"]
         with self._write() as conn:
-            # Nearly every outcome is "sent": one statement for the lot, and the replies
-            # (which carry the server's queue id, useful for tracing) in a light second one.
-            for chunk in _chunks(sent):
-                conn.execute(_SENT, {"ids": [o.delivery_id for o in chunk], "now": now})
-                _executemany_plain(conn, _REPLY, [{"b_id": o.delivery_id, "b_reply": o.reply} for o in chunk])
-            for o in outcomes:
-                if o.status == "sent":
-                    continue
-                if o.status == "release":
-                    values: dict[str, Any] = {"status": "pending"}
-                elif o.status == "retry":
-                    values = {
-                        "status": "pending",
-                        "attempts": deliveries.c.attempts + 1,
-                        "next_attempt_at": o.next_attempt_at,
-                        "last_reply": o.reply,
-                    }
-                elif o.status in ("failed", "bounced"):
-                    values = {"status": o.status, "attempts": deliveries.c.attempts + 1, "last_reply": o.reply}
-                else:
-                    raise ValueError(f"unknown outcome {o.status!r}")
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == o.delivery_id, deliveries.c.status == "sending")
-                    .values(updated_at=now, **values)
-                )
-                if o.status == "bounced":
-                    conn.execute(
-                        update(subscribers)
-                        .where(subscribers.c.id == o.subscriber_id, subscribers.c.status == "active")
-                        .values(status="bounced", updated_at=now)
-                    )
+            executor = delivery_rows.ConnectionExecutor(conn)
+            if outcomes:
+                delivery_rows.record(executor, outcomes, now)
+            return delivery_rows.claim(executor, campaign_id, limit, now)
+
+    @contextmanager
+    def delivery_session(self) -> Iterator[DeliverySession]:
+        """A connection of its own for a send loop (see ``DeliverySession``). Call its
+        ``record_and_claim`` only while holding the campaign's lease."""
+        session = DeliverySession(self.engine)
+        try:
+            yield session
+        finally:
+            session.close()
 
     def next_retry_at(self, campaign_id: int) -> datetime | None:
         """When the earliest deferred (4xx) delivery of the campaign becomes due."""
@@ -823,75 +842,6 @@ class Store(ReleaseRecords):
         )
         with self._read() as conn:
             return [(r.key, r.status, r.attempts) for r in conn.execute(query)]
-
-
-# The send loop's statements, built once: constructing a statement costs more than
-# running it at thousands of deliveries a second.
-# A delivery is due when it was never deferred, or its retry time has come.
-_DUE = or_(
-    deliveries.c.next_attempt_at.is_(None),
-    deliveries.c.next_attempt_at <= bindparam("now", type_=schema.UTCDateTime()),
-)
-_CLAIM = (
-    select(
-        deliveries.c.id,
-        deliveries.c.subscriber_id,
-        deliveries.c.attempts,
-        subscribers.c.email,
-        subscribers.c.name,
-        subscribers.c.status,
-    )
-    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-    .where(
-        deliveries.c.campaign_id == bindparam("campaign_id"),
-        deliveries.c.status == "pending",
-        _DUE,
-    )
-    .order_by(deliveries.c.id)
-    .limit(bindparam("limit"))
-)
-_MARK_RANGE = (
-    update(deliveries)
-    .where(
-        deliveries.c.campaign_id == bindparam("b_campaign"),
-        deliveries.c.status == "pending",
-        deliveries.c.id <= bindparam("b_last_id"),
-        _DUE,
-    )
-    .values(status="sending", updated_at=bindparam("now", type_=schema.UTCDateTime()))
-)
-_SENT = (
-    update(deliveries)
-    .where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
-    .values(
-        status="sent",
-        attempts=deliveries.c.attempts + 1,
-        sent_at=bindparam("now", type_=schema.UTCDateTime()),
-        updated_at=bindparam("now", type_=schema.UTCDateTime()),
-        next_attempt_at=None,
-    )
-)
-_REPLY = update(deliveries).where(deliveries.c.id == bindparam("b_id")).values(last_reply=bindparam("b_reply"))
-
-
-def _executemany_plain(conn: Connection, statement: Any, rows: list[dict[str, Any]]) -> None:
-    """Run ``statement`` once per row through the driver directly.
-
-    For plain integer and text parameters only (no type conversion happens): it skips
-    SQLAlchemy's per-row parameter processing, which costs more than the database's
-    own work here. The SQL is compiled for the connection's dialect, so it stays portable.
-    """
-    compiled = _COMPILED.get((statement, conn.dialect.name))
-    if compiled is None:
-        compiled = _COMPILED[(statement, conn.dialect.name)] = statement.compile(dialect=conn.dialect)
-    if compiled.positional:
-        order = compiled.positiontup
-        conn.exec_driver_sql(compiled.string, [tuple(row[name] for name in order) for row in rows])
-    else:
-        conn.exec_driver_sql(compiled.string, rows)
-
-
-_COMPILED: dict[tuple[Any, str], Any] = {}
 
 
 def owner_alive(owner: str) -> bool:

@@ -18,62 +18,35 @@ from __future__ import annotations
 import contextlib
 import mailbox
 import os
-import re
 import smtplib
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.config import Settings
 from pipeline.errors import ExitCode, MailFault
-from pipeline.mail.message import from_wire, to_wire
+from pipeline.mail.message import from_wire
+from pipeline.mail.replies import Reply as Reply  # where callers have always found it
+from pipeline.mail.smtp_client import (
+    ConnectionLost,
+    Item,
+    Pace,
+    SmtpClient,
+    SslSmtpClient,
+    TransactionTimedOut,
+)
+from pipeline.mail.smtp_client import content as _content
 
 PASSWORD_ENV = "PIPELINE_SMTP_PASSWORD"
 SPEC_HINT = 'use "outbox:PATH" or "smtp://[user@]host:port[?tls=starttls|ssl]"'
 _DEFAULT_PORTS = {"none": 25, "starttls": 587, "ssl": 465}
-_ENHANCED = re.compile(rb"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 RECONNECT_ATTEMPTS = 3
-_MAX_REPLY_LINE = 8193  # smtplib's limit (RFC 5321 asks for 512; some servers say more)
-
-
-class Reply(NamedTuple):
-    """An SMTP reply (or the outbox's equivalent). A tuple: one is made per message."""
-
-    code: int
-    text: str
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        return self.code >= 500
-
-    @property
-    def enhanced(self) -> str | None:
-        """The RFC 3463 enhanced status code, e.g. '5.1.1', when the server gave one."""
-        match = _ENHANCED.match(self.text.encode("ascii", "replace"))
-        return b".".join(match.groups()).decode() if match else None
-
-    @property
-    def bad_mailbox(self) -> bool:
-        """5.1.x: the address itself is wrong (no such user, bad domain): stop mailing it."""
-        status = self.enhanced
-        return self.permanent and status is not None and status.startswith("5.1.")
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}".strip()
 
 
 class TransportError(MailFault):
@@ -89,20 +62,6 @@ class TransportSpecError(TransportError):
     exit_code = ExitCode.CONFIG
 
 
-class ConnectionLost(Exception):
-    """The server went away in the middle of a transaction."""
-
-
-Pace = Callable[[], None]
-# (recipient, message): the message as bytes, or a function that builds it when its
-# turn comes (so building overlaps the network wait instead of delaying the first send).
-Item = tuple[str, bytes | Callable[[], bytes]]
-
-
-def _content(message: bytes | Callable[[], bytes]) -> bytes:
-    return message if isinstance(message, bytes) else message()
-
-
 class Connection(Protocol):
     def send(self, sender: str, recipient: str, message: bytes) -> Reply:
         """Hand one message over; the reply says whether it was accepted.
@@ -110,7 +69,7 @@ class Connection(Protocol):
         Raises ``TransportError`` when the transport is unusable (after reconnecting).
         """
 
-    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Iterator[Reply]:
+    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Generator[Reply, None, None]:
         """Hand over (recipient, message) pairs in order, yielding each one's reply as it
         comes; ``pace`` is called before each message goes out (the rate limit).
 
@@ -181,9 +140,9 @@ class _OutboxConnection:
         self._outbox = outbox
 
     def send(self, sender: str, recipient: str, message: bytes) -> Reply:
-        return Reply(250, f"2.0.0 saved in the outbox as {self._outbox.deliver(message)}")
+        return Reply(250, f"2.0.0 saved in the outbox as {self._outbox.deliver(message)}", "DATA")
 
-    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Iterator[Reply]:
+    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Generator[Reply, None, None]:
         for recipient, message in items:
             if pace is not None:
                 pace()
@@ -196,120 +155,8 @@ class _OutboxConnection:
 # --- SMTP --------------------------------------------------------------------------------
 
 
-class _Client(smtplib.SMTP):
-    """One SMTP transaction, pipelined when the server advertises PIPELINING.
-
-    smtplib's own ``sendmail`` waits for each reply in turn and rewrites the whole
-    message twice with regular expressions; for a newsletter that is most of the
-    cost of sending. Connection set-up (EHLO, STARTTLS, AUTH) stays smtplib's.
-    """
-
-    def transaction(self, sender: str, recipient: str, message: bytes) -> Reply:
-        data = to_wire(message)
-        body = " BODY=8BITMIME" if self.has_extn("8bitmime") else ""
-        mail_cmd = f"MAIL FROM:<{sender}>{body}\r\n".encode("ascii")
-        rcpt_cmd = f"RCPT TO:<{recipient}>\r\n".encode("ascii")
-        replies = []
-        for command in (mail_cmd, rcpt_cmd, b"DATA\r\n"):
-            self.send(command)
-            replies.append(self.read_reply())
-            if replies[-1][0] >= 400:
-                break
-        failure = next((r for r in replies if r[0] >= 400), None)
-        if failure is None and replies[-1][0] == 354:
-            self.send(data)
-            return _reply(self.read_reply())
-        try:
-            if replies[-1][0] == 354:
-                # The server took DATA though MAIL or RCPT failed: end the empty message.
-                self.send(b".\r\n")
-                self.read_reply()
-            self.rset()
-        except (smtplib.SMTPServerDisconnected, OSError):
-            self.close()  # the answer stands; the next message reconnects
-        return _reply(failure or replies[-1])
-
-    def transactions(self, sender: str, items: Sequence[Item], pace: Pace | None) -> Iterator[Reply]:
-        """Several transactions on this connection, one reply per item, in order.
-
-        With PIPELINING, each write carries one message's content and the next
-        message's MAIL, RCPT and DATA (RFC 2920 allows content first in a group), so a
-        message costs one round trip instead of two; and the next message is built
-        while the server is busy with the current one.
-        """
-        if not items:
-            return
-        if not self.has_extn("pipelining"):
-            for recipient, message in items:
-                if pace is not None:
-                    pace()
-                yield self.transaction(sender, recipient, _content(message))
-            return
-        body = " BODY=8BITMIME" if self.has_extn("8bitmime") else ""
-
-        def envelope(index: int) -> bytes:
-            if index >= len(items):
-                return b""
-            return f"MAIL FROM:<{sender}>{body}\r\nRCPT TO:<{items[index][0]}>\r\nDATA\r\n".encode("ascii")
-
-        self.send(envelope(0))
-        upcoming = _content(items[0][1])
-        for index in range(len(items)):
-            message = upcoming
-            replies = [self.read_reply(), self.read_reply(), self.read_reply()]
-            following = envelope(index + 1)
-            failure = next((r for r in replies if r[0] >= 400), None)
-            accepted = failure is None and replies[2][0] == 354
-            if accepted:
-                if pace is not None:
-                    pace()
-                self.send(to_wire(message) + following)
-            else:
-                # Refused before its content: end an accepted DATA, reset, go on to the next.
-                ended = replies[2][0] == 354
-                self.send((b".\r\n" if ended else b"") + b"RSET\r\n" + following)
-                if ended:
-                    self.read_reply()
-                self.read_reply()
-            if index + 1 < len(items):
-                upcoming = _content(items[index + 1][1])  # while the server works
-            yield _reply(self.read_reply() if accepted else failure or replies[2])
-
-    def read_reply(self) -> tuple[int, bytes]:
-        """smtplib's ``getreply`` without its per-line debug and bookkeeping."""
-        if self.file is None:
-            if self.sock is None:
-                raise smtplib.SMTPServerDisconnected("not connected")
-            self.file = self.sock.makefile("rb")
-        lines = []
-        while True:
-            line = self.file.readline(_MAX_REPLY_LINE)
-            if not line:
-                self.close()
-                raise smtplib.SMTPServerDisconnected("connection unexpectedly closed")
-            lines.append(line[4:].strip(b" \t\r\n"))
-            if line[3:4] != b"-":
-                break
-        try:
-            code = int(line[:3])
-        except ValueError:
-            code = -1
-        return code, b"\n".join(lines)
-
-
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _reply(raw: tuple[int, bytes]) -> Reply:
-    code, text = raw
-    if code == 421 or code == -1:
-        raise ConnectionLost(text.decode("utf-8", "replace"))
-    return Reply(code, " ".join(text.decode("utf-8", "replace").split()))
-
-
-class _SslClient(_Client, smtplib.SMTP_SSL):
-    pass
 
 
 @dataclass(frozen=True)
@@ -321,6 +168,8 @@ class SmtpTransport:
     password: str | None
     timeout: float
     retry_base_seconds: float = 1.0
+    # The most one transaction may take, end to end (``timeout`` bounds each wait).
+    transaction_timeout: float = 120.0
 
     @property
     def description(self) -> str:
@@ -330,27 +179,25 @@ class SmtpTransport:
     def open(self) -> Connection:
         return SmtpConnection(self)
 
-    def connect(self) -> _Client:
-        """A new, ready SMTP session (greeted, TLS, logged in)."""
+    def connect(self) -> SmtpClient:
+        """A new, ready SMTP session (greeted, TLS, logged in), within one transaction timeout."""
         hostname = socket.gethostname()  # not getfqdn(): that may wait on DNS
-        client: _Client
+        limits = {"timeout": self.timeout, "transaction_timeout": self.transaction_timeout}
+        client: SmtpClient
         try:
             if self.tls == "ssl":
-                client = _SslClient(
-                    self.host,
-                    self.port,
-                    local_hostname=hostname,
-                    timeout=self.timeout,
-                    context=ssl.create_default_context(),
-                )
+                client = SslSmtpClient(local_hostname=hostname, context=ssl.create_default_context(), **limits)
             else:
-                client = _Client(self.host, self.port, local_hostname=hostname, timeout=self.timeout)
+                client = SmtpClient(local_hostname=hostname, **limits)
+            client.begin("the greeting")
+            client.connect(self.host, self.port)
             client.ehlo()
             if self.tls == "starttls":
                 client.starttls(context=ssl.create_default_context())
                 client.ehlo()
             if self.user:
                 client.login(self.user, self.password or "")
+            client.end()
         except smtplib.SMTPAuthenticationError as exc:
             raise TransportError(
                 f"{self.description} refused the login: {exc.smtp_code} {_text(exc.smtp_error)}",
@@ -362,7 +209,7 @@ class SmtpTransport:
             raise TransportError(
                 f"TLS with {self.description} failed: {exc.reason}", hint="check the tls= setting"
             ) from None
-        except (OSError, smtplib.SMTPException) as exc:
+        except (OSError, smtplib.SMTPException, TransactionTimedOut) as exc:
             raise ConnectionLost(f"cannot talk to {self.description}: {exc}") from None
         return client
 
@@ -372,13 +219,13 @@ class SmtpConnection:
 
     def __init__(self, transport: SmtpTransport) -> None:
         self.transport = transport
-        self._client: _Client | None = None
+        self._client: SmtpClient | None = None
 
     def send(self, sender: str, recipient: str, message: bytes) -> Reply:
         (reply,) = self.send_many(sender, [(recipient, message)])  # consumed to the end
         return reply
 
-    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Iterator[Reply]:
+    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Generator[Reply, None, None]:
         done = 0
         failures = 0
         complete = False
@@ -391,6 +238,13 @@ class SmtpConnection:
                         done += 1
                         failures = 0
                         yield reply
+                except TransactionTimedOut as exc:
+                    # The server is slow or stuck on this message: drop the connection
+                    # (a late reply must not be read as the next one's), defer this
+                    # message like a 4xx, and go on with the rest on a new connection.
+                    self._discard()
+                    done += 1
+                    yield Reply(451, f"4.4.1 {exc}: connection dropped, to be tried again", exc.stage)
                 except (ConnectionLost, smtplib.SMTPServerDisconnected, OSError) as exc:
                     # A message dropped after its final dot may have been taken: sending it
                     # again is the one way a recipient can get two copies (the in-flight window).
@@ -482,4 +336,5 @@ def _smtp_from_spec(spec: str, settings: Settings) -> SmtpTransport:
         password=password if user else None,
         timeout=settings.delivery.smtp_timeout,
         retry_base_seconds=settings.delivery.retry_base_seconds,
+        transaction_timeout=settings.delivery.smtp_transaction_timeout,
     )

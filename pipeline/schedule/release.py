@@ -352,6 +352,9 @@ def deliver_and_log(
 
 def log_delivery(what: str, summary: Summary) -> None:
     for campaign in summary.campaigns:
+        if campaign.paused or campaign.held_now:
+            for line in campaign.advice():
+                log.warning("%s: %s", what, line)
         if campaign.busy_with:
             log.info("%s: campaign %s is being sent by %s; leaving it to them", what, campaign.key, campaign.busy_with)
             continue
@@ -361,7 +364,8 @@ def log_delivery(what: str, summary: Summary) -> None:
         for name in ("failed", "bounced", "skipped", "remaining"):
             count = getattr(campaign, name)
             if count:
-                parts.append(f"{count} {'deferred for retry' if name == 'remaining' else name}")
+                waiting = "waiting (paused)" if campaign.paused else "deferred for retry"
+                parts.append(f"{count} {waiting if name == 'remaining' else name}")
         level = logging.WARNING if campaign.failed or campaign.bounced else logging.INFO
         label = f"newsletter {campaign.key}" if what == campaign.key else f"{what}: newsletter {campaign.key}"
         log.log(level, "%s: %s", label, ", ".join(parts))
