@@ -467,13 +467,14 @@ def test_one_click_as_multipart_form_data(client: TestClient, settings: Settings
 def test_a_changed_unsubscribe_token_is_rejected(client: TestClient, settings: Settings, store: Store) -> None:
     ann = add(store, "ann@example.org")
     bob = add(store, "bob@example.org")
-    token = make_token("unsubscribe", ann.id, load_secret(settings))
-    id_hex, issued, mac = token.split(".")
+    token = make_token("unsubscribe", ann.id, load_secret(settings), NOW)
+    version, id_hex, issued, mac = token.split(".")
+    later = make_token("unsubscribe", ann.id, load_secret(settings), NOW + timedelta(seconds=1)).split(".")[2]
     changed = [
-        f"{bob.id:x}.{issued}.{mac}",  # someone else's id
-        f"{id_hex}.{int(issued, 16) + 1:x}.{mac}",
-        f"{id_hex}.{issued}.{mac[::-1]}",
-        f"0{id_hex}.{issued}.{mac}",  # same number, other spelling
+        f"{version}.{bob.id:x}.{issued}.{mac}",  # someone else's id
+        f"{version}.{id_hex}.{later}.{mac}",
+        f"{version}.{id_hex}.{issued}.{mac[::-1]}",
+        f"{version}.0{id_hex}.{issued}.{mac}",  # same number, other spelling
         token + "x",
         make_token("confirm", ann.id, load_secret(settings)),
     ]

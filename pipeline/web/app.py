@@ -76,7 +76,7 @@ from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.ledger.store import Store, Subscriber, email_key
 from pipeline.ledger.subscribers import INACTIVE, add_subscriber, clean_name, normalise_address
-from pipeline.ledger.tokens import CONFIRM_MAX_AGE, TokenError, load_secret, read_token
+from pipeline.ledger.tokens import CONFIRM_MAX_AGE, TokenError, load_secret, read_token, token_issued_at
 from pipeline.mail.confirm import send_confirmation
 from pipeline.mail.transports import Transport, transport_from_spec
 
@@ -89,11 +89,6 @@ ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 section 3.1
 MAX_EMAIL_LENGTH = 254
 MAX_NAME_LENGTH = 200
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,199}$")
-
-
-def _issued_at(token: str) -> datetime:
-    """When a token (already verified) was issued: its second, hex-encoded field."""
-    return datetime.fromtimestamp(int(token.split(".")[1], 16), tz=UTC)
 
 
 FEEDS = {
@@ -593,7 +588,7 @@ class WebApp:
             # the button behind a link sent after they left: that is their consent. A link
             # from before they left is stale (it must not undo the unsubscribe).
             left_at = subscriber.unsubscribed_at or subscriber.updated_at
-            if _issued_at(token) <= left_at.replace(microsecond=0):  # same second: ambiguous, so stale
+            if token_issued_at("confirm", token, self.secret) <= left_at.replace(microsecond=0):  # same second: ambiguous, so stale
                 return None, "stale"
         return subscriber, None
 
