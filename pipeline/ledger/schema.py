@@ -45,6 +45,7 @@ SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced", "complain
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped")
 CAMPAIGN_STATUSES = ("sending", "finished")
 CAMPAIGN_KINDS = ("post", "digest")
+STAFF_ROLES = ("editor", "approver", "admin")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -252,12 +253,61 @@ def _m0002_release_records(conn: Connection) -> None:
         conn.execute(delete(old_meta).where(old_meta.c.key == key))
 
 
+def _define_staff_and_audit(metadata: MetaData) -> None:
+    """Staff accounts, their sessions and the audit log (migration 0005). Frozen."""
+    Table(
+        "staff",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("email", String(320), nullable=False),
+        Column("email_key", String(320), nullable=False, unique=True),
+        Column("name", String(200), nullable=False),
+        Column("role", String(16), nullable=False),
+        Column("password_hash", Text, nullable=False),  # Argon2id, with its parameters and salt
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("password_changed_at", UTCDateTime, nullable=False),
+        CheckConstraint(_in("role", STAFF_ROLES), name="staff_role"),
+    )
+    Table(
+        "staff_sessions",
+        metadata,
+        # The SHA-256 of the random session id the signed cookie carries: a copy of the
+        # database holds no session anyone could use.
+        Column("id_hash", String(64), primary_key=True),
+        Column("staff_id", Integer, ForeignKey("staff.id", ondelete="CASCADE"), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=False),
+        Index("staff_sessions_by_staff", "staff_id"),
+    )
+    Table(
+        "audit_log",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("at", UTCDateTime, nullable=False),
+        # Who, as they were named then: the row outlives the account.
+        Column("actor", String(200), nullable=False),
+        Column("actor_email", String(320), nullable=False),
+        Column("action", String(32), nullable=False),
+        Column("slug", String(200)),
+        Column("content_hash", String(64)),
+        Column("detail", Text, nullable=False),
+        Index("audit_log_by_slug", "slug", "id"),
+    )
+
+
+def _m0005_staff_and_audit(conn: Connection) -> None:
+    metadata = MetaData()
+    _define_staff_and_audit(metadata)
+    metadata.create_all(conn)
+
+
 Migration = tuple[str, Callable[[Connection], None]]
 
 # Append only. Never edit or reorder a released migration.
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _m0001_initial),
     ("0002_release_records", _m0002_release_records),
+    ("0005_staff_and_audit", _m0005_staff_and_audit),
 ]
 
 # --- the schema as it is now ---------------------------------------------------------
@@ -266,6 +316,7 @@ metadata = MetaData()
 _define_v1(metadata)
 _define_release_records(metadata)
 metadata.tables["publications"].append_column(Column("campaign_id", Integer))  # 0002
+_define_staff_and_audit(metadata)  # 0005
 meta = metadata.tables["meta"]
 subscribers = metadata.tables["subscribers"]
 publications = metadata.tables["publications"]
@@ -274,6 +325,9 @@ deliveries = metadata.tables["deliveries"]
 releases = metadata.tables["releases"]
 holds = metadata.tables["holds"]
 approvals = metadata.tables["approvals"]
+staff = metadata.tables["staff"]
+staff_sessions = metadata.tables["staff_sessions"]
+audit_log = metadata.tables["audit_log"]
 
 _migrations_metadata = MetaData()
 schema_migrations = Table(

@@ -47,8 +47,10 @@ from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.ledger import schema
+from pipeline.ledger.audit import AuditLog
 from pipeline.ledger.releases import ReleaseRecords
 from pipeline.ledger.schema import campaigns, deliveries, meta, publications, subscribers
+from pipeline.ledger.staff import StaffRecords
 
 BUSY_TIMEOUT_SECONDS = 30.0
 LEASE_SECONDS = 60.0
@@ -253,7 +255,7 @@ def newsletter_from_json(content: str) -> Newsletter:
     )
 
 
-class Store(ReleaseRecords):
+class Store(ReleaseRecords, StaffRecords, AuditLog):
     """The ledger. Open with ``Store.open(settings)``; use as a context manager or call ``close()``."""
 
     def __init__(self, engine: Engine) -> None:
