@@ -8,7 +8,6 @@ import logging
 import mailbox
 import os
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy

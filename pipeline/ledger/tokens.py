@@ -142,9 +142,9 @@ def sign_at(secret: bytes, purpose: str, value: str, issued: int) -> str:
     return f"{stamped}.{signer(secret, purpose).get_signature(stamped).decode('ascii')}"
 
 
-def unsign(secret: bytes, purpose: str, token: str) -> tuple[str, int] | None:
+def unsign(secret: bytes, purpose: str, token: str, *, max_length: int = _MAX_LENGTH) -> tuple[str, int] | None:
     """(value, issued at) of an authentic token, or None. Age is the caller's to judge."""
-    if not token or len(token) > _MAX_LENGTH or not token.isascii():
+    if not token or len(token) > max_length or not token.isascii():
         return None
     try:
         value, issued = signer(secret, purpose).unsign(token, return_timestamp=True)
@@ -168,7 +168,7 @@ class SignedValues:
 
     def read(self, token: str | None) -> str | None:
         """The value of an authentic token that has not expired, else None."""
-        found = unsign(self._secret, self._purpose, token or "")
+        found = unsign(self._secret, self._purpose, token or "", max_length=256)
         if found is None:
             return None
         value, issued = found

@@ -38,7 +38,7 @@ def refuse_if_released(web: WebState, slug: str) -> None:
 
 def action_problem(request: Request, staff: StaffMember, slug: str, error: PipelineError, **extra: object) -> Response:
     words = f"{error.message} ({error.hint})" if error.hint else error.message
-    context = {"title": "Not done", "slug": slug, "problem": words, **extra}
+    context = {"title": "Not done", "slug": slug, "problem": words, "choices": [], **extra}
     return desk_page(request, staff, "problem.html", context, status=400)
 
 

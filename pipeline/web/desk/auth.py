@@ -161,6 +161,7 @@ def login_page(request: Request, *, status: int = 200, email: str = "", error: s
             "email": email,
             "error": error,
             "staff": None,
+            "note": None,
         },
         status=status,
     )
