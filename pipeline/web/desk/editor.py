@@ -175,7 +175,7 @@ def post_context(web: WebState, post: Post) -> dict[str, Any]:
         "post_when": when(web, post.date),
         "released_at": when(web, state.release.released_at) if state.release else "",
         "approved_at": when(web, state.approval.at) if state.approval else "",
-        "picker_value": post.date.astimezone(web.settings.clinic.zone).strftime("%Y-%m-%dT%H:%M"),
+        "picker_value": post.date.astimezone(web.settings.clinic.zone).strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
 
