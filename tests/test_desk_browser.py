@@ -155,7 +155,9 @@ def test_an_editor_writes_an_approver_approves_and_the_scheduler_releases(
     editor.get_by_role("link", name="Preview the e-mail").click()
     expect(editor.get_by_role("heading", level=1)).to_have_text(f"Preview: {TITLE}")
     expect(editor.locator("dl.inbox").first).to_contain_text(TITLE)
-    expect(editor.frame_locator('iframe[title="The e-mail at phone width"]').locator("body")).to_contain_text("Look ahead")
+    expect(editor.frame_locator('iframe[title="The e-mail at phone width"]').locator("body")).to_contain_text(
+        "Look ahead"
+    )
     expect(editor.locator("article.snippet")).to_have_count(7)
     expect(editor.locator("#snippet-text-x")).to_contain_text(TITLE)
     expect(editor.locator("article.snippet").first).to_contain_text(" of ")
@@ -164,7 +166,9 @@ def test_an_editor_writes_an_approver_approves_and_the_scheduler_releases(
 
     # --- schedules it 10 s ahead -------------------------------------------------------------
     due = (datetime.now(UTC) + timedelta(seconds=10)).replace(microsecond=0)
-    editor.get_by_label(f"Release at ({settings.clinic.timezone})").fill(due.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S"))
+    editor.get_by_label(f"Release at ({settings.clinic.timezone})").fill(
+        due.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S")
+    )
     editor.get_by_role("button", name="Schedule").click()
     expect(editor.get_by_role("status")).to_contain_text("Scheduled")
     checks.axe_check(editor, "post page")

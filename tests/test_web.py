@@ -790,3 +790,41 @@ def test_no_shipped_post_links_to_a_page_the_app_does_not_serve(
                         assert client.get(path).status_code == 200, (page.name, href)
                         checked.add(path)
     assert "/subscribe" in checked
+
+
+# --- the one rate limiter ---------------------------------------------------------------------------------
+
+
+def test_rate_limiter_counts_a_sliding_window_by_the_injected_clock() -> None:
+    from pipeline.ratelimit import RateLimiter
+
+    clock = Clock()
+    limiter = RateLimiter(2, 10.0, clock=clock)
+    assert limiter.hit("a") is None and limiter.hit("a") is None
+    assert limiter.peek("a") == 10.0 and limiter.hit("a") == 10.0  # refused hits are not counted
+    assert limiter.hit("b") is None  # keys are apart
+    clock.now += 4
+    assert limiter.hit("a") == 6.0
+    clock.now += 6
+    assert limiter.peek("a") is None and limiter.hit("a") is None
+    limiter.forget("a")
+    assert limiter.hit("a") is None and limiter.hit("a") is None
+
+
+def test_rate_limiter_paces_a_send_loop_without_real_sleeping() -> None:
+    """``RateLimiter(1, 1 / rate)``: ``wait`` sleeps (here: moves the clock) until each slot."""
+    from pipeline.ratelimit import RateLimiter
+
+    clock = Clock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    pacing = RateLimiter(1, 1 / 4, clock=clock, sleep=sleep)  # 4 messages a second
+    started = clock.now
+    for _ in range(9):
+        pacing.wait()
+    assert clock.now - started == pytest.approx(2.0)  # 9 messages: the first at once, then every 0.25 s
+    assert slept == pytest.approx([0.25] * 8)
