@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import PipelineError, PipelineErrors
+from pipeline.errors import ConfigError, PipelineErrors
 
 PLATFORMS = ("x", "mastodon", "bluesky", "threads", "linkedin", "facebook", "instagram")
 DEFAULT_CONFIG = "pipeline.toml"
@@ -160,6 +160,9 @@ class SocialSettings(_Strict):
 
 class Database(_Strict):
     url: str = "sqlite:///state/pipeline.db"
+    # How long a command waits for another process's write to a SQLite ledger before
+    # it gives up with "the database is locked".
+    busy_timeout_seconds: float = Field(30.0, gt=0)
 
 
 class DeliverySettings(_Strict):
@@ -296,7 +299,7 @@ def settings_from_mapping(data: dict[str, object], *, path: Path, source: str = 
                 message = str(err["msg"]).removeprefix("Value error, ")
                 if loc and loc[-1] in _ADDRESS_SETTINGS:
                     hint = "write a bare address such as news@example.org"
-            errors.append(PipelineError(message, path=path, line=_line_of(source, loc), field=dotted, hint=hint))
+            errors.append(ConfigError(message, path=path, line=_line_of(source, loc), field=dotted, hint=hint))
         raise PipelineErrors(errors) from None
 
 
@@ -305,14 +308,14 @@ def load_settings(path: str | Path = DEFAULT_CONFIG) -> Settings:
     try:
         source = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PipelineError(
+        raise ConfigError(
             "configuration file not found", path=path, hint="pass --config FILE or run from the project folder"
         ) from None
     except UnicodeDecodeError:
-        raise PipelineError("configuration is not UTF-8 text", path=path) from None
+        raise ConfigError("configuration is not UTF-8 text", path=path) from None
     try:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
-        raise PipelineError(f"invalid TOML: {exc}", path=path, line=line, hint="check quotes and brackets") from None
+        raise ConfigError(f"invalid TOML: {exc}", path=path, line=line, hint="check quotes and brackets") from None
     return settings_from_mapping(data, path=path, source=source)

@@ -79,7 +79,7 @@ def test_bad_config_is_one_line_per_problem(project: Path) -> None:
         .replace("max_items = 20", "max_itmes = 20")
     )
     run = run_cli(project, "build")
-    assert run.returncode == 1
+    assert run.returncode == 3  # configuration
     assert "pipeline.toml:14: clinic.timezone: unknown time zone 'America/Charleston'" in run.stderr
     assert "feed.max_itmes: unknown setting (did you mean 'max_items'?)" in run.stderr
     assert "Traceback" not in run.stderr

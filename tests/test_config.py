@@ -59,7 +59,7 @@ def test_bad_from_address_stops_a_command_with_one_line(project: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "pipeline", "validate"], cwd=project, capture_output=True, text=True, timeout=60
     )
-    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.returncode == 3 and "Traceback" not in run.stderr  # 3: a configuration error
     line = line_of(config, "from_address")
     assert run.stderr.splitlines() == [
         f"error: {config.name}:{line}: newsletter.from_address: 'not-an-address' is not an e-mail address: "

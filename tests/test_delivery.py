@@ -344,14 +344,14 @@ def test_send_command_errors_are_one_line(tmp_path: Path) -> None:
     delivery_project(tmp_path)
     config = ["--config", str(tmp_path / "pipeline.toml")]
     runner = CliRunner()
-    for args, fragment in [
-        ([], "say what to send"),
-        (["no-such-post"], "no post with slug"),
-        (["--resume", "--digest"], "cannot be combined"),
-        (["x", "--transport", "ftp://x"], "unknown transport"),
+    for args, fragment, code in [
+        ([], "say what to send", 1),
+        (["no-such-post"], "no post with slug", 1),
+        (["--resume", "--digest"], "cannot be combined", 1),
+        (["x", "--transport", "ftp://x"], "unknown transport", 3),  # configuration
     ]:
         result = runner.invoke(send_command, [*config, *args])
-        assert result.exit_code == 1, (args, result.output)
+        assert result.exit_code == code, (args, result.output)
         assert fragment in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.output
 
 

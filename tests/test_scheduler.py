@@ -317,7 +317,7 @@ def test_a_second_scheduler_refuses_to_start(tmp_path: Path, running: list[Sched
         timeout=60,
         check=False,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 3  # configuration
     assert "error: transport: unknown transport 'pigeon'" in bad.stderr and "Traceback" not in bad.stderr
 
 

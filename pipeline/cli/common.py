@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import traceback
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +13,8 @@ import click
 
 from pipeline.config import DEFAULT_CONFIG, Settings, load_settings
 from pipeline.content.dates import DateProblem, parse_datetime
-from pipeline.errors import PipelineError, PipelineErrors, each_problem
+from pipeline.errors import ExitCode, PipelineError, PipelineErrors, each_problem
+from pipeline.faults import as_pipeline_error, debug_from_env
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,30 +29,55 @@ config_option = click.option(
 )
 
 
-class UserError(click.ClickException):
-    """A PipelineError on its way out: printed as one line, exit status 1."""
+DEBUG_KEY = "pipeline.debug"  # in the click context's meta, set by `pipeline --debug`
 
-    def format_message(self) -> str:
-        return self.message
 
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+def debug_requested() -> bool:
+    """``pipeline --debug CMD`` or ``PIPELINE_DEBUG=1``: tracebacks for every error."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().meta.get(DEBUG_KEY)) or debug_from_env()
+
+
+def report_failure(exc: Exception, settings: Settings | None = None, *, debug: bool = False) -> int:
+    """Print ``exc`` the way a user should see it and return the exit status.
+
+    A user's mistake or a routine fault is one line per problem (with its
+    traceback too under --debug); anything else is a bug: its traceback, then a
+    line that says so.
+    """
+    error = as_pipeline_error(exc, database_url=settings.database_url if settings is not None else None)
+    if error is None:
+        traceback.print_exception(exc)
+        click.echo(
+            f"error: this is a bug in the pipeline, not something you did ({type(exc).__name__}); "
+            "please report it with the traceback above",
+            err=True,
+        )
+        return ExitCode.BUG
+    if debug:
+        traceback.print_exception(exc)
+    for problem in error.errors if isinstance(error, PipelineErrors) else [error]:
+        click.echo(f"error: {problem}", err=True)
+    return error.exit_code
 
 
 def pass_settings(command: F) -> F:
-    """Load settings from --config and turn user mistakes into one-line errors."""
+    """Load settings from --config; any failure leaves as one line and its exit status.
+
+    This wrapper is the CLI's one edge for errors (with ``main`` for what fails
+    outside a command): commands raise, they never catch to print.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, config_path: Path, **kwargs: Any) -> Any:
+        settings = None
         try:
             settings = load_settings(config_path)
             return command(settings, *args, **kwargs)
-        except PipelineErrors as errors:
-            for error in errors.errors[:-1]:
-                click.echo(f"error: {error}", err=True)
-            raise UserError(str(errors.errors[-1])) from None
-        except PipelineError as error:
-            raise UserError(str(error)) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors (exit 2), explicit exits, Ctrl-C
+        except Exception as exc:
+            raise click.exceptions.Exit(report_failure(exc, settings, debug=debug_requested())) from None
 
     return wrapper  # type: ignore[return-value]
 

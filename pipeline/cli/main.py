@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 from typing import cast
@@ -10,6 +11,8 @@ from typing import cast
 import click
 
 from pipeline import __version__
+from pipeline.cli.common import DEBUG_KEY, report_failure
+from pipeline.faults import debug_from_env
 
 # Each module in pipeline/commands/ exposes COMMANDS, a list of click commands.
 # Order matters for start-up time only: modules are imported in turn until the
@@ -45,9 +48,19 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pipeline")
-def cli() -> None:
-    """Jameson Prosthetics publishing pipeline: one post -> feeds, newsletter, social snippets."""
+@click.option("--debug", is_flag=True, help="Print the traceback of every error (also: PIPELINE_DEBUG=1).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Jameson Prosthetics publishing pipeline: one post -> feeds, newsletter, social snippets.
+
+    Exit status: 0 done; 1 problems in posts or other input; 2 usage; 3 configuration;
+    4 database; 5 files or disk; 6 mail transport; 70 a bug (with its traceback).
+    """
+    ctx.meta[DEBUG_KEY] = debug
 
 
 def main() -> None:
-    cli(prog_name="pipeline")
+    try:
+        cli.main(prog_name="pipeline")  # exits; click prints its own usage errors
+    except Exception as exc:  # failed outside any command's wrapper (e.g. loading a command)
+        sys.exit(report_failure(exc, debug=debug_from_env()))

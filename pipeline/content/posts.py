@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from pipeline.content.fields import Findings, Source
 from pipeline.content.frontmatter import parse_yaml, split_front_matter
 from pipeline.content.markup import markdown_inline_to_html, markdown_to_html_and_text, strip_tags
 from pipeline.content.skeleton import find_placeholder
-from pipeline.errors import PipelineError, decode_text
+from pipeline.errors import FileFault, PipelineError, decode_text
+from pipeline.faults import display_path, os_fault
 
 __all__ = ["CHANNELS", "CONTACT_LINK", "KNOWN_KEYS", "SLUG_PATTERN", "Post", "Source", "parse_post", "slugify"]
 
@@ -311,7 +313,24 @@ def _check_body_alt(found: Findings, body_html: str, body: str, body_line: int) 
 
 
 def post_files(posts_dir: Path) -> list[Path]:
-    return sorted(p for p in posts_dir.glob("*.md") if p.is_file())
+    """Every post file (``*.md``, not hidden), sorted. A posts folder that is missing or
+    cannot be read is an error: it must never pass for a folder without posts."""
+    try:
+        with os.scandir(posts_dir) as found:
+            names = [entry.path for entry in found if entry.name.endswith(".md") and entry.is_file()]
+    except OSError as exc:
+        raise posts_folder_fault(exc, posts_dir) from None
+    return sorted(Path(name) for name in names if not os.path.basename(name).startswith("."))
+
+
+def posts_folder_fault(exc: OSError, posts_dir: Path) -> FileFault:
+    if isinstance(exc, FileNotFoundError):
+        return FileFault(
+            "the posts folder does not exist",
+            path=display_path(posts_dir),
+            hint="create it, or set [paths] posts in pipeline.toml (or pass --posts DIR)",
+        )
+    return os_fault(exc, path=posts_dir, doing="cannot read the posts folder")
 
 
 def errors_for_slug(errors: Iterable[PipelineError], slug: str) -> list[PipelineError]:

@@ -40,12 +40,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError
 
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.faults import redact_url
 from pipeline.ledger import schema
 from pipeline.ledger.audit import AuditLog
 from pipeline.ledger.releases import ReleaseRecords
@@ -61,15 +62,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys."""
-    parsed = make_url(url)
+def make_engine(url: str, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys.
+
+    A URL that cannot work (not a URL, an unknown or missing driver) is a
+    ``ConfigError`` naming ``database.url``, its password hidden.
+    """
+    parsed = _parse_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return _create_engine(parsed, pool_pre_ping=True)
     database = parsed.database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS})
+    engine = _create_engine(parsed, connect_args={"check_same_thread": False, "timeout": busy_timeout})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -78,7 +83,7 @@ def make_engine(url: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         # In WAL mode NORMAL survives a killed process; only a power cut may lose
         # the last commits. FULL would fsync every delivery.
@@ -91,6 +96,32 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+_URL_HINT = "write it like sqlite:///state/pipeline.db or postgresql+psycopg://user@host/dbname"
+
+
+def _parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{redact_url(url)!r} is not a database URL", field="database.url", hint=_URL_HINT) from None
+
+
+def _create_engine(url: URL, **options: Any) -> Engine:
+    shown = url.render_as_string(hide_password=True)
+    try:
+        return create_engine(url, **options)
+    except NoSuchModuleError:
+        raise ConfigError(f"unknown database driver in {shown}", field="database.url", hint=_URL_HINT) from None
+    except ImportError as exc:
+        raise ConfigError(
+            f"the database driver for {shown} is not installed: {exc}",
+            field="database.url",
+            hint="install it; for PostgreSQL: pip install -e '.[postgres]'",
+        ) from None
+    except ArgumentError as exc:
+        raise ConfigError(f"cannot use {shown}: {exc}", field="database.url", hint=_URL_HINT) from None
 
 
 # --- rows ---------------------------------------------------------------------------
@@ -263,11 +294,11 @@ class Store(ReleaseRecords, StaffRecords, AuditLog):
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
-        return cls.open_url(settings.database_url)
+        return cls.open_url(settings.database_url, busy_timeout=settings.database.busy_timeout_seconds)
 
     @classmethod
-    def open_url(cls, url: str) -> Store:
-        engine = make_engine(url)
+    def open_url(cls, url: str, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> Store:
+        engine = make_engine(url, busy_timeout=busy_timeout)
         schema.migrate(engine)
         return cls(engine)
 

@@ -31,7 +31,7 @@ from typing import NamedTuple, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.config import Settings
-from pipeline.errors import PipelineError
+from pipeline.errors import ExitCode, MailFault
 from pipeline.mail.message import from_wire, to_wire
 
 PASSWORD_ENV = "PIPELINE_SMTP_PASSWORD"
@@ -76,11 +76,17 @@ class Reply(NamedTuple):
         return f"{self.code} {self.text}".strip()
 
 
-class TransportError(PipelineError):
+class TransportError(MailFault):
     """The transport cannot be used: bad spec, server unreachable, login refused."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, field="transport", hint=hint)
+
+
+class TransportSpecError(TransportError):
+    """A transport spec (``delivery.transport`` or ``--transport``) that cannot be read."""
+
+    exit_code = ExitCode.CONFIG
 
 
 class ConnectionLost(Exception):
@@ -432,37 +438,42 @@ def transport_from_spec(spec: str | None, settings: Settings) -> Transport:
         return OutboxTransport(settings.resolve(Path(folder)))
     if spec.startswith("smtp://"):
         return _smtp_from_spec(spec, settings)
-    raise TransportError(f"unknown transport {spec!r}", hint=SPEC_HINT)
+    raise TransportSpecError(f"unknown transport {spec!r}", hint=SPEC_HINT)
 
 
 def _smtp_from_spec(spec: str, settings: Settings) -> SmtpTransport:
-    parts = urlsplit(spec)
+    try:
+        parts = urlsplit(spec)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for smtp://[::1
+        raise TransportSpecError(f"cannot read {spec!r}: {exc}", hint=SPEC_HINT) from None
     if parts.password is not None:
-        raise TransportError(
+        raise TransportSpecError(
             "the transport spec must not contain a password", hint=f"remove it and set {PASSWORD_ENV} instead"
         )
     if not parts.hostname:
-        raise TransportError(f"no host in {spec!r}", hint=SPEC_HINT)
+        raise TransportSpecError(f"no host in {spec!r}", hint=SPEC_HINT)
     if parts.path not in ("", "/") or parts.fragment:
-        raise TransportError(f"unexpected path in {spec!r}", hint=SPEC_HINT)
+        raise TransportSpecError(f"unexpected path in {spec!r}", hint=SPEC_HINT)
     try:
         query = parse_qs(parts.query, strict_parsing=bool(parts.query))
     except ValueError:
-        raise TransportError(f"cannot read the options in {spec!r}", hint=SPEC_HINT) from None
+        raise TransportSpecError(f"cannot read the options in {spec!r}", hint=SPEC_HINT) from None
     unknown = sorted(set(query) - {"tls"})
     if unknown:
-        raise TransportError(f"unknown option(s) {', '.join(unknown)} in {spec!r}", hint="the only option is tls=")
+        raise TransportSpecError(f"unknown option(s) {', '.join(unknown)} in {spec!r}", hint="the only option is tls=")
     tls = query.get("tls", ["none"])[-1].lower()
     if tls not in _DEFAULT_PORTS:
-        raise TransportError(f"tls={tls!r} is not one of starttls, ssl, none", hint=SPEC_HINT)
+        raise TransportSpecError(f"tls={tls!r} is not one of starttls, ssl, none", hint=SPEC_HINT)
     try:
         port = parts.port or _DEFAULT_PORTS[tls]
     except ValueError:
-        raise TransportError(f"the port in {spec!r} is not a number from 1 to 65535", hint=SPEC_HINT) from None
+        raise TransportSpecError(f"the port in {spec!r} is not a number from 1 to 65535", hint=SPEC_HINT) from None
     user = unquote(parts.username) if parts.username else None
     password = os.environ.get(PASSWORD_ENV)
     if user and not password:
-        raise TransportError(f"{spec} names a user but {PASSWORD_ENV} is not set", hint=f"export {PASSWORD_ENV}=...")
+        raise TransportSpecError(
+            f"{spec} names a user but {PASSWORD_ENV} is not set", hint=f"export {PASSWORD_ENV}=..."
+        )
     return SmtpTransport(
         host=parts.hostname,
         port=port,

@@ -59,7 +59,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from pipeline.config import Settings, load_settings
 from pipeline.content.posts import Post, drop_clashing, errors_for_slug, parse_post, post_files
-from pipeline.errors import PipelineError, each_problem
+from pipeline.errors import ConfigError, PipelineError, each_problem
+from pipeline.faults import as_pipeline_error, debug_from_env
 from pipeline.ledger.store import Store, make_engine
 from pipeline.mail.transports import Transport, transport_from_spec
 from pipeline.schedule import release
@@ -268,10 +269,13 @@ def _guard(what: str) -> Iterator[None]:
     """Jobs are an edge: a user's mistake is one log line, a bug a traceback; neither stops the scheduler."""
     try:
         yield
-    except PipelineError as error:
-        log.error("%s: %s", what, error)
-    except Exception:
-        log.exception("%s failed (a bug: please report it with this traceback)", what)
+    except Exception as exc:
+        # A routine fault (the database locked, a full disk) is one line too.
+        error = as_pipeline_error(exc, database_url=_runtime.settings.database_url if _runtime else None)
+        if error is None:
+            log.exception("%s failed (a bug: please report it with this traceback)", what)
+        else:
+            log.error("%s: %s", what, error, exc_info=debug_from_env())
 
 
 # --- jobs (referenced by import path; arguments are plain strings) ---------------------------------
@@ -470,7 +474,7 @@ def digest_trigger(settings: Settings) -> CronTrigger | None:
     try:
         return CronTrigger.from_crontab(expression, timezone=settings.clinic.zone)
     except ValueError as exc:
-        raise PipelineError(
+        raise ConfigError(
             f"invalid cron expression {expression!r}: {exc}",
             field="scheduler.digest_cron",
             hint="five fields: minute hour day-of-month month day-of-week, e.g. '0 9 * * mon' for Mondays 09:00",
@@ -500,7 +504,8 @@ def _track(rt: Runtime, event: JobEvent) -> None:
 
 
 def make_scheduler(settings: Settings) -> BackgroundScheduler:
-    jobstore = SQLAlchemyJobStore(engine=make_engine(settings.database_url), tablename=JOBSTORE_TABLE)
+    engine = make_engine(settings.database_url, busy_timeout=settings.database.busy_timeout_seconds)
+    jobstore = SQLAlchemyJobStore(engine=engine, tablename=JOBSTORE_TABLE)
     return _Scheduler(
         jobstores={"default": jobstore},
         executors={"default": ThreadPoolExecutor(4), DELIVERY_EXECUTOR: ThreadPoolExecutor(2)},

@@ -5,6 +5,9 @@ unchanged is not parsed or rendered again and its outputs are not rewritten
 (a file whose size and mtime are unchanged is not even read). Feeds, the social
 queue and the digest are cheap and are rebuilt every time, but written only when
 their bytes change. Per-post work runs on every core.
+
+Every file is written into a staging folder and published with the others once
+all are made (``pipeline.site.publish``): a build that fails leaves out/ as it was.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import gc
 import hashlib
 import os
 import pickle
-import shutil
+import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,11 +31,20 @@ import jinja2
 from pipeline.channels.feed import newest_first
 from pipeline.channels.templating import make_environment, templates_fingerprint
 from pipeline.config import Settings
-from pipeline.content.posts import Post, drop_clashing, errors_for_slug, parse_post, post_files
+from pipeline.content.posts import (
+    Post,
+    drop_clashing,
+    errors_for_slug,
+    parse_post,
+    post_files,
+    posts_folder_fault,
+)
 from pipeline.errors import PipelineError
-from pipeline.files import write_atomic, write_if_changed, write_new
+from pipeline.faults import os_fault
+from pipeline.files import has_bytes, write_new
+from pipeline.site.publish import Staging, build_lock, recover, stage_fault
 
-CACHE_VERSION = 5  # 5: Post.warnings
+CACHE_VERSION = 6  # 5: Post.warnings; 6: publishing through out/.staging
 PARALLEL_THRESHOLD = 64  # below this many posts to render, a process pool costs more than it saves
 DIGEST_DAYS = 7
 
@@ -109,7 +121,7 @@ class _Run:
     settings: Settings
     now: datetime
     gate: ApprovalGate | None
-    staging: Path | None  # write into this fresh folder instead (see _staging_folder)
+    staging: str  # every file goes into this folder first (see pipeline.site.publish)
 
 
 _worker: tuple[_Run, jinja2.Environment] | None = None
@@ -150,6 +162,12 @@ def _live(post: Post, now: datetime, gate: ApprovalGate | None) -> bool:
     return post.is_released(now) and (gate is None or gate.allows(post))
 
 
+def _unreadable(display: str, exc: OSError) -> PipelineError:
+    return PipelineError(
+        f"could not be read: {exc.strerror or exc}", path=display, hint="check the file and build again"
+    )
+
+
 def _process(task: _Task) -> CacheEntry:
     """Parse one file; when it is released, render and write its outputs."""
     assert _worker is not None
@@ -158,10 +176,7 @@ def _process(task: _Task) -> CacheEntry:
     try:
         raw = task.raw if task.raw is not None else Path(task.path).read_bytes()
     except OSError as exc:  # deleted or made unreadable since the folder was listed
-        error = PipelineError(
-            f"could not be read: {exc.strerror or exc}", path=task.display, hint="check the file and build again"
-        )
-        return CacheEntry((0, 0), "", post=None, error=error)  # a stat no file has: read again next time
+        return CacheEntry((0, 0), "", post=None, error=_unreadable(task.display, exc))  # a stat no file has: read again
     try:
         post = parse_post(raw, task.display, settings)
     except PipelineError as error:
@@ -177,17 +192,18 @@ def _process(task: _Task) -> CacheEntry:
             snippets = post_snippets(post, settings, env)
             if _wants_snippets(post, _queue_window(settings, run.now)):
                 entry.snippets = snippets
-        if _live(post, run.now, run.gate):
-            outputs = post_outputs(post, settings, env, snippets)
-            for rel, data in outputs.items():
-                if run.staging:
-                    write_new(f"{run.staging}/{rel}", data)
-                else:
-                    write_atomic(settings.out_dir / rel, data)
-            entry.outputs = tuple(outputs)
-    except PipelineError as error:
+        if not _live(post, run.now, run.gate):
+            return entry
+        outputs = post_outputs(post, settings, env, snippets)
+    except PipelineError as error:  # this post's own mistake: reported, the others go on
         entry.error = error
-        entry.outputs = ()
+        return entry
+    for rel, data in outputs.items():
+        try:
+            write_new(f"{run.staging}/{rel}", data)
+        except OSError as exc:  # a full or read-only disk: the whole build stops, out/ untouched
+            raise stage_fault(exc, settings.out_dir, rel) from None
+    entry.outputs = tuple(outputs)
     return entry
 
 
@@ -227,20 +243,57 @@ def _long_lived_objects() -> Iterator[None]:
             gc.enable()
 
 
+# The cache file starts with out/'s tree stamp, of fixed size, then the pickled cache:
+# the cache is written before publishing (a full state disk fails the build while
+# out/ is untouched), and the stamp, known only after publishing, is filled in then.
+_TREE = struct.Struct("<B4q")  # how many stamps, then up to four
+
+
 def _load_cache(settings: Settings, fingerprint: str) -> Cache:
     try:
         with _cache_path(settings).open("rb") as handle, _long_lived_objects():
+            count, *stamps = _TREE.unpack(handle.read(_TREE.size))
             version, stored_fingerprint, out_dir, cache = pickle.load(handle)
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError):
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, struct.error):
         return Cache()  # no cache, or one from another version: build from scratch
     if version != CACHE_VERSION or stored_fingerprint != fingerprint or out_dir != str(settings.out_dir.resolve()):
         return Cache()
+    cache.tree = tuple(stamps[:count])
     return cache  # type: ignore[no-any-return]
 
 
-def _save_cache(settings: Settings, fingerprint: str, cache: Cache) -> None:
-    state = (CACHE_VERSION, fingerprint, str(settings.out_dir.resolve()), cache)
-    write_atomic(_cache_path(settings), pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+class _PendingCache:
+    """The new cache, written to a temporary file; ``commit`` stamps and renames it."""
+
+    def __init__(self, settings: Settings, fingerprint: str, cache: Cache) -> None:
+        self.path = _cache_path(settings)
+        # One name, not one per process: builds take turns (build_lock), and a file left by
+        # a crash is simply written over by the next build.
+        self.tmp = f"{self.path.parent}/.{self.path.name}.tmp"
+        state = (CACHE_VERSION, fingerprint, str(settings.out_dir.resolve()), dataclasses.replace(cache, tree=()))
+        try:
+            write_new(self.tmp, _TREE.pack(0, 0, 0, 0, 0) + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError as exc:
+            self.discard()
+            raise os_fault(exc, path=self.path.parent, doing=f"cannot write {self.path.name}") from None
+
+    def commit(self, tree: tuple[int, ...]) -> None:
+        try:
+            fd = os.open(self.tmp, os.O_WRONLY)
+            try:
+                os.pwrite(fd, _TREE.pack(len(tree), *tree, *(0,) * (4 - len(tree))), 0)  # overwrites: no new space
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise os_fault(
+                exc, path=self.path.parent, doing=f"out/ is published, but cannot save {self.path.name}"
+            ) from None
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
 
 
 def _post_files(posts_dir: Path) -> list[tuple[str, os.stat_result]]:
@@ -249,39 +302,12 @@ def _post_files(posts_dir: Path) -> list[tuple[str, os.stat_result]]:
     try:
         with os.scandir(folder) as found:
             files = [(entry.path, entry.stat()) for entry in found if entry.name.endswith(".md") and entry.is_file()]
-    except FileNotFoundError:
-        raise PipelineError(
-            "the posts folder does not exist", path=posts_dir, hint="create it or pass --posts DIR"
-        ) from None
+    except OSError as exc:  # missing or unreadable: never taken for a folder without posts
+        raise posts_folder_fault(exc, posts_dir) from None
     return sorted(files)
 
 
 _PER_POST_FOLDERS = ("newsletter", "archive", "social")
-
-
-def _staging_folder(out_dir: Path, existing: set[str], tasks: int) -> Path | None:
-    """A fresh hidden folder for a build that writes a whole new site.
-
-    On a first (or wiped) build, none of the per-post folders exist yet. Writing every
-    file straight into a hidden staging folder and then renaming each folder into
-    place is as atomic for readers (a folder appears whole) and, on ext4, some 15x
-    cheaper than a temporary file and a rename per file. Otherwise: None.
-    """
-    if tasks < PARALLEL_THRESHOLD or any(rel.split("/", 1)[0] in _PER_POST_FOLDERS for rel in existing):
-        return None
-    if any((out_dir / folder).exists() for folder in _PER_POST_FOLDERS):
-        return None
-    for stale in out_dir.glob(".staging-*"):  # left by a build that crashed
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = out_dir / f".staging-{os.getpid()}"
-    staging.mkdir(parents=True)
-    return staging
-
-
-def _publish_staging(staging: Path, out_dir: Path) -> None:
-    for folder in sorted(staging.iterdir()):
-        os.rename(folder, out_dir / folder.name)  # each folder appears whole, or not at all
-    staging.rmdir()
 
 
 def _tree_stamp(out_dir: Path) -> tuple[int, ...]:
@@ -322,10 +348,13 @@ def load_posts(settings: Settings, *, posts_dir: Path | None = None) -> tuple[li
     cwd = os.getcwd()
     posts, errors = [], []
     for path in post_files(posts_dir or settings.posts_dir):
+        display = _display(path.absolute(), cwd)
         try:
-            posts.append(parse_post(path.read_bytes(), _display(path.absolute(), cwd), settings))
+            posts.append(parse_post(path.read_bytes(), display, settings))
         except PipelineError as error:
             errors.append(error)
+        except OSError as exc:  # one unreadable post never hides the others' problems
+            errors.append(_unreadable(display, exc))
     kept, clashes = drop_clashing(posts)
     return kept, sorted(errors + clashes, key=lambda e: (e.path or "", e.line or 0))
 
@@ -365,8 +394,20 @@ def build(
     gate: ApprovalGate | None = None,
     keeper: ArchiveKeeper | None = None,
 ) -> BuildResult:
+    """Render every post released at ``now`` into out/, and publish it whole.
+
+    Raises a ``PipelineError`` (a ``FileFault`` for a full or read-only disk) when the
+    build cannot finish; out/ is then exactly as it was.
+    """
     try:
-        return _build(settings, now, jobs=jobs, on_progress=on_progress, gate=gate, keeper=keeper)
+        with build_lock(settings.state_dir):
+            recover(settings.out_dir)
+            staging = Staging(settings.out_dir)
+            try:
+                return _build(settings, now, staging, jobs=jobs, on_progress=on_progress, gate=gate, keeper=keeper)
+            except BaseException:
+                staging.discard()
+                raise
     finally:
         # The collector sees the cache again once it is no longer needed: in a process
         # that goes on (the scheduler) nothing stays out of its sight for good.
@@ -376,6 +417,7 @@ def build(
 def _build(
     settings: Settings,
     now: datetime,
+    staging: Staging,
     *,
     jobs: int | None,
     on_progress: Callable[[int, int], None] | None,
@@ -425,14 +467,19 @@ def _build(
         # A file not read yet is read (and hashed) by the worker that parses it.
         tasks.append(_Task(key, _display(Path(key), cwd), stat, raw or None))
 
-    staging = _staging_folder(out_dir, existing, len(tasks))
     rendered = {task.path for task in tasks}
-    for done, (key, entry) in enumerate(_run(tasks, _Run(settings, now, gate, staging), jobs), start=1):
+    for done, (key, entry) in enumerate(_run(tasks, _Run(settings, now, gate, str(staging.root)), jobs), start=1):
         entries[key] = entry
         if on_progress:
             on_progress(done, len(tasks))
-    if staging is not None:
-        _publish_staging(staging, out_dir)
+    staged = {rel for key in rendered for rel in entries[key].outputs}  # before the outputs of clashes are dropped
+
+    def stage(rel: str, data: bytes) -> None:
+        try:
+            staging.write(rel, data)
+        except OSError as exc:
+            raise stage_fault(exc, out_dir, rel) from None
+        staged.add(rel)
 
     valid, clashes = drop_clashing([e.post for e in entries.values() if e.post is not None and e.error is None])
     clashing = {e.path for e in clashes}
@@ -475,7 +522,7 @@ def _build(
         from pipeline.site.outputs import post_outputs  # loaded only if there is such a post
 
         for rel, data in post_outputs(post, settings, env_or_new()).items():
-            write_atomic(out_dir / rel, data)
+            stage(rel, data)
 
     snippets = {e.post.path: e.snippets for e in entries.values() if e.post is not None and e.snippets is not None}
     digests = {e.post.path: e.digest for e in entries.values() if e.post is not None}
@@ -502,32 +549,41 @@ def _build(
         if digest_error is not None:
             errors.append(digest_error)
         for rel, data in made_shared.items():
-            if write_if_changed(out_dir / rel, data):
+            if not has_bytes(out_dir / rel, data):  # unchanged files keep their mtime
+                stage(rel, data)
                 written.append(rel)
             shared.append(rel)
     outputs.update(shared)
 
     removed = sorted(rel for rel in existing - outputs if _is_ours(rel))
-    kept = _keep_mailed_pages(out_dir, removed, keeper, outputs, restore=listed)
+    kept = _keep_mailed_pages(out_dir, removed, keeper, outputs, restore=listed, stage=stage)
     removed = [rel for rel in removed if rel not in kept]
     outputs.update(kept)
-    for rel in removed:
-        (out_dir / rel).unlink(missing_ok=True)
 
     for entry in entries.values():
         if entry.snippets is not None and entry.post is not None and entry.post.date <= window:
             entry.snippets = None  # out of the queue for good: not worth keeping
             changed = True
-    final_tree = _tree_stamp(out_dir)
+    publishing = bool(staged or removed)
+    pending = None
     if (
-        changed
+        publishing
+        or changed
         or tasks
-        or removed
         or shared_key != cache.shared_key
         or entries.keys() != previous.keys()
-        or final_tree != cache.tree
+        or tree != cache.tree
     ):
-        _save_cache(settings, fingerprint, Cache(entries, shared_key, tuple(shared), final_tree))
+        # Written before publishing, so a full state disk fails the build while out/ is untouched.
+        pending = _PendingCache(settings, fingerprint, Cache(entries, shared_key, tuple(shared)))
+    try:
+        staging.publish(drop=staged - outputs, remove=removed)
+    except BaseException:
+        if pending is not None:
+            pending.discard()
+        raise
+    if pending is not None:
+        pending.commit(_tree_stamp(out_dir) if publishing else tree)
     return BuildResult(
         posts=valid,
         released=released,
@@ -543,7 +599,13 @@ def _build(
 
 
 def _keep_mailed_pages(
-    out_dir: Path, removed: list[str], keeper: ArchiveKeeper | None, outputs: set[str], *, restore: bool
+    out_dir: Path,
+    removed: list[str],
+    keeper: ArchiveKeeper | None,
+    outputs: set[str],
+    *,
+    restore: bool,
+    stage: Callable[[str, bytes], None],
 ) -> list[str]:
     """Archive pages of e-mailed posts that this build no longer makes: kept where they
     are, or (when out/ was changed behind our back, e.g. wiped) written back from the ledger."""
@@ -560,7 +622,7 @@ def _keep_mailed_pages(
         if restore and not (out_dir / rel).exists():
             page = keeper.page(slug)
             if page is not None:
-                write_atomic(out_dir / rel, page)
+                stage(rel, page)
                 kept.append(rel)
     return kept
 
