@@ -16,7 +16,14 @@ from pipeline.ledger.tokens import SECRET_ENV, TokenError, load_secret, make_tok
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 ISSUED = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
-SHAPE = re.compile(r"^[0-9a-f]+\.[0-9a-f]+\.[A-Za-z0-9_-]+$")
+SHAPE = re.compile(r"^v2\.[0-9a-f]+\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{20}$")  # version 2
+# Minted by the code before itsdangerous (version 1), with SECRET at ISSUED: links in mail already sent.
+V1_TOKENS = {
+    ("unsubscribe", 1): "1.6ae9e8e0.qAL9MO3OU9dWvL4_gv0Y4w",
+    ("unsubscribe", 1234): "4d2.6ae9e8e0.pOmreJn3Or1ZJk6pkOIzGA",
+    ("unsubscribe", 2**32 - 1): "ffffffff.6ae9e8e0.ASp_AoWmqMbS_CMXHk8vqA",
+    ("confirm", 42): "2a.6ae9e8e0.DldfGIw6W-rHkpmztJ3iAw",
+}
 ALPHABET = "0123456789abcdefABCDEFghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ-_."
 
 
@@ -42,15 +49,23 @@ def test_every_single_character_change_is_rejected() -> None:
 
 def test_another_subscribers_id_with_a_valid_mac_shape_is_rejected() -> None:
     mine = make_token("unsubscribe", 7, SECRET, ISSUED)
-    _id, issued, mac = mine.split(".")
+    version, _id, issued, mac = mine.split(".")
     with pytest.raises(TokenError, match="signature"):
-        read_token("unsubscribe", f"8.{issued}.{mac}", SECRET, now=ISSUED)
+        read_token("unsubscribe", f"{version}.8.{issued}.{mac}", SECRET, now=ISSUED)
+    old = V1_TOKENS[("unsubscribe", 1234)]
+    with pytest.raises(TokenError, match="signature"):
+        read_token("unsubscribe", "4d3" + old[3:], SECRET, now=ISSUED)
 
 
 def test_non_canonical_spelling_is_rejected() -> None:
     token = make_token("unsubscribe", 10, SECRET, ISSUED)
-    with pytest.raises(TokenError):
-        read_token("unsubscribe", "0" + token, SECRET, now=ISSUED)
+    for spelling in ("0" + token, token.replace("v2.a.", "v2.0a."), token.replace("v2.a.", "v2.A."), token[3:]):
+        with pytest.raises(TokenError):
+            read_token("unsubscribe", spelling, SECRET, now=ISSUED)
+    old = V1_TOKENS[("unsubscribe", 1234)]
+    for spelling in ("0" + old, old.upper(), "v2." + old):
+        with pytest.raises(TokenError):
+            read_token("unsubscribe", spelling, SECRET, now=ISSUED)
 
 
 def test_purpose_and_secret_are_bound() -> None:
@@ -115,3 +130,57 @@ def test_secret_readable_by_others_is_refused(settings: Settings, monkeypatch: p
     os.chmod(settings.state_dir / "secret", 0o644)
     with pytest.raises(PipelineError, match="chmod 600"):
         load_secret(settings)
+
+
+@pytest.mark.parametrize(("key", "token"), sorted(V1_TOKENS.items()))
+def test_tokens_in_mail_already_sent_keep_working(key: tuple[str, int], token: str) -> None:
+    """Version 1 tokens, minted by the code before the one signer, still verify (and only for their purpose)."""
+    purpose, subscriber_id = key
+    assert read_token(purpose, token, SECRET, now=ISSUED + timedelta(days=1)) == subscriber_id
+    other = "confirm" if purpose == "unsubscribe" else "unsubscribe"
+    with pytest.raises(TokenError):
+        read_token(other, token, SECRET, now=ISSUED)
+    with pytest.raises(TokenError):
+        read_token(purpose, token, b"another-secret-another-secret-xx", now=ISSUED)
+    if purpose == "unsubscribe":
+        assert read_token(purpose, token, SECRET, now=ISSUED + timedelta(days=3650)) == subscriber_id
+    else:
+        with pytest.raises(TokenError, match="expired"):
+            read_token(purpose, token, SECRET, now=ISSUED + timedelta(days=8))
+
+
+def test_every_single_character_change_of_a_version_1_token_is_rejected() -> None:
+    token = V1_TOKENS[("unsubscribe", 1234)]
+    for position, original in enumerate(token):
+        for replacement in ALPHABET:
+            if replacement != original:
+                with pytest.raises(TokenError):
+                    read_token(
+                        "unsubscribe", token[:position] + replacement + token[position + 1 :], SECRET, now=ISSUED
+                    )
+
+
+def test_new_tokens_carry_their_issue_time_and_fit_a_header_line() -> None:
+    from pipeline.ledger.tokens import token_issued_at
+
+    token = make_token("unsubscribe", 2**32 - 1, SECRET, ISSUED)
+    assert token_issued_at("unsubscribe", token, SECRET) == ISSUED
+    assert token_issued_at("unsubscribe", V1_TOKENS[("unsubscribe", 1)], SECRET) == ISSUED
+    # No longer than a version 1 token for the same id: List-Unsubscribe lines keep their length.
+    assert len(token) <= len(V1_TOKENS[("unsubscribe", 2**32 - 1)]) == 40
+
+
+def test_signed_values_expire_by_the_injected_clock() -> None:
+    from pipeline.ledger.tokens import SignedValues
+
+    now = [1_800_000_000.0]
+    values = SignedValues(SECRET, "csrf", max_age=60, clock=lambda: now[0])
+    token = values.sign("nonce")
+    assert values.read(token) == "nonce"
+    now[0] += 60
+    assert values.read(token) == "nonce"
+    now[0] += 1
+    assert values.read(token) is None
+    assert SignedValues(SECRET, "session", max_age=60, clock=lambda: now[0]).read(values.sign("x")) is None
+    assert values.read(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert values.read(None) is None and values.read("") is None

@@ -8,7 +8,6 @@ import logging
 import mailbox
 import os
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -302,15 +301,17 @@ def test_csrf_is_required_and_checked(client: TestClient, settings: Settings, st
     assert [m["To"] for m in outbox(settings)] == ["a@example.org"]
 
 
-def test_csrf_tokens_expire(settings: Settings) -> None:
-    with make_client(settings, csrf_max_age=0.0) as client:
+def test_csrf_tokens_expire_by_the_apps_clock(settings: Settings) -> None:
+    """The token's age is read from the app's clock: moved by hand, never waited for."""
+    clock = Clock()
+    with TestClient(create_app(settings, limits=WebLimits(csrf_max_age=60.0), clock=clock)) as client:
         token = csrf_token(client)
-        # Issued at this second; max age 0 accepts only within the same second, so wait for the next.
-        issued = int(token.split(".")[1], 16)
-        while int(datetime.now(UTC).timestamp()) <= issued:
-            time.sleep(0.05)
-        response = client.post("/subscribe", data={"email": "a@example.org", "csrf_token": token})
-        assert response.status_code == 403
+        clock.now += 60
+        assert client.post("/subscribe", data={"email": "a@example.org", "csrf_token": token}).status_code == 200
+        clock.now += 1
+        response = client.post("/subscribe", data={"email": "b@example.org", "csrf_token": token})
+        assert response.status_code == 403 and "expired" in response.text
+    assert [m["To"] for m in outbox(settings)] == ["a@example.org"]
 
 
 def test_honeypot_sends_nothing(client: TestClient, settings: Settings, store: Store) -> None:
@@ -467,13 +468,14 @@ def test_one_click_as_multipart_form_data(client: TestClient, settings: Settings
 def test_a_changed_unsubscribe_token_is_rejected(client: TestClient, settings: Settings, store: Store) -> None:
     ann = add(store, "ann@example.org")
     bob = add(store, "bob@example.org")
-    token = make_token("unsubscribe", ann.id, load_secret(settings))
-    id_hex, issued, mac = token.split(".")
+    token = make_token("unsubscribe", ann.id, load_secret(settings), NOW)
+    version, id_hex, issued, mac = token.split(".")
+    later = make_token("unsubscribe", ann.id, load_secret(settings), NOW + timedelta(seconds=1)).split(".")[2]
     changed = [
-        f"{bob.id:x}.{issued}.{mac}",  # someone else's id
-        f"{id_hex}.{int(issued, 16) + 1:x}.{mac}",
-        f"{id_hex}.{issued}.{mac[::-1]}",
-        f"0{id_hex}.{issued}.{mac}",  # same number, other spelling
+        f"{version}.{bob.id:x}.{issued}.{mac}",  # someone else's id
+        f"{version}.{id_hex}.{later}.{mac}",
+        f"{version}.{id_hex}.{issued}.{mac[::-1]}",
+        f"{version}.0{id_hex}.{issued}.{mac}",  # same number, other spelling
         token + "x",
         make_token("confirm", ann.id, load_secret(settings)),
     ]
@@ -788,3 +790,41 @@ def test_no_shipped_post_links_to_a_page_the_app_does_not_serve(
                         assert client.get(path).status_code == 200, (page.name, href)
                         checked.add(path)
     assert "/subscribe" in checked
+
+
+# --- the one rate limiter ---------------------------------------------------------------------------------
+
+
+def test_rate_limiter_counts_a_sliding_window_by_the_injected_clock() -> None:
+    from pipeline.ratelimit import RateLimiter
+
+    clock = Clock()
+    limiter = RateLimiter(2, 10.0, clock=clock)
+    assert limiter.hit("a") is None and limiter.hit("a") is None
+    assert limiter.peek("a") == 10.0 and limiter.hit("a") == 10.0  # refused hits are not counted
+    assert limiter.hit("b") is None  # keys are apart
+    clock.now += 4
+    assert limiter.hit("a") == 6.0
+    clock.now += 6
+    assert limiter.peek("a") is None and limiter.hit("a") is None
+    limiter.forget("a")
+    assert limiter.hit("a") is None and limiter.hit("a") is None
+
+
+def test_rate_limiter_paces_a_send_loop_without_real_sleeping() -> None:
+    """``RateLimiter(1, 1 / rate)``: ``wait`` sleeps (here: moves the clock) until each slot."""
+    from pipeline.ratelimit import RateLimiter
+
+    clock = Clock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    pacing = RateLimiter(1, 1 / 4, clock=clock, sleep=sleep)  # 4 messages a second
+    started = clock.now
+    for _ in range(9):
+        pacing.wait()
+    assert clock.now - started == pytest.approx(2.0)  # 9 messages: the first at once, then every 0.25 s
+    assert slept == pytest.approx([0.25] * 8)

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "pipeline.cli.subscribers",
     "pipeline.cli.schedule",
     "pipeline.cli.serve",
+    "pipeline.cli.staff",
 )
 
 

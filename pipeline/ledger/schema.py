@@ -52,6 +52,7 @@ CAMPAIGN_KINDS = ("post", "digest")
 # What version 1 allowed (frozen with it).
 _V1_DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped")
 _V1_CAMPAIGN_STATUSES = ("sending", "finished")
+STAFF_ROLES = ("editor", "approver", "admin")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -381,6 +382,54 @@ def _m0003_delivery_safety(conn: Connection) -> None:
         raise RuntimeError(f"migration 0003 broke foreign keys: {problems[:5]}")
 
 
+def _define_staff_and_audit(metadata: MetaData) -> None:
+    """Staff accounts, their sessions and the audit log (migration 0005). Frozen."""
+    Table(
+        "staff",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("email", String(320), nullable=False),
+        Column("email_key", String(320), nullable=False, unique=True),
+        Column("name", String(200), nullable=False),
+        Column("role", String(16), nullable=False),
+        Column("password_hash", Text, nullable=False),  # Argon2id, with its parameters and salt
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("password_changed_at", UTCDateTime, nullable=False),
+        CheckConstraint(_in("role", STAFF_ROLES), name="staff_role"),
+    )
+    Table(
+        "staff_sessions",
+        metadata,
+        # The SHA-256 of the random session id the signed cookie carries: a copy of the
+        # database holds no session anyone could use.
+        Column("id_hash", String(64), primary_key=True),
+        Column("staff_id", Integer, ForeignKey("staff.id", ondelete="CASCADE"), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=False),
+        Index("staff_sessions_by_staff", "staff_id"),
+    )
+    Table(
+        "audit_log",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("at", UTCDateTime, nullable=False),
+        # Who, as they were named then: the row outlives the account.
+        Column("actor", String(200), nullable=False),
+        Column("actor_email", String(320), nullable=False),
+        Column("action", String(32), nullable=False),
+        Column("slug", String(200)),
+        Column("content_hash", String(64)),
+        Column("detail", Text, nullable=False),
+        Index("audit_log_by_slug", "slug", "id"),
+    )
+
+
+def _m0005_staff_and_audit(conn: Connection) -> None:
+    metadata = MetaData()
+    _define_staff_and_audit(metadata)
+    metadata.create_all(conn)
+
+
 Migration = tuple[str, Callable[[Connection], None]]
 
 # Append only. Never edit or reorder a released migration.
@@ -389,6 +438,7 @@ MIGRATIONS: list[Migration] = [
     ("0002_release_records", _m0002_release_records),
     ("0003_delivery_safety", _m0003_delivery_safety),
     ("0004_scheduler_lock", _m0004_scheduler_lock),
+    ("0005_staff_and_audit", _m0005_staff_and_audit),
 ]
 
 # --- the schema as it is now ---------------------------------------------------------
@@ -401,6 +451,7 @@ metadata.remove(metadata.tables["campaigns"])
 _define_delivery_tables_0003(metadata)
 _define_release_records(metadata)
 metadata.tables["publications"].append_column(Column("campaign_id", Integer))  # 0002
+_define_staff_and_audit(metadata)  # 0005
 meta = metadata.tables["meta"]
 subscribers = metadata.tables["subscribers"]
 publications = metadata.tables["publications"]
@@ -423,6 +474,9 @@ scheduler_lock = Table(
     Column("heartbeat_at", UTCDateTime),
     Column("expires_at", UTCDateTime),
 )
+staff = metadata.tables["staff"]
+staff_sessions = metadata.tables["staff_sessions"]
+audit_log = metadata.tables["audit_log"]
 
 _migrations_metadata = MetaData()
 schema_migrations = Table(

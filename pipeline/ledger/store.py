@@ -48,11 +48,13 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.faults import redact_url
 from pipeline.ledger import deliveries as delivery_rows
 from pipeline.ledger import schema
+from pipeline.ledger.audit import AuditLog
 from pipeline.ledger.deliveries import Claim as Claim  # the send loop's rows, defined there
 from pipeline.ledger.deliveries import DeliverySession
 from pipeline.ledger.deliveries import Outcome as Outcome
 from pipeline.ledger.releases import ReleaseRecords
 from pipeline.ledger.schema import campaigns, deliveries, meta, publications, subscribers
+from pipeline.ledger.staff import StaffRecords
 
 BUSY_TIMEOUT_SECONDS = 30.0
 LEASE_SECONDS = 60.0
@@ -270,7 +272,7 @@ def newsletter_from_json(content: str) -> Newsletter:
     )
 
 
-class Store(ReleaseRecords):
+class Store(ReleaseRecords, StaffRecords, AuditLog):
     """The ledger. Open with ``Store.open(settings)``; use as a context manager or call ``close()``."""
 
     def __init__(self, engine: Engine) -> None:
