@@ -113,6 +113,7 @@ def held_project(tmp_path: Path) -> tuple[Path, Settings]:
 # --- one gate ---------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_send_refuses_a_post_held_for_approval_and_mails_nobody(tmp_path: Path) -> None:
     project, _settings = held_project(tmp_path)
     run = pipeline(project, "send", "held-back", "--yes")
@@ -122,6 +123,7 @@ def test_send_refuses_a_post_held_for_approval_and_mails_nobody(tmp_path: Path) 
     assert mails(project) == []
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_send_of_an_approved_post_then_an_edit_voids_the_approval(tmp_path: Path) -> None:
     project, settings = held_project(tmp_path)
     path = project / "posts" / "held-back.md"
@@ -133,6 +135,7 @@ def test_send_of_an_approved_post_then_an_edit_voids_the_approval(tmp_path: Path
     assert mails(project) == []
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_digest_never_mails_a_held_post(tmp_path: Path) -> None:
     project, settings = held_project(tmp_path)
     since = (datetime.now(UTC) - timedelta(days=2)).isoformat()
@@ -144,6 +147,7 @@ def test_digest_never_mails_a_held_post(tmp_path: Path) -> None:
         assert store.list_campaigns() == []
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_send_refuses_a_post_dated_in_the_future_and_has_no_clock_trick(tmp_path: Path) -> None:
     project, _settings = clinic(tmp_path)
     write_post(project, "next-week", at(7 * 86400), title="Next week")
@@ -155,6 +159,7 @@ def test_send_refuses_a_post_dated_in_the_future_and_has_no_clock_trick(tmp_path
     assert mails(project) == []
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_send_refuses_a_draft(tmp_path: Path) -> None:
     project, _settings = clinic(tmp_path)
     write_post(project, "unfinished", at(-60), title="Unfinished", extra="draft: true\n")
@@ -166,6 +171,7 @@ def test_send_refuses_a_draft(tmp_path: Path) -> None:
 # --- confirmation, --yes, --dry-run -----------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_send_asks_in_a_terminal_and_no_sends_nothing(tmp_path: Path) -> None:
     project, _settings = clinic(tmp_path, readers=3)
     write_post(project, "asked", at(-60), title="Asked first")
@@ -180,6 +186,7 @@ def test_send_asks_in_a_terminal_and_no_sends_nothing(tmp_path: Path) -> None:
     assert "written to the outbox" in output and "nothing was delivered to anyone" in output
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_send_without_a_terminal_needs_yes(tmp_path: Path) -> None:
     project, _settings = clinic(tmp_path)
     write_post(project, "scripted", at(-60), title="Scripted")
@@ -192,6 +199,7 @@ def test_send_without_a_terminal_needs_yes(tmp_path: Path) -> None:
     assert mails(project) == []
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_dry_run_says_what_would_be_sent_and_sends_nothing(tmp_path: Path) -> None:
     project, settings = clinic(tmp_path, readers=2)
     write_post(project, "rehearsed", at(-60), title="Rehearsed")
@@ -204,6 +212,7 @@ def test_dry_run_says_what_would_be_sent_and_sends_nothing(tmp_path: Path) -> No
         assert store.list_campaigns() == [] and store.get_release("rehearsed") is None
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_an_old_post_may_be_sent_explicitly_and_the_prompt_says_how_old(tmp_path: Path) -> None:
     """The scheduler never mails a backfill post; staff may, knowingly."""
     project, settings = clinic(tmp_path, readers=2)
@@ -224,6 +233,7 @@ def test_an_old_post_may_be_sent_explicitly_and_the_prompt_says_how_old(tmp_path
         assert "email" in record.channels
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_send_of_a_due_post_is_its_release_and_the_scheduler_does_not_send_it_again(tmp_path: Path) -> None:
     project, settings = clinic(tmp_path, readers=2)
     write_post(project, "early-bird", at(-30), title="Early bird")
@@ -243,6 +253,7 @@ def test_send_of_a_due_post_is_its_release_and_the_scheduler_does_not_send_it_ag
 # --- the digest picks by release records ------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_digest_holds_what_was_mailed_not_what_is_dated_in_the_window(tmp_path: Path) -> None:
     project, settings = clinic(tmp_path, readers=1)
     now = datetime.now(UTC)
@@ -259,6 +270,7 @@ def test_digest_holds_what_was_mailed_not_what_is_dated_in_the_window(tmp_path: 
     assert "1 article" in subject
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_a_second_digest_the_same_day_says_why_it_sent_nothing(tmp_path: Path) -> None:
     project, settings = clinic(tmp_path, readers=1)
     now = datetime.now(UTC)
@@ -277,6 +289,7 @@ def test_a_second_digest_the_same_day_says_why_it_sent_nothing(tmp_path: Path) -
 # --- intent first: a crash between the release and its campaign ------------------------------------
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_a_newsletter_owed_by_a_release_is_sent_by_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The process dies after recording the release and before creating its campaign:
     `send --resume` finds the owed newsletter instead of saying every campaign is finished."""
@@ -313,6 +326,7 @@ def test_a_newsletter_owed_by_a_release_is_sent_by_resume(tmp_path: Path, monkey
 # --- proofs at any time -----------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("each_ledger")
 @pytest.mark.parametrize("extra, when", [("draft: true\n", -60), ("", 30 * 86400)], ids=["draft", "future"])
 def test_proofs_work_on_drafts_and_future_posts(tmp_path: Path, extra: str, when: int) -> None:
     project, settings = clinic(tmp_path)
@@ -332,6 +346,7 @@ def test_proofs_work_on_drafts_and_future_posts(tmp_path: Path, extra: str, when
 # --- a link in a newsletter already sent never breaks -------------------------------------------------
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_archive_page_of_a_mailed_post_stays_online(tmp_path: Path) -> None:
     project, settings = clinic(tmp_path, readers=1)
     path = write_post(project, "was-mailed", at(-60), title="Was mailed")
@@ -359,6 +374,7 @@ def test_archive_page_of_a_mailed_post_stays_online(tmp_path: Path) -> None:
     assert page.read_bytes() == mailed_page
 
 
+@pytest.mark.usefixtures("each_ledger")
 def test_a_post_never_mailed_is_unpublished_as_before(tmp_path: Path) -> None:
     project, settings = clinic(tmp_path, readers=0)
     path = write_post(project, "feed-only", at(-60), title="Feed only", extra="channels: {email: false}\n")
@@ -372,7 +388,7 @@ def test_a_post_never_mailed_is_unpublished_as_before(tmp_path: Path) -> None:
 
 
 def test_a_ledger_made_before_release_tables_is_upgraded(tmp_path: Path) -> None:
-    """tests/data/ledger-0001.sqlite was made by the code before migration 0002: a backfill
+    """(SQLite only: the ledger under test is a file.) tests/data/ledger-0001.sqlite was made by the code before migration 0002: a backfill
     release, a full release with its campaign, a hold and an approval, as JSON in meta."""
     project = make_project(tmp_path)
     settings = load_settings(project / "pipeline.toml")
