@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings, load_settings
 from pipeline.ledger.store import Store
 from pipeline.ledger.tokens import SECRET_ENV
@@ -190,7 +191,7 @@ def test_subscribe_confirm_read_and_unsubscribe(site: tuple[LiveServer, Settings
             # A newsletter goes out through the release path and the real send loop, to the outbox.
             sent = release_post(settings, SLUGS[device], NOW, store=store, deliver_now=False, explicit=True)
             assert sent.campaign_id is not None, sent.message
-            newsletter = store.campaign_newsletter(sent.campaign_id)
+            newsletter = Newsletter.from_json(store.campaign_content(sent.campaign_id))
             summary = deliver(store, settings, transport_from_spec(settings.delivery.transport, settings))
             assert (summary.sent, summary.ok) == (1, True)
         issue = wait_for_mail(settings, address, newsletter.subject[:20])

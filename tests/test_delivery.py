@@ -28,7 +28,8 @@ from pipeline.cli.send import doctor_command, send_command, send_test_command
 from pipeline.config import DeliverySettings, Settings
 from pipeline.errors import PipelineError
 from pipeline.ledger import schema
-from pipeline.ledger.store import Store, make_engine
+from pipeline.ledger.engine import make_engine
+from pipeline.ledger.store import Store
 from pipeline.ledger.tokens import SECRET_ENV, read_token
 from pipeline.mail.dkim import DkimSigner
 from pipeline.mail.doctor import check_message, diagnose, sample_message

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, delete, insert, inspect, select, text, update
@@ -18,9 +19,19 @@ from sqlalchemy.exc import IntegrityError
 
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
-from pipeline.ledger import schema
+from pipeline.ledger import migrations, schema
+from pipeline.ledger.campaigns import Campaign
+from pipeline.ledger.deliveries import Outcome
+from pipeline.ledger.engine import make_engine
 from pipeline.ledger.locks import DatabaseLock
-from pipeline.ledger.store import Outcome, Store, SubscriberExists, make_engine
+from pipeline.ledger.store import Store
+from pipeline.ledger.subscriber_rows import SubscriberExists
+
+
+def create_campaign(store: Store, newsletter: Newsletter, kind: str, **kwargs: Any) -> tuple[Campaign, bool]:
+    """A campaign for ``newsletter``, frozen as the mail layer freezes it."""
+    return store.create_campaign(newsletter.key, kind, newsletter.subject, newsletter.to_json(), **kwargs)
+
 
 NOW = datetime(2026, 11, 3, 14, 0, tzinfo=UTC)
 
@@ -50,9 +61,9 @@ def store(settings: Settings) -> Iterator[Store]:
 def test_migrations_run_once_and_are_recorded(settings: Settings) -> None:
     engine = Store.open(settings).engine
     with engine.connect() as conn:
-        names = list(conn.scalars(select(schema.schema_migrations.c.name)))
-    assert names == [name for name, _ in schema.MIGRATIONS]
-    assert schema.migrate(engine) == []  # nothing left to apply
+        names = list(conn.scalars(select(migrations.schema_migrations.c.name)))
+    assert names == [name for name, _ in migrations.MIGRATIONS]
+    assert migrations.migrate(engine) == []  # nothing left to apply
     engine.dispose()
 
 
@@ -60,7 +71,7 @@ def test_migrations_run_once_and_are_recorded(settings: Settings) -> None:
 def test_tables_match_the_current_schema(store: Store) -> None:
     """Fails when a table is changed without a migration (or the reverse)."""
     with store.engine.connect() as conn:
-        actual = schema.table_columns(conn)
+        actual = migrations.table_columns(conn)
     expected = {name: [c.name for c in table.columns] for name, table in schema.metadata.tables.items()}
     expected["schema_migrations"] = ["name", "applied_at"]
     assert actual == expected
@@ -79,7 +90,7 @@ def test_two_processes_opening_a_new_database_at_once(settings: Settings) -> Non
     procs = [subprocess.Popen([sys.executable, "-c", script, settings.database_url]) for _ in range(4)]
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
     with Store.open(settings) as store, store.engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM schema_migrations")).scalar() == len(schema.MIGRATIONS)
+        assert conn.execute(text("SELECT count(*) FROM schema_migrations")).scalar() == len(migrations.MIGRATIONS)
 
 
 def test_email_is_unique_case_insensitively(store: Store) -> None:
@@ -139,19 +150,19 @@ def test_campaign_rows_for_active_subscribers_only_and_idempotent(store: Store) 
     store.add_subscriber("p@example.com", status="pending")
     store.add_subscriber("u@example.com", status="unsubscribed")
     store.add_subscriber("b@example.com", status="bounced")
-    campaign, created = store.create_campaign(newsletter(), "post", now=NOW)
+    campaign, created = create_campaign(store, newsletter(), "post", now=NOW)
     assert created and campaign.status == "sending"
     assert store.delivery_counts(campaign.id)["pending"] == 5
     store.add_subscriber("late@example.com")
-    again, created_again = store.create_campaign(newsletter(), "post")
+    again, created_again = create_campaign(store, newsletter(), "post")
     assert (again.id, created_again) == (campaign.id, False)
     assert sum(store.delivery_counts(campaign.id).values()) == 5
-    assert store.campaign_newsletter(campaign.id) == newsletter()
+    assert Newsletter.from_json(store.campaign_content(campaign.id)) == newsletter()
 
 
 def test_claim_skips_subscribers_no_longer_active(store: Store) -> None:
     subs = [store.add_subscriber(f"a{i}@example.com") for i in range(4)]
-    campaign, _ = store.create_campaign(newsletter(), "post")
+    campaign, _ = create_campaign(store, newsletter(), "post")
     tomorrow = datetime.now(UTC) + timedelta(days=1)
     store.set_subscriber_status(subs[1].id, "unsubscribed")
     claims, skipped = store.claim_deliveries(campaign.id, 10)
@@ -176,7 +187,7 @@ def test_claim_skips_subscribers_no_longer_active(store: Store) -> None:
 @pytest.mark.usefixtures("each_ledger")
 def test_lease_keeps_a_second_sender_out(store: Store) -> None:
     store.add_subscriber("a@example.com")
-    campaign, _ = store.create_campaign(newsletter(), "post")
+    campaign, _ = create_campaign(store, newsletter(), "post")
     me, other = store.new_lease_owner(), store.new_lease_owner()
     assert store.acquire_lease(campaign.id, me) is None
     assert store.acquire_lease(campaign.id, other) == me  # same live process, another sender
@@ -187,7 +198,7 @@ def test_lease_keeps_a_second_sender_out(store: Store) -> None:
 @pytest.mark.usefixtures("each_ledger")
 def test_lease_of_a_dead_process_is_taken_over(store: Store) -> None:
     store.add_subscriber("a@example.com")
-    campaign, _ = store.create_campaign(newsletter(), "post")
+    campaign, _ = create_campaign(store, newsletter(), "post")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = store.new_lease_owner().split(":")[0]
@@ -228,7 +239,7 @@ def test_senders_asking_at_once_get_one_lease(store: Store, settings: Settings, 
     store.add_subscriber("a@example.com")
     host = store.new_lease_owner().split(":")[0]
     for trial in range(5):
-        campaign, _ = store.create_campaign(newsletter(f"post-{trial}"), "post")
+        campaign, _ = create_campaign(store, newsletter(f"post-{trial}"), "post")
         if previous == "dead":
             dead = subprocess.Popen([sys.executable, "-c", "pass"])
             dead.wait()
@@ -319,7 +330,7 @@ def test_iter_subscribers_pages_in_id_order(store: Store) -> None:
 
 def test_forget_removes_deliveries_too(store: Store, tmp_path: Path) -> None:
     sub = store.add_subscriber("gone@example.com")
-    campaign, _ = store.create_campaign(newsletter(), "post")
+    campaign, _ = create_campaign(store, newsletter(), "post")
     assert store.delete_subscriber(sub.id)
     assert sum(store.delivery_counts(campaign.id).values()) == 0
 
@@ -329,12 +340,12 @@ def test_upgrade_from_the_schema_before_0003_keeps_every_row(
 ) -> None:
     """A ledger made by every migration before 0003 upgrades in place: rows, ids,
     references and indexes kept; 'paused' and 'held' allowed; junk still refused."""
-    names = [name for name, _ in schema.MIGRATIONS]
+    names = [name for name, _ in migrations.MIGRATIONS]
     engine = make_engine(settings.database_url)
-    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[: names.index("0003_delivery_safety")])
-    schema.migrate(engine)
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[: names.index("0003_delivery_safety")])
+    migrations.migrate(engine)
     old = MetaData()
-    schema._define_v1(old)
+    migrations.define_v1(old)
     subscriber_rows = [
         {"id": i, "email": f"r{i}@example.com", "email_key": f"r{i}@example.com", "status": "active",
          "source": "t", "created_at": NOW, "updated_at": NOW}
@@ -367,7 +378,7 @@ def test_upgrade_from_the_schema_before_0003_keeps_every_row(
         }
     monkeypatch.undo()
 
-    assert schema.migrate(engine) == names[names.index("0003_delivery_safety") :]
+    assert migrations.migrate(engine) == names[names.index("0003_delivery_safety") :]
     with engine.connect() as conn:
         for table in ("campaigns", "deliveries"):
             columns = [c for c in old.tables[table].columns]
@@ -388,7 +399,7 @@ def test_upgrade_from_the_schema_before_0003_keeps_every_row(
         assert store.requeue_in_flight(9) == (1, 0)  # the one left 'sending'
         store.pause_campaign(9, "because")
         assert store.get_campaign(9).pause_reason == "because"  # type: ignore[union-attr]
-        new, _ = store.create_campaign(newsletter("new"), "post", now=NOW)
+        new, _ = create_campaign(store, newsletter("new"), "post", now=NOW)
         assert new.id == 10 and store.delivery_counts(new.id)["pending"] == 3
         for table, row_id, values in (
             (schema.campaigns, 9, {"status": "archived"}),
@@ -411,7 +422,7 @@ def test_the_send_loop_writes_times_as_the_ledger_does(store: Store) -> None:
     SQLite, text that sorts and compares), or "due" comparisons go wrong."""
     for i in range(2):
         store.add_subscriber(f"a{i}@example.com")
-    campaign, _ = store.create_campaign(newsletter(), "post", now=NOW)
+    campaign, _ = create_campaign(store, newsletter(), "post", now=NOW)
     later = NOW + timedelta(hours=1)
     with store.delivery_session() as session:
         first, second = session.record_and_claim(campaign.id, [], 10, NOW)[0]

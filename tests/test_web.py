@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,12 +24,20 @@ from starlette.testclient import TestClient
 from pipeline import urls
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings, load_settings
-from pipeline.ledger.store import Store, Subscriber
+from pipeline.ledger.campaigns import Campaign
+from pipeline.ledger.store import Store
+from pipeline.ledger.subscriber_rows import Subscriber
 from pipeline.ledger.tokens import SECRET_ENV, load_secret, make_token
 from pipeline.site.build import build
 from pipeline.web.app import CSRF_COOKIE, RedactTokens, WebLimits, create_app, mask_address, redact
 from tests.conftest import ROOT, make_project
 from tests.live_server import free_port, live_server
+
+
+def create_campaign(store: Store, newsletter: Newsletter, kind: str, **kwargs: Any) -> tuple[Campaign, bool]:
+    """A campaign for ``newsletter``, frozen as the mail layer freezes it."""
+    return store.create_campaign(newsletter.key, kind, newsletter.subject, newsletter.to_json(), **kwargs)
+
 
 NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
 POSTS = ROOT / "tests" / "golden" / "basic" / "posts"
@@ -533,14 +542,17 @@ def newsletter(key: str, subject: str) -> Newsletter:
 
 def test_archive_lists_sent_newsletters_newest_first(client: TestClient, store: Store) -> None:
     assert "We have not sent a newsletter yet" in client.get("/archive/").text
-    store.create_campaign(
-        newsletter("why-your-socket-fit-changes-in-the-first-year", "Socket fit"), "post", now=NOW - timedelta(days=60)
+    create_campaign(
+        store,
+        newsletter("why-your-socket-fit-changes-in-the-first-year", "Socket fit"),
+        "post",
+        now=NOW - timedelta(days=60),
     )
-    store.create_campaign(
-        newsletter("edge-cases", "<script>alert('x')</script> & more"), "post", now=NOW - timedelta(days=1)
+    create_campaign(
+        store, newsletter("edge-cases", "<script>alert('x')</script> & more"), "post", now=NOW - timedelta(days=1)
     )
-    store.create_campaign(newsletter("digest-2026-11-27", "This month's digest"), "digest", now=NOW)
-    store.create_campaign(newsletter("not-built", "Not built"), "post", now=NOW)  # no web page: not listed
+    create_campaign(store, newsletter("digest-2026-11-27", "This month's digest"), "digest", now=NOW)
+    create_campaign(store, newsletter("not-built", "Not built"), "post", now=NOW)  # no web page: not listed
     response = client.get("/archive/")
     assert response.status_code == 200
     html = response.text

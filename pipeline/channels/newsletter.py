@@ -8,6 +8,7 @@ compiled once and personalised per recipient by substitution (see message.py).
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,37 @@ class Newsletter:
     web_url: str
     date: datetime
     slugs: tuple[str, ...]
+
+    def to_json(self) -> str:
+        """The form a campaign keeps (frozen at its start) and is resumed from."""
+        return json.dumps(
+            {
+                "key": self.key,
+                "subject": self.subject,
+                "preheader": self.preheader,
+                "html": self.html,
+                "text": self.text,
+                "web_url": self.web_url,
+                "web_html": self.web_html,  # the archive page, restored from here if out/ loses it
+                "date": self.date.isoformat(),
+                "slugs": list(self.slugs),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, content: str) -> Newsletter:
+        data = json.loads(content)
+        return cls(
+            key=data["key"],
+            subject=data["subject"],
+            preheader=data["preheader"],
+            html=data["html"],
+            text=data["text"],
+            web_html=data.get("web_html", ""),  # campaigns made before migration 0002 did not keep it
+            web_url=data["web_url"],
+            date=datetime.fromisoformat(data["date"]),
+            slugs=tuple(data["slugs"]),
+        )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from rich.table import Table
 from pipeline.cli.common import config_option, pass_settings
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.ledger.schema import STAFF_ROLES
+from pipeline.ledger.columns import STAFF_ROLES
 from pipeline.ledger.staff import MIN_PASSWORD, hash_password
 from pipeline.ledger.store import Store
 from pipeline.ledger.subscribers import normalise_address

@@ -12,7 +12,7 @@ from rich.table import Table
 from pipeline.cli.common import config_option, pass_settings
 from pipeline.config import Settings
 from pipeline.content.dates import to_utc_iso
-from pipeline.ledger.schema import SUBSCRIBER_STATUSES
+from pipeline.ledger.columns import SUBSCRIBER_STATUSES
 from pipeline.ledger.store import Store
 from pipeline.ledger.subscribers import add_subscriber, export_csv, import_csv, remove_subscriber
 from pipeline.mail.confirm import send_confirmation

@@ -12,14 +12,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select
+from sqlalchemy import Row, insert, select
 
 from pipeline.content.dates import to_utc_iso
+from pipeline.ledger.engine import LedgerPart
 from pipeline.ledger.schema import audit_log
 from pipeline.spreadsheet import guard_cell
 
@@ -56,14 +56,8 @@ def _entry(row: Row[Any]) -> AuditEntry:
     )
 
 
-class AuditLog:
+class AuditLog(LedgerPart):
     """The audit log (mixed into ``Store``)."""
-
-    def _read(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
 
     def audit(
         self,

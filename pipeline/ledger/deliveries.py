@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 from sqlalchemy import Connection, Dialect, Engine, bindparam, or_, select, update
 from sqlalchemy.sql import ClauseElement
 
-from pipeline.ledger import schema
+from pipeline.ledger import columns
 from pipeline.ledger.schema import deliveries, subscribers
 
 
@@ -51,7 +51,7 @@ class Outcome(NamedTuple):
 
 SKIPPED_REPLY = "not sent: subscriber is no longer active"
 
-_TIME = schema.UTCDateTime()
+_TIME = columns.UTCDateTime()
 # A delivery is due when it was never deferred, or its retry time has come.
 _DUE = or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= bindparam("now", type_=_TIME))
 _CLAIM = (

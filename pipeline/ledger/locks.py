@@ -32,8 +32,10 @@ from typing import Any
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pipeline.ledger.campaigns import owner_alive
+from pipeline.ledger.engine import utcnow
 from pipeline.ledger.schema import scheduler_lock
-from pipeline.ledger.store import Store, owner_alive, utcnow
+from pipeline.ledger.store import Store
 
 SCHEDULER = "scheduler"
 

@@ -8,7 +8,6 @@ campaign that carries it; none yet means the newsletter is still owed).
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pipeline.ledger.engine import LedgerPart
 from pipeline.ledger.schema import approvals, holds, meta, publications, releases
 
 FIRST_RUN_KEY = "first_run_at"
@@ -68,14 +68,8 @@ def _approval(row: Row[Any]) -> Approval:
     return Approval(slug=row.slug, by=row.approved_by, at=row.approved_at, content_hash=row.content_hash)
 
 
-class ReleaseRecords:
+class ReleaseRecords(LedgerPart):
     """Release, hold and approval records (mixed into ``Store``)."""
-
-    def _read(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
 
     # --- when the pipeline first ran --------------------------------------------------
 

@@ -13,16 +13,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.errors import PipelineError
-from pipeline.ledger.schema import STAFF_ROLES, staff, staff_sessions
+from pipeline.ledger.columns import STAFF_ROLES
+from pipeline.ledger.engine import LedgerPart
+from pipeline.ledger.schema import staff, staff_sessions
 
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024  # Argon2 takes any length; a megabyte "password" would only cost CPU
@@ -112,14 +113,8 @@ def _email_key(email: str) -> str:
     return email.strip().lower()
 
 
-class StaffRecords:
+class StaffRecords(LedgerPart):
     """Staff accounts and sessions (mixed into ``Store``)."""
-
-    def _read(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractContextManager[Connection]:
-        raise NotImplementedError
 
     # --- accounts --------------------------------------------------------------------
 

@@ -27,8 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from pipeline.config import Settings
 from pipeline.content.dates import to_utc_iso
 from pipeline.errors import PipelineError, decode_text
-from pipeline.ledger.schema import SUBSCRIBER_STATUSES
-from pipeline.ledger.store import Store, Subscriber, SubscriberExists, email_key, utcnow
+from pipeline.ledger.columns import SUBSCRIBER_STATUSES
+from pipeline.ledger.engine import utcnow
+from pipeline.ledger.store import Store
+from pipeline.ledger.subscriber_rows import Subscriber, SubscriberExists, email_key
 from pipeline.spreadsheet import guard_cell, unguard_cell
 
 INACTIVE = ("unsubscribed", "bounced", "complained")

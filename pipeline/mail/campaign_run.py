@@ -35,10 +35,13 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
+from pipeline.ledger.campaigns import LEASE_SECONDS, Campaign
 from pipeline.ledger.deliveries import Claim, DeliverySession, Outcome
-from pipeline.ledger.store import LEASE_SECONDS, Campaign, Store, utcnow
+from pipeline.ledger.engine import utcnow
+from pipeline.ledger.store import Store
 from pipeline.ledger.tokens import make_token
 from pipeline.mail.dkim import DkimSigner
 from pipeline.mail.message import MessageTemplate, message_id_for
@@ -195,7 +198,7 @@ class CampaignRun:
             self.counts = self.store.delivery_counts(campaign_id)
             self.result.total = sum(self.counts.values())
             self.template = MessageTemplate(
-                self.store.campaign_newsletter(campaign_id), self.settings, signer=self.signer
+                Newsletter.from_json(self.store.campaign_content(campaign_id)), self.settings, signer=self.signer
             )
             with self.store.delivery_session() as session:
                 self._loop(session)

@@ -20,7 +20,7 @@ from pipeline.channels.newsletter import compile_mjml
 from pipeline.channels.templating import make_environment, render_template
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.ledger.store import Subscriber
+from pipeline.ledger.subscriber_rows import Subscriber
 from pipeline.ledger.tokens import CONFIRM_MAX_AGE, load_secret, make_token
 from pipeline.mail.dkim import DkimSigner
 from pipeline.mail.transports import Reply, Transport, send_one

@@ -57,7 +57,7 @@ def start_campaign(
     no new rows, so calling this twice (a job that fires twice) is harmless."""
     MessageTemplate(newsletter, settings)  # a broken template fails here, before any row exists
     kind = kind or ("digest" if newsletter.key.startswith("digest-") else "post")
-    campaign, _created = store.create_campaign(newsletter, kind, now=now)
+    campaign, _created = store.create_campaign(newsletter.key, kind, newsletter.subject, newsletter.to_json(), now=now)
     return campaign.id
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 
 if TYPE_CHECKING:  # the ledger (and SQLAlchemy) load only when a build asks
@@ -46,7 +47,7 @@ class MailedPages:
         mailing = store.get_mailing(slug)
         if mailing is None or mailing.campaign_id is None:
             return None
-        web_html = store.campaign_newsletter(mailing.campaign_id).web_html
+        web_html = Newsletter.from_json(store.campaign_content(mailing.campaign_id)).web_html
         return web_html.encode() if web_html else None
 
     def __enter__(self) -> MailedPages:

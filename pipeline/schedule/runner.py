@@ -67,7 +67,8 @@ from pipeline.config import Settings, load_settings
 from pipeline.content.posts import Post, drop_clashing, errors_for_slug, parse_post, post_files
 from pipeline.errors import ConfigError, PipelineError, each_problem
 from pipeline.faults import as_pipeline_error, debug_from_env
-from pipeline.ledger.store import Store, make_engine
+from pipeline.ledger.engine import make_engine
+from pipeline.ledger.store import Store
 from pipeline.mail.transports import Transport, transport_from_spec
 from pipeline.schedule import release
 from pipeline.schedule.digest import send_digest

@@ -20,8 +20,9 @@ from datetime import datetime
 from pipeline.channels.templating import local_time
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
+from pipeline.ledger.engine import utcnow
 from pipeline.ledger.locks import DatabaseLock, LockHolder
-from pipeline.ledger.store import Store, utcnow
+from pipeline.ledger.store import Store
 
 log = logging.getLogger("pipeline.scheduler")
 

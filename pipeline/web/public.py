@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pipeline.errors import PipelineError
-from pipeline.ledger.store import Subscriber, email_key
+from pipeline.ledger.subscriber_rows import Subscriber, email_key
 from pipeline.ledger.subscribers import INACTIVE, add_subscriber, clean_name, normalise_address
 from pipeline.ledger.tokens import CONFIRM_MAX_AGE, TokenError, read_token, token_issued_at
 from pipeline.mail.confirm import send_confirmation

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from pipeline.errors import PipelineError
 from pipeline.ledger.staff import StaffMember
-from pipeline.ledger.store import Subscriber
+from pipeline.ledger.subscriber_rows import Subscriber
 from pipeline.ledger.subscribers import add_subscriber, export_csv, remove_subscriber
 from pipeline.mail.confirm import send_confirmation
 from pipeline.web.desk.pages import desk_page, see

@@ -1,0 +1,261 @@
+"""Campaigns: one newsletter frozen for sending, its deliveries created at once, and
+the lease that lets one sender at a time work on it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, func, insert, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pipeline.errors import PipelineError
+from pipeline.ledger import columns
+from pipeline.ledger.engine import LedgerPart, utcnow
+from pipeline.ledger.schema import campaigns, deliveries, subscribers
+
+LEASE_SECONDS = 60.0
+# Deliveries that keep a campaign open (a held one waits for a person).
+OPEN_DELIVERIES = ("pending", "sending", "held")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: int
+    key: str
+    kind: str
+    subject: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    pause_reason: str | None = None  # set while status is 'paused'
+
+    @property
+    def issued_at(self) -> int:
+        """Unsubscribe tokens of this campaign carry its creation time (whole seconds)."""
+        return int(self.created_at.timestamp())
+
+
+def _campaign(row: Row[Any]) -> Campaign:
+    return Campaign(
+        id=row.id,
+        key=row.key,
+        kind=row.kind,
+        subject=row.subject,
+        status=row.status,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        pause_reason=row.pause_reason,
+    )
+
+
+class CampaignRows(LedgerPart):
+    """Campaigns and their leases (mixed into ``Store``)."""
+
+    def create_campaign(
+        self, key: str, kind: str, subject: str, content: str, *, now: datetime | None = None
+    ) -> tuple[Campaign, bool]:
+        """The campaign ``key`` with its frozen ``content`` (the newsletter as the mail
+        layer stores it; the ledger keeps it as text) and one pending delivery per active
+        subscriber, all in one transaction. Idempotent: if a campaign with this key
+        exists it is returned unchanged (and ``False``), with no new deliveries."""
+        if kind not in columns.CAMPAIGN_KINDS:
+            raise ValueError(f"unknown campaign kind {kind!r}")
+        now = now or utcnow()
+        existing = self.get_campaign_by_key(key)
+        if existing is not None:
+            return existing, False
+        try:
+            with self._write() as conn:
+                result = conn.execute(
+                    insert(campaigns).values(
+                        key=key,
+                        kind=kind,
+                        subject=subject,
+                        content=content,
+                        status="sending",
+                        created_at=now,
+                    )
+                )
+                assert result.inserted_primary_key is not None
+                campaign_id = result.inserted_primary_key[0]
+                # INSERT ... SELECT: the database copies the active list itself, so a
+                # campaign to 100,000 subscribers never holds them in Python memory.
+                audience = select(
+                    literal(campaign_id),
+                    subscribers.c.id,
+                    literal("pending"),
+                    literal(0),
+                    literal(now, columns.UTCDateTime()),
+                ).where(subscribers.c.status == "active")
+                conn.execute(
+                    insert(deliveries).from_select(
+                        ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], audience
+                    )
+                )
+                row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).one()
+                return _campaign(row), True
+        except IntegrityError:  # another process created it first: theirs stands
+            raced = self.get_campaign_by_key(key)
+            if raced is None:
+                raise
+            return raced, False
+
+    def get_campaign(self, campaign_id: int) -> Campaign | None:
+        with self._read() as conn:
+            row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
+            return _campaign(row) if row else None
+
+    def get_campaign_by_key(self, key: str) -> Campaign | None:
+        with self._read() as conn:
+            row = conn.execute(select(campaigns).where(campaigns.c.key == key)).first()
+            return _campaign(row) if row else None
+
+    def campaign_content(self, campaign_id: int) -> str:
+        """What ``create_campaign`` froze: a resumed campaign sends exactly what it first did."""
+        with self._read() as conn:
+            content: str | None = conn.scalar(select(campaigns.c.content).where(campaigns.c.id == campaign_id))
+        if content is None:
+            raise PipelineError(f"no campaign with id {campaign_id}", field="campaign")
+        return content
+
+    def list_campaigns(self, *, unfinished: bool = False) -> list[Campaign]:
+        query = select(campaigns).order_by(campaigns.c.id)
+        if unfinished:
+            query = query.where(campaigns.c.status != "finished")
+        with self._read() as conn:
+            return [_campaign(r) for r in conn.execute(query)]
+
+    def finish_campaign(self, campaign_id: int, *, now: datetime | None = None) -> bool:
+        """Mark finished if no delivery is pending or sending. True if it is finished now."""
+        with self._write() as conn:
+            open_rows = conn.scalar(
+                select(func.count())
+                .select_from(deliveries)
+                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status.in_(OPEN_DELIVERIES))
+            )
+            if open_rows:
+                return False
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id, campaigns.c.status != "finished")
+                .values(
+                    status="finished",
+                    finished_at=now or utcnow(),
+                    pause_reason=None,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+            return True
+
+    def pause_campaign(self, campaign_id: int, reason: str) -> None:
+        """Stop the campaign until ``resume_campaign``: the scheduler leaves it alone.
+        Call only while holding the campaign's lease."""
+        with self._write() as conn:
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id, campaigns.c.status == "sending")
+                .values(status="paused", pause_reason=reason)
+            )
+
+    def resume_campaign(self, campaign_id: int) -> bool:
+        """A paused campaign is sending again; True if it was paused."""
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    update(campaigns)
+                    .where(campaigns.c.id == campaign_id, campaigns.c.status == "paused")
+                    .values(status="sending", pause_reason=None)
+                ).rowcount
+                == 1
+            )
+
+    @staticmethod
+    def new_lease_owner() -> str:
+        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def acquire_lease(self, campaign_id: int, owner: str, *, now: datetime | None = None) -> str | None:
+        """Take the campaign for ``owner``. Returns None on success, else the current holder.
+
+        A lease held by a dead process on this machine (killed, crashed) is taken over
+        at once; one held elsewhere is respected until it expires.
+
+        Each step is one conditional UPDATE, so of two senders asking at once exactly one
+        gets the lease on every database (a read, then a write, let both through on
+        PostgreSQL, whose reads do not wait for a writer). A dead holder is replaced by an
+        UPDATE that names it: of two senders taking over, the second finds a live holder.
+        """
+        now = now or utcnow()
+        free = or_(
+            campaigns.c.lease_owner.is_(None),
+            campaigns.c.lease_owner == owner,
+            campaigns.c.lease_expires_at.is_(None),
+            campaigns.c.lease_expires_at <= now,
+        )
+        holder: str | None = None
+        for _attempt in range(3):  # a holder that lets go between two steps: ask again
+            if self._take_lease(campaign_id, free, owner, now):
+                return None
+            holder = self._lease_holder(campaign_id)
+            if holder is None:
+                continue
+            if owner_alive(holder):
+                return holder
+            if self._take_lease(campaign_id, campaigns.c.lease_owner == holder, owner, now):
+                return None
+        return holder or self._lease_holder(campaign_id) or "another sender"
+
+    def _take_lease(self, campaign_id: int, condition: Any, owner: str, now: datetime) -> bool:
+        with self._write() as conn:
+            taken = conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id, condition)
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
+            ).rowcount
+        return bool(taken == 1)
+
+    def _lease_holder(self, campaign_id: int) -> str | None:
+        with self._read() as conn:
+            holder: str | None = conn.scalar(select(campaigns.c.lease_owner).where(campaigns.c.id == campaign_id))
+        return holder
+
+    def renew_lease(self, campaign_id: int, owner: str, *, now: datetime | None = None) -> bool:
+        now = now or utcnow()
+        with self._write() as conn:
+            return (
+                conn.execute(
+                    update(campaigns)
+                    .where(campaigns.c.id == campaign_id, campaigns.c.lease_owner == owner)
+                    .values(lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
+                ).rowcount
+                == 1
+            )
+
+    def release_lease(self, campaign_id: int, owner: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id, campaigns.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the process named in a lease still runs. Only answerable on this host:
+    elsewhere we assume it does (the lease then lapses by time)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
