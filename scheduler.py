@@ -1,6 +1,6 @@
 """Run the release scheduler: ``python scheduler.py [--config pipeline.toml] [--transport SPEC]``.
 
-The same as ``pipeline schedule run``; the wiring lives in ``pipeline/scheduling.py``.
+The same as ``pipeline schedule run``; the wiring lives in ``pipeline/schedule/``.
 """
 
 from pipeline.cli.schedule import run_command

@@ -182,7 +182,7 @@ def test_a_scheduler_job_that_meets_a_locked_database_logs_one_line(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     from pipeline.ledger.store import Store
-    from pipeline.schedule.runner import _guard
+    from pipeline.schedule.jobs import guard as _guard
 
     with Store.open_url(settings.database_url, busy_timeout=0.2) as store:
         holder = sqlite3.connect(settings.state_dir / "pipeline.db", isolation_level=None)

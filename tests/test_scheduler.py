@@ -543,7 +543,8 @@ def test_a_job_whose_end_is_reported_before_its_start_is_not_left_running(settin
     running for ever: a rescan would then never queue it again (seen on PostgreSQL)."""
     from apscheduler.events import EVENT_JOB_EXECUTED, EVENT_JOB_SUBMITTED, JobExecutionEvent, JobSubmissionEvent
 
-    from pipeline.schedule.runner import Runtime, _track
+    from pipeline.schedule.jobs import Runtime
+    from pipeline.schedule.runner import _track
 
     with Store.open(settings) as store:
         rt = Runtime("pipeline.toml", settings, store, transport_from_spec("outbox:state/outbox", settings))

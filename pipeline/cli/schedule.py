@@ -15,8 +15,7 @@ from pipeline.content.edit import edit_post, format_date
 from pipeline.errors import PipelineError
 from pipeline.ledger.locks import DatabaseLock
 from pipeline.ledger.store import Store
-from pipeline.schedule import release
-from pipeline.schedule import runner as scheduling
+from pipeline.schedule import release, runner
 from pipeline.schedule.gate import approval_problem, backfill_reason
 from pipeline.schedule.singleton import describe
 from pipeline.schedule.when import local, relative
@@ -69,7 +68,7 @@ def run_command(settings: Settings, transport_spec: str | None, verbose: bool) -
     """
     ctx = click.get_current_context()
     config_path = Path(ctx.params.get("config_path") or DEFAULT_CONFIG)
-    ctx.exit(scheduling.run(settings, config_path, transport_spec=transport_spec, verbose=verbose))
+    ctx.exit(runner.run(settings, config_path, transport_spec=transport_spec, verbose=verbose))
 
 
 # --- queue ------------------------------------------------------------------------------------

@@ -11,11 +11,15 @@ it never runs on without knowing that it is the only one.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 from pipeline.channels.templating import local_time
 from pipeline.config import Settings
@@ -123,3 +127,70 @@ class SchedulerLease:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300]
+
+
+# --- and one per state folder ---------------------------------------------------------
+
+LOCK_NAME = "scheduler.lock"
+
+
+class InstanceLock:
+    """An exclusive ``lockf`` lock on ``state/scheduler.lock`` holding the owner's PID.
+
+    Never call ``holder()`` from the process that holds the lock: closing any
+    descriptor of the file releases a process's POSIX locks.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            pid = self._read_pid()
+            who = f"PID {pid}" if pid else "another process"
+            raise AlreadyRunning(
+                f"another scheduler is already running ({who}) on {self.path.parent}",
+                hint=f"stop it first (kill {pid or 'PID'} or `systemctl stop jameson-scheduler`); "
+                "the lock frees itself when that process exits, even if it crashed",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock; the stale PID inside is harmless
+            self._fd = None
+
+    def _read_pid(self) -> int | None:
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def holder(self) -> int | None:
+        """The PID of the running scheduler (0 if unknown), or None when none runs."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return self._read_pid() or 0
+        finally:
+            os.close(fd)
+        return None
+
+
+def lock_for(settings: Settings) -> InstanceLock:
+    return InstanceLock(settings.state_dir / LOCK_NAME)
