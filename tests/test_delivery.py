@@ -629,7 +629,7 @@ def test_a_refused_sender_pauses_the_campaign_and_touches_no_subscriber(
 
 def test_a_refused_sender_pauses_from_the_scheduler_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Reproduced: from the scheduler, all 1,000 subscribers were bounced within 16 s."""
-    from pipeline.schedule.release import deliver_and_log
+    from pipeline.schedule.sending import deliver_and_log
 
     with smtp_server(Behaviour(mail_from_reply=SENDER_REFUSALS[0])) as (server, spec):
         settings = delivery_project(tmp_path, transport=spec)

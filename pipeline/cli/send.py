@@ -24,7 +24,7 @@ from pipeline.ledger.store import Store
 from pipeline.mail import sender as delivery
 from pipeline.mail.doctor import diagnose
 from pipeline.mail.transports import OutboxTransport, Transport, transport_from_spec
-from pipeline.schedule import release
+from pipeline.schedule import plans, release
 from pipeline.schedule.digest import digest_posts, send_digest
 from pipeline.schedule.when import age, local
 from pipeline.site.build import find_post
@@ -144,7 +144,7 @@ def _recipients(count: int) -> str:
 
 
 def _plan_post(settings: Settings, store: Store, slug: str, now: datetime, transport: Transport) -> str | None:
-    plan = release.plan_send(settings, store, slug, now)
+    plan = plans.plan_send(settings, store, slug, now)
     if plan.done is not None:
         click.echo(plan.done)
         return None
@@ -154,7 +154,7 @@ def _plan_post(settings: Settings, store: Store, slug: str, now: datetime, trans
             f"via {transport.description}"
         )
     old = ""
-    if now - plan.post_date > release.OLD_POST:
+    if now - plan.post_date > plans.OLD_POST:
         old = f" (dated {local(plan.post_date, settings)}, {age(plan.post_date, now)} ago)"
     return f"Send {plan.title!r}{old} to {_recipients(plan.recipients)} via {transport.description}"
 

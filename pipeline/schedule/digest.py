@@ -21,7 +21,8 @@ from pipeline.ledger.store import Store
 from pipeline.mail.sender import start_campaign
 from pipeline.mail.transports import Transport
 from pipeline.schedule.gate import approval_problem
-from pipeline.schedule.release import Release, deliver_release, release_lock
+from pipeline.schedule.release import Release, release_lock
+from pipeline.schedule.sending import deliver_campaign
 from pipeline.schedule.when import local
 from pipeline.site.build import load_posts
 
@@ -97,7 +98,7 @@ def send_digest(
         )
     )
     if deliver_now:
-        deliver_release(settings, store, transport, outcome)
+        outcome.delivery = deliver_campaign(settings, store, transport, campaign_id, key)
     return outcome
 
 

@@ -24,7 +24,7 @@ from pipeline.config import Settings, load_settings
 from pipeline.faults import as_pipeline_error, debug_from_env
 from pipeline.ledger.store import Store
 from pipeline.mail.transports import Transport, transport_from_spec
-from pipeline.schedule import release
+from pipeline.schedule import release, sending
 from pipeline.schedule.digest import send_digest
 from pipeline.site.index import PostIndex
 
@@ -118,7 +118,7 @@ def release_job(config_path: str, slug: str) -> None:
 def campaign_job(config_path: str, campaign_id: int, what: str) -> None:
     """Deliver one campaign (started by a release); stored, so a crash leaves it to the next start."""
     with guard(f"deliver {what}"), job_runtime(config_path) as rt:
-        release.deliver_and_log(
+        sending.deliver_and_log(
             rt.store, rt.settings, rt.transport, campaign_id, what,
             stopped_prefix=f"{what}: ", stopped_tail="; the delivery job resumes it",
         )  # fmt: skip
@@ -136,7 +136,7 @@ def rescan_job(config_path: str) -> None:
 def delivery_job(config_path: str) -> None:
     with guard("delivery"), job_runtime(config_path) as rt:
         release.complete_owed(rt.settings, rt.store, datetime.now(UTC))
-        release.deliver_and_log(
+        sending.deliver_and_log(
             rt.store, rt.settings, rt.transport, None, "delivery",
             stopped_prefix="", stopped_tail=f"; retrying in {rt.settings.scheduler.delivery_seconds:g} s",
         )  # fmt: skip

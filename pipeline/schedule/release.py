@@ -35,17 +35,15 @@ from pipeline.content.posts import Post, errors_for_slug, parse_post
 from pipeline.errors import PipelineError
 from pipeline.ledger.releases import Approval, ReleaseRecord
 from pipeline.ledger.store import Store
-from pipeline.mail.sender import DeliveryAborted, Summary, deliver, start_campaign
-from pipeline.mail.transports import Transport, transport_from_spec
+from pipeline.mail.sender import Summary, start_campaign
+from pipeline.mail.transports import Transport
 from pipeline.schedule.archive import MailedPages
 from pipeline.schedule.gate import Decision, approval_problem, decide
+from pipeline.schedule.sending import deliver_campaign
 from pipeline.schedule.when import local, span
 from pipeline.site.build import ApprovalGate, build, find_post
 
 log = logging.getLogger("pipeline.release")
-
-# A post older than this is "old" when staff are asked to send it: the prompt says its age.
-OLD_POST = timedelta(days=7)
 
 # One release at a time per process: builds write out/ and its cache, and the
 # "is it released yet?" check must not interleave with another job's record.
@@ -136,7 +134,7 @@ def release_posts(
         if deliver_now:
             for outcome in outcomes:
                 if outcome.campaign_id is not None:
-                    deliver_release(settings, store, transport, outcome)
+                    outcome.delivery = deliver_campaign(settings, store, transport, outcome.campaign_id, outcome.slug)
         return outcomes
     finally:
         if own_store:
@@ -308,117 +306,3 @@ def _hold(settings: Settings, store: Store, post: Post, now: datetime, problem: 
         f"{settings.scheduler.rescan_seconds:g} s of the approval"
     )
     return _say(Release(post.slug, "held", message), logging.WARNING)
-
-
-# --- delivery ------------------------------------------------------------------------------
-
-
-def deliver_release(settings: Settings, store: Store, transport: Transport | None, outcome: Release) -> None:
-    assert outcome.campaign_id is not None
-    transport = transport or transport_from_spec(settings.delivery.transport, settings)
-    outcome.delivery = deliver_and_log(
-        store,
-        settings,
-        transport,
-        outcome.campaign_id,
-        outcome.slug,
-        stopped_prefix=f"{outcome.slug}: ",
-        stopped_tail=" so far; the delivery job resumes it",
-    )
-
-
-def deliver_and_log(
-    store: Store,
-    settings: Settings,
-    transport: Transport,
-    campaign_id: int | None,
-    what: str,
-    *,
-    stopped_prefix: str,
-    stopped_tail: str,
-) -> Summary:
-    """Deliver one campaign (every unfinished one when ``campaign_id`` is None) and log
-    the summary as ``what``. When delivery stops, log
-    ``{stopped_prefix}delivery stopped: REASON; N sent{stopped_tail}`` and return what
-    was done so far."""
-    try:
-        summary = deliver(store, settings, transport, campaign_id, wait_for_retries=False)
-    except DeliveryAborted as aborted:
-        log.error("%sdelivery stopped: %s; %d sent%s", stopped_prefix, aborted, aborted.summary.sent, stopped_tail)
-        return aborted.summary
-    log_delivery(what, summary)
-    return summary
-
-
-def log_delivery(what: str, summary: Summary) -> None:
-    for campaign in summary.campaigns:
-        if campaign.paused or campaign.held_now:
-            for line in campaign.advice():
-                log.warning("%s: %s", what, line)
-        if campaign.busy_with:
-            log.info("%s: campaign %s is being sent by %s; leaving it to them", what, campaign.key, campaign.busy_with)
-            continue
-        if not (campaign.sent or campaign.failed or campaign.bounced or campaign.skipped or campaign.remaining):
-            continue
-        parts = [f"sent {campaign.sent} of {campaign.total}"]
-        for name in ("failed", "bounced", "skipped", "remaining"):
-            count = getattr(campaign, name)
-            if count:
-                waiting = "waiting (paused)" if campaign.paused else "deferred for retry"
-                parts.append(f"{count} {waiting if name == 'remaining' else name}")
-        level = logging.WARNING if campaign.failed or campaign.bounced else logging.INFO
-        label = f"newsletter {campaign.key}" if what == campaign.key else f"{what}: newsletter {campaign.key}"
-        log.log(level, "%s: %s", label, ", ".join(parts))
-        for address, status, reply in campaign.problems[:5]:
-            log.warning("%s: %s %s: %s", campaign.key, address, status, reply)
-
-
-# --- what a send would do (for the prompt and --dry-run) ----------------------------------------
-
-
-@dataclass(frozen=True)
-class SendPlan:
-    """What ``pipeline send SLUG`` would do, decided exactly as the release will be."""
-
-    slug: str
-    title: str
-    subject: str
-    post_date: datetime
-    recipients: int  # active subscribers now, or the deliveries left in a campaign to continue
-    continues: int | None = None  # the unfinished campaign it would continue
-    done: str | None = None  # why there is nothing to send
-
-
-def plan_send(settings: Settings, store: Store, slug: str, now: datetime) -> SendPlan:
-    """The plan for an explicit send of ``slug``, or a ``PipelineError`` saying why it
-    may not be sent (draft, in the future, e-mail off, not approved)."""
-    post = find_post(settings, slug)
-    mailing = store.get_mailing(slug)
-    if mailing is not None and mailing.campaign_id is not None:
-        campaign = store.get_campaign(mailing.campaign_id)
-        counts = store.delivery_counts(mailing.campaign_id)
-        left = counts["pending"] + counts["sending"]
-        plan = SendPlan(slug, post.title, post.subject, post.date, left, continues=mailing.campaign_id)
-        if campaign is not None and campaign.status == "finished":
-            done = (
-                f"{slug} was already e-mailed at {local(mailing.released_at, settings)} "
-                f"({counts['sent']:,} sent); nobody gets it twice"
-            )
-            return dataclasses.replace(plan, continues=None, done=done)
-        return plan
-    decision = decide(
-        post,
-        now=now,
-        first_run=store.recorded_first_run() or now,
-        approval=store.get_approval(slug),
-        settings=settings,
-        explicit=True,
-    )
-    if not decision.releases:
-        hint = {
-            "draft": "remove 'draft: true' when it is ready",
-            "not-due": "wait for its date, or send a proof now with `pipeline send-test SLUG --to ADDRESS`",
-            "held": f"a clinician approves it with `pipeline approve {slug} --by NAME`",
-        }.get(decision.status)
-        raise PipelineError(f"{slug} cannot be sent: {decision.reason}", path=post.path, field="send", hint=hint)
-    return SendPlan(slug, post.title, post.subject, post.date, store.count_subscribers()["active"])

@@ -17,7 +17,7 @@ from pipeline.errors import PipelineError
 from pipeline.ledger.audit import audit_csv
 from pipeline.ledger.staff import StaffMember
 from pipeline.mail.sender import send_test
-from pipeline.schedule import release
+from pipeline.schedule import plans, release
 from pipeline.schedule.when import local
 from pipeline.site.build import find_post
 from pipeline.web.desk.pages import desk_page, see
@@ -172,7 +172,7 @@ async def send_page(request: Request, staff: StaffMember) -> Response:
     web = web_state(request)
     slug = request.path_params["slug"]
     try:
-        plan = await run_in_threadpool(release.plan_send, web.settings, web.store, slug, web.now())
+        plan = await run_in_threadpool(plans.plan_send, web.settings, web.store, slug, web.now())
     except PipelineError as error:
         return action_problem(request, staff, slug, error)
     return desk_page(request, staff, "send.html", {"title": f"Send {plan.title}", "plan": plan, "slug": slug})
@@ -186,7 +186,7 @@ async def send_now(request: Request, staff: StaffMember) -> Response:
     now = web.now()
 
     def work() -> int:
-        plan = release.plan_send(web.settings, web.store, slug, now)
+        plan = plans.plan_send(web.settings, web.store, slug, now)
         if plan.done:
             raise PipelineError(plan.done)
         outcome = release.release_post(

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pipeline.ledger.staff import StaffMember
-from pipeline.schedule.release import deliver_and_log
+from pipeline.schedule.sending import deliver_and_log
 from pipeline.web.desk.pages import desk_page, when
 from pipeline.web.state import WebState, web_state
 
