@@ -45,4 +45,4 @@ def feed_url(settings: Settings, name: str) -> str:
 
 def share_image_url(settings: Settings, slug: str) -> str:
     """The post's generated share card (1200 x 630 PNG): og:image, Bluesky's thumbnail."""
-    return f"{settings.clinic.base_url}/share/{slug}.png"
+    return f"{settings.clinic.base_url}/archive/{slug}.png"

@@ -20,7 +20,9 @@ SUMMARY = (
     "Here is what the studies found, where the evidence is thin, and what to ask your doctor."
 )
 TAGS = ["phantom limb pain", "botox", "amputee life"]
-LONG_SENTENCE = "This sentence about socket comfort and daily liner care keeps going " + "and going " * 30 + "to the end."
+LONG_SENTENCE = (
+    "This sentence about socket comfort and daily liner care keeps going " + "and going " * 30 + "to the end."
+)
 
 
 def body_of(text: str) -> str:
@@ -142,7 +144,9 @@ def test_bluesky_facets_cover_link_tags_and_mentions_by_utf8_bytes() -> None:
 
 
 def test_bluesky_urls_written_in_the_body_get_link_facets() -> None:
-    facets = bluesky_facets("Study: https://pubmed.ncbi.nlm.nih.gov/123 (2024).\n\nexample.org/a", "example.org/a", LINK)
+    facets = bluesky_facets(
+        "Study: https://pubmed.ncbi.nlm.nih.gov/123 (2024).\n\nexample.org/a", "example.org/a", LINK
+    )
     assert [f.uri for f in facets] == ["https://pubmed.ncbi.nlm.nih.gov/123", LINK]
 
 

@@ -206,5 +206,3 @@ def test_make_hashtags() -> None:
 def test_make_hashtags_rejects_a_bare_string() -> None:
     with pytest.raises(TypeError):
         make_hashtags("phantom limb pain")
-
-

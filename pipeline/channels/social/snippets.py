@@ -74,7 +74,12 @@ def render_snippets(post: Post, settings: Settings, env: jinja2.Environment) -> 
     snippets = {}
     for platform in PLATFORMS:
         override = post.social.get(platform, "")
-        context = {"post": post, "platform": platform, "override": override, "handles": usable_handles(handles, platform)}
+        context = {
+            "post": post,
+            "platform": platform,
+            "override": override,
+            "handles": usable_handles(handles, platform),
+        }
         body = render_template(env, _template_for(env, platform), context)
         body = clean_mentions(body, platform, handles, settings.clinic.name)
         try:
