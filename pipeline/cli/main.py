@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "pipeline.cli.schedule",
     "pipeline.cli.serve",
     "pipeline.cli.staff",
+    "pipeline.cli.social",
 )
 
 

@@ -79,7 +79,7 @@ class SocialRows(LedgerPart):
                             attempts=0,
                             created_at=now,
                             next_attempt_at=now,
-                        )  # fmt: skip
+                        )
                     )
                     added.append(platform)
             except IntegrityError:  # another process owed it meanwhile

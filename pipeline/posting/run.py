@@ -27,9 +27,9 @@ from pipeline.errors import PipelineError
 from pipeline.ledger.social_rows import SocialPost
 from pipeline.ledger.store import Store
 from pipeline.posting.bluesky import BlueskyAccount
-from pipeline.posting.keys import bluesky_rkey, idempotency_key
 from pipeline.posting.mastodon import MastodonAccount
 from pipeline.posting.outcomes import Posted, PostingFault, fingerprint
+from pipeline.posting.owed import remote_key
 
 log = logging.getLogger("pipeline.social")
 
@@ -45,17 +45,6 @@ class Outcome:
     platform: str
     status: str  # posted | found | retry | paused | failed | held | dry-run
     message: str
-
-
-def remote_key(platform: str, slug: str, post_date: datetime) -> str:
-    return bluesky_rkey(slug, post_date) if platform == "bluesky" else idempotency_key(slug, platform)
-
-
-def owe_posts(settings: Settings, store: Store, slug: str, post_date: datetime, now: datetime) -> list[str]:
-    """Owe ``slug`` to every platform with direct posting on (called once it is released
-    with the social channel); the platforms newly owed."""
-    keys = {p: remote_key(p, slug, post_date) for p in settings.social.post.platforms()}
-    return store.owe_social_posts(slug, keys, now=now) if keys else []
 
 
 class _Pass:
@@ -116,16 +105,18 @@ def post_due(
     *,
     slugs: Sequence[str] | None = None,
     platforms: Sequence[str] | None = None,
+    due_by: datetime | None = None,
     env: Mapping[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[Outcome]:
-    """Post every owed row that is due (of ``slugs`` and ``platforms`` when given)."""
+    """Post every owed row that is due by ``due_by`` (default ``now``; of ``slugs`` and
+    ``platforms`` when given)."""
     from pipeline.site.build import find_post
 
     run = _Pass(settings, store, os.environ if env is None else env, sleep)
     wanted = [p for p in settings.social.post.platforms() if platforms is None or p in platforms]
     outcomes = []
-    for row in store.social_posts_due(now, wanted):
+    for row in store.social_posts_due(due_by or now, wanted):
         if slugs is not None and row.slug not in slugs:
             continue
         reason = run.paused(row.platform, now)
@@ -233,4 +224,4 @@ def dry_run(settings: Settings, post: Post, platforms: Sequence[str]) -> list[Ou
     ]
 
 
-__all__ = ["Outcome", "dry_run", "owe_posts", "post_due", "remote_key"]
+__all__ = ["Outcome", "dry_run", "post_due"]

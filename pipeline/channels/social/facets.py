@@ -97,11 +97,12 @@ def bluesky_facets(text: str, link_display: str, link: str) -> tuple[Facet, ...]
     found: list[tuple[int, Facet]] = []
     taken: list[tuple[int, int]] = []
 
-    def add(start: int, end: int, **feature: str) -> None:
+    def add(start: int, end: int, *, uri: str = "", tag: str = "", handle: str = "") -> None:
         if any(start < e and s < end for s, e in taken):
             return
         taken.append((start, end))
-        found.append((start, Facet(*_span(text, start, end), **feature)))
+        byte_start, byte_end = _span(text, start, end)
+        found.append((start, Facet(byte_start, byte_end, uri=uri, tag=tag, handle=handle)))
 
     position = text.rfind(link_display) if link_display else -1
     if position >= 0:

@@ -8,7 +8,29 @@ import regex
 # brackets, before white space and the start of the next one. A full stop after a
 # common abbreviation or a single letter (initials) ends nothing.
 _END = regex.compile(r"(?<=[.!?…][\"'”’)\]]*)\s+(?=[\"'“‘(\[]*[\p{Lu}\p{Lt}\p{Lo}\p{N}])|(?<=[。！？])\s*(?=\S)")
-_ABBREVIATIONS = frozenset(["dr", "mr", "mrs", "ms", "st", "vs", "etc", "e.g", "i.e", "approx", "dept", "no", "fig", "prof", "jr", "sr", "inc", "ltd", "co"])
+_ABBREVIATIONS = frozenset(
+    [
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "st",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "approx",
+        "dept",
+        "no",
+        "fig",
+        "prof",
+        "jr",
+        "sr",
+        "inc",
+        "ltd",
+        "co",
+    ]
+)
 _LAST_WORD = regex.compile(r"(\S+)\.[\"'”’)\]]*$")
 _SPACES = regex.compile(r"\s+")
 
