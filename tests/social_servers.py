@@ -234,7 +234,9 @@ class BlueskyPdsStandIn(_Server):
             cid = _cid(data)
             self.blobs[cid] = data
             mime = handler.headers.get("Content-Type", "application/octet-stream")
-            handler._answer(200, {"blob": {"$type": "blob", "ref": {"$link": cid}, "mimeType": mime, "size": len(data)}})
+            handler._answer(
+                200, {"blob": {"$type": "blob", "ref": {"$link": cid}, "mimeType": mime, "size": len(data)}}
+            )
         elif name == "com.atproto.repo.createRecord":
             self._create(handler, json.loads(handler._body()))
         elif name == "com.atproto.repo.getRecord":

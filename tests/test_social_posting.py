@@ -67,7 +67,12 @@ def test_a_release_posts_once_to_each_platform_with_a_link_card(
 ) -> None:
     mastodon, pds = servers
     project = posting_project(tmp_path, mastodon, pds)
-    write_post(project, "liner-care", NOW - timedelta(minutes=1), 'social: {bluesky: "Liners wear out, says @friend.test. Ask us."}\n')
+    write_post(
+        project,
+        "liner-care",
+        NOW - timedelta(minutes=1),
+        'social: {bluesky: "Liners wear out, says @friend.test. Ask us."}\n',
+    )
     settings = load_settings(project / "pipeline.toml")
     with released(settings, "liner-care", NOW) as store:
         outcomes = post_due(settings, store, NOW, env=ENV, sleep=lambda s: None)
@@ -78,10 +83,16 @@ def test_a_release_posts_once_to_each_platform_with_a_link_card(
         assert [e.action for e in store.audit_entries(slug="liner-care")].count("social post") == 2
     assert len(mastodon.statuses) == 1
     assert "utm_source=mastodon" in mastodon.statuses[0]["text"] and "@" not in mastodon.statuses[0]["text"]
-    ((collection, rkey), record), = pds.records.items()
-    assert collection == "app.bsky.feed.post" and TID.match(rkey) and rkey == bluesky_rkey("liner-care", NOW - timedelta(minutes=1))
+    (((collection, rkey), record),) = pds.records.items()
+    assert (
+        collection == "app.bsky.feed.post"
+        and TID.match(rkey)
+        and rkey == bluesky_rkey("liner-care", NOW - timedelta(minutes=1))
+    )
     text = record["text"].encode()
-    features = {text[f["index"]["byteStart"] : f["index"]["byteEnd"]].decode(): f["features"][0] for f in record["facets"]}
+    features = {
+        text[f["index"]["byteStart"] : f["index"]["byteEnd"]].decode(): f["features"][0] for f in record["facets"]
+    }
     assert features["@friend.test"] == {"$type": "app.bsky.richtext.facet#mention", "did": pds.accounts["friend.test"]}
     external = record["embed"]["external"]
     assert record["embed"]["$type"] == "app.bsky.embed.external"

@@ -113,6 +113,10 @@ def release_job(config_path: str, slug: str) -> None:
         )  # fmt: skip
         if handed_off and outcome.campaign_id is not None:
             rt.requests.put(("deliver", outcome.campaign_id, slug))
+        if outcome.status in ("released", "backfill") and "feed" in outcome.channels:
+            from pipeline.posting.websub import ping_hub
+
+            ping_hub(rt.settings)  # after the release is recorded and its newsletter started
         if handed_off and "social" in outcome.channels and rt.settings.social.post.platforms():
             rt.requests.put(("social", 0, slug))  # post now, in the social job's thread
 
