@@ -63,7 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _fault(self, path: str) -> bool:
         with self.server.lock:
-            for index, (prefix, status) in enumerate(self.server.faults):
+            for index, (prefix, status) in enumerate(self.server.faults):  # noqa: B007 (status is used after the loop)
                 if path.startswith(prefix):
                     del self.server.faults[index]
                     break
