@@ -45,6 +45,43 @@ def test_build_matches_golden_files(case: str, tmp_path: Path) -> None:
         assert produced[rel] == expected[rel], f"{rel} differs from tests/golden/{case}/expected/{rel}"
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_messages_match_golden_files(case: str, tmp_path: Path) -> None:
+    """The whole message a subscriber gets (token left as a placeholder), for each e-mailed
+    post and the digest of the golden case: the mail layer's bytes, reviewed like the site's."""
+
+    from pipeline.channels.newsletter import render_digest, render_post_newsletter
+    from pipeline.channels.templating import make_environment
+    from pipeline.config import load_settings
+    from pipeline.content.dates import parse_datetime
+    from pipeline.mail.message import MessageTemplate
+    from pipeline.site.build import load_posts
+
+    project = make_project(tmp_path, posts=GOLDEN / case / "posts")
+    settings = load_settings(project / "pipeline.toml")
+    now = parse_datetime(CASES[case], settings.clinic.zone)  # as `pipeline build --now` reads it
+    env = make_environment(settings)
+    posts, errors = load_posts(settings)
+    assert errors == []
+    released = [p for p in posts if p.is_released(now) and "email" in p.channels]
+    produced = {
+        f"{p.slug}.eml": MessageTemplate(render_post_newsletter(p, settings, env), settings).preview() for p in released
+    }
+    recent = [p for p in released if (now - p.date).days < 7]
+    produced["digest.eml"] = MessageTemplate(render_digest(recent, settings, env, now=now), settings).preview()
+    expected_dir = GOLDEN / case / "messages"
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(expected_dir, ignore_errors=True)
+        expected_dir.mkdir(parents=True)
+        for name, data in produced.items():
+            (expected_dir / name).write_bytes(data)
+        pytest.skip("golden messages regenerated: review the diff")
+    expected = files_under(expected_dir)
+    assert sorted(produced) == sorted(expected)
+    for name in expected:
+        assert produced[name] == expected[name], f"{name} differs from tests/golden/{case}/messages/{name}"
+
+
 def test_no_markup_from_a_title_or_body_survives_as_markup() -> None:
     """The edge-case post puts <script> in its title, summary and body: no HTML or XML
     output may carry it as a tag, in any channel."""
