@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline import DEFAULT_CONFIG
 from pipeline.errors import ConfigError, PipelineErrors
 
 PLATFORMS = ("x", "mastodon", "bluesky", "threads", "linkedin", "facebook", "instagram")
-DEFAULT_CONFIG = "pipeline.toml"
 
 
 class _Strict(BaseModel):

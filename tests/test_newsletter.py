@@ -41,9 +41,10 @@ def parse_eml(raw: bytes) -> EmailMessage:
 
 
 def test_eml_preview_has_every_required_part_and_header(settings: Settings) -> None:
-    write_post(settings.posts_dir, "2026-11-03-sockets.md", POST)
-    assert build(settings, NOW).errors == []
-    raw = (settings.out_dir / "newsletter/sockets.eml").read_bytes()
+    """The message as a subscriber gets it (what `pipeline preview` writes as .eml)."""
+    path = write_post(settings.posts_dir, "2026-11-03-sockets.md", POST)
+    post = parse_post(path.read_bytes(), str(path), settings)
+    raw = MessageTemplate(render_post_newsletter(post, settings, make_environment(settings)), settings).preview()
     message = parse_eml(raw)
     assert message["Subject"] == "Sockets & <3 comfort: when x < y"  # plain text: no markup to strip
     assert message["From"] == "Jameson Prosthetics <news@jamesonprosthetics.com>"

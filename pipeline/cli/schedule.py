@@ -10,8 +10,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import DEFAULT_CONFIG
 from pipeline.cli.common import config_option, parse_when, pass_settings
-from pipeline.config import DEFAULT_CONFIG, Settings
+from pipeline.config import Settings
 from pipeline.content.edit import edit_post, format_date
 from pipeline.errors import PipelineError
 from pipeline.ledger.locks import DatabaseLock

@@ -35,6 +35,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.ledger.columns import (
     CAMPAIGN_KINDS,
@@ -471,7 +472,10 @@ def migrate(engine: Engine, *, now: Callable[[], datetime] = lambda: datetime.no
 
     Returns the names applied. Safe to run from several processes at once: each
     migration re-checks, under the database's write lock, that it is still needed.
+    A ledger that is up to date costs one read, and no write lock, to find out.
     """
+    if _up_to_date(engine):
+        return []
     with engine.begin() as conn:
         _lock_for_migration(conn)
         _migrations_metadata.create_all(conn)  # a no-op once present
@@ -485,6 +489,16 @@ def migrate(engine: Engine, *, now: Callable[[], datetime] = lambda: datetime.no
             conn.execute(insert(schema_migrations).values(name=name, applied_at=now()))
             applied.append(name)
     return applied
+
+
+def _up_to_date(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(write=False)  # SQLite: a plain BEGIN, no write lock (engine.py)
+            with conn.begin():
+                return {name for name, _ in MIGRATIONS} <= applied_migrations(conn)
+    except DBAPIError:  # no schema_migrations table yet: a new ledger
+        return False
 
 
 # Any fixed number: PostgreSQL's advisory locks are per database, and this is the only one we take.

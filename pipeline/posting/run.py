@@ -134,14 +134,18 @@ def post_due(
 
 
 def _changed_since_release(store: Store, settings: Settings, post: Post) -> str | None:
-    from pipeline.schedule.gate import approval_problem
-
     release = store.get_release(post.slug)
     if release is None:
         return "it was never released"
     if release.content_hash == post.content_hash:
         return None
-    return approval_problem(post, store.get_approval(post.slug), settings)
+    # The release gate's rule (schedule/gate.py), here without importing a higher layer.
+    if not settings.scheduler.require_approval:
+        return None
+    approval = store.get_approval(post.slug)
+    if approval is None:
+        return "not approved"
+    return None if approval.covers(post.content_hash) else f"changed after its approval by {approval.by}"
 
 
 def _post_one(run: _Pass, row: SocialPost, post: Post, now: datetime) -> Outcome:
