@@ -18,11 +18,11 @@ from typing import Any
 
 import jinja2
 
-from pipeline import urls
+from pipeline import DEFAULT_CONFIG, urls
 from pipeline.channels.social.compose import NoRoom, Snippet, compose
 from pipeline.channels.social.mentions import ClinicHandle, clean_mentions, unconfirmed, usable_handles
 from pipeline.channels.templating import render_template, utm_link
-from pipeline.config import DEFAULT_CONFIG, PLATFORMS, Settings
+from pipeline.config import PLATFORMS, Settings
 from pipeline.content.dates import to_utc_iso
 from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
