@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "pipeline.cli.schedule",
     "pipeline.cli.serve",
     "pipeline.cli.staff",
+    "pipeline.cli.bounces",
+    "pipeline.cli.dkim",
 )
 
 
