@@ -144,12 +144,14 @@ def _delivery_exists(conn: Connection, event: BounceEvent) -> bool:
 
 
 def _set_subscriber(
-    conn: Connection, subscriber_id: int, status: str, allowed: tuple[str, ...], reason: str, now: datetime
+    conn: Connection, event: BounceEvent, status: str, allowed: tuple[str, ...], reason: str, now: datetime
 ) -> bool:
+    """The subscriber to ``status``, dated by the report (when it happened), not by when
+    the mailbox was read."""
     changed = conn.execute(
         update(subscribers)
-        .where(subscribers.c.id == subscriber_id, subscribers.c.status.in_(allowed))
-        .values(status=status, status_reason=reason, status_changed_at=now, updated_at=now)
+        .where(subscribers.c.id == event.subscriber_id, subscribers.c.status.in_(allowed))
+        .values(status=status, status_reason=reason, status_changed_at=event.reported_at, updated_at=now)
     ).rowcount
     return bool(changed)
 
@@ -176,11 +178,11 @@ def _act(
     conn: Connection, event: BounceEvent, campaign_id: int | None, limit: int, window: timedelta, now: datetime
 ) -> str:
     if event.kind == "complaint":
-        _set_subscriber(conn, event.subscriber_id, "complained", _COMPLAINABLE, event.reason, now)
+        _set_subscriber(conn, event, "complained", _COMPLAINABLE, event.reason, now)
         return "complained"
     if event.kind == "permanent":
         _set_delivery(conn, event, campaign_id, "bounced", now)
-        _set_subscriber(conn, event.subscriber_id, "bounced", _BOUNCEABLE, event.reason, now)
+        _set_subscriber(conn, event, "bounced", _BOUNCEABLE, event.reason, now)
         return "bounced"
     if event.kind == "failed":
         _set_delivery(conn, event, campaign_id, "failed", now)
@@ -198,4 +200,4 @@ def _act(
         return "counted"
     days = f"{window.days} days" if window.days else f"{window.total_seconds() / 3600:g} hours"
     reason = f"{int(recent)} temporary failures within {days}; the last: {event.reason}"
-    return "bounced" if _set_subscriber(conn, event.subscriber_id, "bounced", _BOUNCEABLE, reason, now) else "counted"
+    return "bounced" if _set_subscriber(conn, event, "bounced", _BOUNCEABLE, reason, now) else "counted"
