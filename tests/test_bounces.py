@@ -350,3 +350,77 @@ def test_reports_through_a_real_imap_server(tmp_path: Path) -> None:
         assert "1 message(s) read" in again.stdout and "1 kept unread" in again.stdout
     finally:
         server_cm.__exit__(None, None, None)
+
+
+# --- the scheduler reads the mailbox -----------------------------------------------------------
+
+
+def test_the_scheduler_reads_the_bounce_mailbox_every_poll_seconds(tmp_path: Path) -> None:
+    from tests.test_scheduler import Scheduler, wait_until
+
+    sent = send_campaign(tmp_path, count=2)
+    s = sent.settings
+    address = sorted(sent.messages)[0]
+    path = bounce_maildir(tmp_path, [])
+    config = s.root / "pipeline.toml"
+    config.write_text(config.read_text() + f'\n[bounces]\nmaildir = "{path}"\npoll_seconds = 0.5\n')
+    scheduler = Scheduler(s.root)
+    try:
+        scheduler.wait_for("scheduler running", timeout=60)
+        # Delivered while the scheduler runs: read within a poll or two.
+        mailbox.Maildir(path).add(report("gmail.eml", sent.messages[address], date=datetime(2026, 11, 30, tzinfo=UTC)))
+        wait_until(lambda: statuses(s, sent.campaign_id)[1][address][0] == "bounced", 30, "the bounce to be recorded")
+        scheduler.wait_for(r"bounces: 1 message\(s\) read from Maildir .*: 1 bounced", timeout=10)
+        assert statuses(s, sent.campaign_id)[0][address] == "bounced"
+        assert scheduler.stop() == 0
+    finally:
+        if scheduler.process.poll() is None:
+            scheduler.kill()
+
+
+# --- rates: the send summary and the desk -------------------------------------------------------
+
+
+def test_the_send_summary_and_the_desk_show_bounce_and_complaint_rates_with_warnings(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from pipeline.web.app import create_app
+    from tests.smtp_server import Behaviour
+    from tests.test_desk import sign_in
+
+    settings = delivery_project(tmp_path)
+    with Store.open(settings) as store:
+        emails = add_subscribers(store, 40)
+        admin = store.add_staff(
+            "admin@clinic.example", "Admin Person", "admin", "correct horse battery staple", now=datetime.now(UTC)
+        )
+    # Two of forty refused at once (5%: over the 2% warning).
+    with smtp_server(Behaviour(reject={emails[3], emails[7]})) as (server, spec):
+        result = cli(settings, "send", "botox-for-residual-and-phantom-limb-pain", "--yes", "--transport", spec)
+    assert result.returncode == 1  # some bounced
+    said = " ".join(result.stderr.split())
+    assert "botox-for-residual-and-phantom-limb-pain: bounce rate 5.0% (2 of 40), complaint rate 0.00% (0)" in said
+    assert (
+        "warning: botox-for-residual-and-phantom-limb-pain: 5.0% of this campaign's messages bounced, over 2%" in said
+    )
+
+    # One complaint later (2.5%: over the 0.1% warning), read from the mailbox.
+    complainer = next(m for m in server.messages if m.rcpt_to == emails[10])
+    data = report("rfc5965-arf.eml", complainer, date=datetime(2026, 11, 30, 9, tzinfo=UTC))
+    assert (
+        "1 complained" in cli(settings, "bounces", "process", "--maildir", str(bounce_maildir(tmp_path, [data]))).stdout
+    )
+
+    with TestClient(create_app(settings), base_url="https://testserver") as client:
+        assert sign_in(client, admin.email, "correct horse battery staple").status_code == 303
+        page = " ".join(client.get("/desk/campaigns").text.split())
+        assert "Bounce rate 5.0% (2 of 40), complaint rate 2.50% (1 marked it as spam)." in page
+        assert "5.0% of this campaign&#39;s messages bounced, over 2%" in page
+        assert "2.50% of this campaign&#39;s readers marked it as spam, over 0.1%" in page
+        people = " ".join(client.get("/desk/subscribers").text.split())
+        assert "Recently bounced or complained" in people
+        assert f"<td>{emails[10]}</td><td>complained</td><td>Mon Nov 30, 2026 4:00 AM EST" in people
+        assert "marked the newsletter as abuse (dns; mail.example.com)" in people
+        assert f"<td>{emails[3]}</td><td>bounced</td>" in people and "refused: 550 5.1.1" in people
+        found = " ".join(client.get("/desk/subscribers", params={"q": emails[10]}).text.split())
+        assert "marked the newsletter as abuse (dns; mail.example.com) (Mon Nov 30, 2026 4:00 AM EST" in found

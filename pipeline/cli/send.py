@@ -319,6 +319,11 @@ def _print_summary(summary: delivery.Summary, transport: Transport) -> None:
         console.print(f"{summary.sent} sent in {summary.seconds:.1f} s ({rate:.0f}/s)")
 
     for c in summary.campaigns:
+        if c.rates is not None and c.rates.attempted:
+            console.print(f"{c.key}: {c.rates.describe()}", markup=False, soft_wrap=True)
+            for warning in c.rates.warnings():
+                console.print(f"warning: {c.key}: {warning}", markup=False, soft_wrap=True)
+    for c in summary.campaigns:
         for line in c.advice():
             console.print(line, markup=False)
     if summary.remaining and not summary.paused:

@@ -44,6 +44,12 @@ class BounceEvent:
     reported_at: datetime
 
 
+# Above these, Gmail, Yahoo and Outlook.com start to send the clinic's mail to spam or
+# refuse it (their bulk-sender rules hold complaints under 0.3%, and aim at 0.1%).
+BOUNCE_WARNING = 0.02
+COMPLAINT_WARNING = 0.001
+
+
 @dataclass(frozen=True)
 class CampaignRates:
     """Of one campaign: attempts that reached a server's verdict, and how many of them
@@ -60,6 +66,29 @@ class CampaignRates:
     @property
     def complaint_rate(self) -> float:
         return self.complained / self.attempted if self.attempted else 0.0
+
+    def describe(self) -> str:
+        return (
+            f"bounce rate {self.bounce_rate:.1%} ({self.bounced:,} of {self.attempted:,}), "
+            f"complaint rate {self.complaint_rate:.2%} ({self.complained:,})"
+        )
+
+    def warnings(self) -> list[str]:
+        """What a person should know about these rates, in words; empty when they are fine."""
+        found = []
+        if self.bounce_rate > BOUNCE_WARNING:
+            found.append(
+                f"{self.bounce_rate:.1%} of this campaign's messages bounced, over {BOUNCE_WARNING:.0%}: the list holds "
+                "old or mistyped addresses; mailbox providers read a high bounce rate as a spammer's list. Bounced "
+                "addresses are never mailed again; check how addresses get onto the list"
+            )
+        if self.complaint_rate > COMPLAINT_WARNING:
+            found.append(
+                f"{self.complaint_rate:.2%} of this campaign's readers marked it as spam, over {COMPLAINT_WARNING:.1%}: "
+                "Gmail and Yahoo filter or refuse senders above 0.3%. Make sure everyone on the list asked for the "
+                "articles, and that the unsubscribe link is easy to find"
+            )
+        return found
 
 
 class BounceRecords(LedgerPart):

@@ -218,6 +218,7 @@ class CampaignRun:
         self.result.held = counts["held"]
         self.result.held_addresses = self.store.held_deliveries(self.campaign.id, limit=20)
         self.result.problems = self.store.problem_deliveries(self.campaign.id, limit=20)
+        self.result.rates = self.store.campaign_rates(self.campaign.id)
 
     def _loop(self, session: DeliverySession) -> None:
         window = max_in_flight(self.settings)

@@ -142,6 +142,27 @@ def delivery_job(config_path: str) -> None:
         )  # fmt: skip
 
 
+def bounces_job(config_path: str) -> None:
+    """Read the bounce mailbox (``[bounces] poll_seconds``): the same as ``pipeline bounces process``."""
+    from pipeline.ledger.tokens import load_secret
+    from pipeline.mail.bounce_mailbox import open_mailbox, process_mailbox
+
+    with guard("bounces"), job_runtime(config_path) as rt:
+        result = process_mailbox(rt.store, rt.settings, open_mailbox(rt.settings), secret=load_secret(rt.settings))
+        if result.read:
+            log.info("bounces: %s", result.summary())
+        # Kept messages stay unread and are read again each time: say so when their number changes.
+        kept = f"bounces-kept:{len(result.kept)}"
+        if result.kept and kept not in rt.reported:
+            rt.reported.add(kept)
+            log.warning(
+                "bounces: %d message(s) in %s are not reports about our deliveries and stay unread; "
+                "pipeline bounces process lists them",
+                len(result.kept),
+                result.mailbox,
+            )
+
+
 def digest_job(config_path: str) -> None:
     with guard("digest"), job_runtime(config_path) as rt:
         send_digest(rt.settings, datetime.now(UTC), store=rt.store, transport=rt.transport)
