@@ -66,6 +66,9 @@ def utm_link(settings: Settings, url: str, *, platform: str, medium: str, slug: 
     )
 
 
+_HREF = re.compile(r"""(<a\b[^>]*?\bhref=")([^"]*)(")""", re.IGNORECASE)
+
+
 def _site_links(settings: Settings) -> re.Pattern[str]:
     # An address of the clinic's own site, up to a quote, a space, a bracket or the end.
     return re.compile(re.escape(settings.clinic.base_url) + r"""(?:/[^\s"'<>()\[\]]*)?""")
@@ -79,16 +82,18 @@ def utm_site_links(text: str, settings: Settings, *, slug: str) -> str:
     if not settings.utm.enabled:
         return text
 
-    def tag(match: re.Match[str]) -> str:
-        url = match.group(0)
-        if "/unsubscribe/" in url or "/confirm/" in url:
+    site = _site_links(settings)
+
+    def tag(url: str, html: bool) -> str:
+        if "/unsubscribe/" in url or "/confirm/" in url or not site.fullmatch(url):
             return url
         # In HTML the ampersands of a query are written &amp;: undo, tag, redo.
-        escaped = "&amp;" in url
         tagged = utm_link(settings, url.replace("&amp;", "&"), platform="newsletter", medium="email", slug=slug)
-        return tagged.replace("&", "&amp;") if escaped or text.lstrip().startswith("<") else tagged
+        return tagged.replace("&", "&amp;") if html else tagged
 
-    return _site_links(settings).sub(tag, text)
+    if text.lstrip().startswith("<"):  # HTML: links only, never what loads (an image's src)
+        return _HREF.sub(lambda m: m.group(1) + tag(m.group(2), True) + m.group(3), text)
+    return site.sub(lambda m: tag(m.group(0), False), text)
 
 
 def make_environment(settings: Settings) -> jinja2.Environment:
