@@ -363,7 +363,9 @@ def test_the_scheduler_reads_the_bounce_mailbox_every_poll_seconds(tmp_path: Pat
     address = sorted(sent.messages)[0]
     path = bounce_maildir(tmp_path, [])
     config = s.root / "pipeline.toml"
-    config.write_text(config.read_text().replace("[bounces]\n", f'[bounces]\nmaildir = "{path}"\npoll_seconds = 0.5\n', 1))
+    config.write_text(
+        config.read_text().replace("[bounces]\n", f'[bounces]\nmaildir = "{path}"\npoll_seconds = 0.5\n', 1)
+    )
     scheduler = Scheduler(s.root)
     try:
         scheduler.wait_for("scheduler running", timeout=60)
