@@ -50,6 +50,7 @@ class Collector(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.loads: list[tuple[str, str]] = []
+        self.named: list[str] = []
         self.links: list[str] = []
         self.tags: set[str] = set()
         self.styles: list[str] = []
@@ -58,8 +59,13 @@ class Collector(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
         self._in_style = tag == "style"
+        rel = dict(attrs).get("rel") or ""
         for name, value in attrs:
             if value is None:
+                continue
+            # A web page's canonical address and its feeds are named, never fetched.
+            if tag == "link" and rel in ("canonical", "alternate"):
+                self.named.append(value)
                 continue
             if (tag, name) in _LOADING:
                 self.loads.append((tag, value))
@@ -136,13 +142,19 @@ def test_no_newsletter_loads_anything_but_the_posts_own_images_or_redirects_a_cl
             for tag, url in found.loads:
                 assert tag == "img" and url in own_images, f"{where} loads {url!r} through <{tag}>"
             pictured += sum(1 for tag, _url in found.loads if tag == "img")
-            assert not found.tags & {"script", "iframe", "object", "embed", "link", "form"}, where
+            assert not found.tags & {"script", "iframe", "object", "embed", "form"}, where
+            if version == "e-mail":
+                assert "link" not in found.tags and not found.named, where
             for style in found.styles:
                 assert "url(" not in style and "@import" not in style and "@font-face" not in style, where
             allowed = allowed_links(settings, newsletter, posts)
             for link in found.links:
                 plain = without_utm(link)
-                assert plain in allowed or plain.startswith(urls.unsubscribe_url(settings, "")), f"{where}: {link}"
+                # The web page's own navigation: within the page, or a page of the site by its path.
+                own = version == "web page" and (link.startswith(("#", "/")) or link == settings.clinic.base_url + "/")
+                assert own or plain in allowed or plain.startswith(urls.unsubscribe_url(settings, "")), (
+                    f"{where}: {link}"
+                )
                 tagged = "utm_" in link
                 if version == "web page" or not utm or urlsplit(link).netloc != site or "/unsubscribe/" in link:
                     assert not tagged, f"{where}: {link} carries UTM tags"

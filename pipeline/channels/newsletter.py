@@ -21,6 +21,7 @@ from mjml import mjml2html
 from pipeline import urls
 from pipeline.channels.templating import render_template, utm_site_links
 from pipeline.config import Settings
+from pipeline.content.dates import to_utc_iso
 from pipeline.content.plaintext import wrap_text
 from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
@@ -96,11 +97,12 @@ def _tidy_text(text: str) -> str:
 
 # A slot's place in the compiled page: letters and underscores only, so MJML passes it
 # through untouched, as it does the subscriber's token placeholder.
-_SLOT = re.compile(r"__SLOT_([a-z][a-z0-9_]*)__")
+# A name is words joined by single underscores, so two slots side by side stay apart.
+_SLOT = re.compile(r"__SLOT_([a-z][a-z0-9]*(?:_[a-z0-9]+)*)__")
 
 
 def _slot(name: str) -> Markup:
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+    if not re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*", name):
         raise ValueError(f"slot names are lowercase words joined by underscores, not {name!r}")
     return Markup(f"__SLOT_{name}__")
 
@@ -121,11 +123,14 @@ _MAIN_AROUND_WRAPPER = re.compile(
 
 
 def _landmark(match: re.Match[str]) -> str:
-    return f"<{'/' if match.group(1) == 'CLOSE' else ''}{match.group(2)}>"
+    if match.group(1) == "CLOSE":
+        return f"</{match.group(2)}>"
+    return '<main id="content">' if match.group(2) == "main" else f"<{match.group(2)}>"
 
 
 def _landmarks(compiled: str) -> str:
-    compiled = _MAIN_AROUND_WRAPPER.sub(r"\1<main>\2\3\4</main>\5", compiled, count=1)
+    # id="content": the web page's "Skip to content" link (slot site_nav) leads here.
+    compiled = _MAIN_AROUND_WRAPPER.sub(r'\1<main id="content">\2\3\4</main>\5', compiled, count=1)
     return _LANDMARK.sub(_landmark, compiled)
 
 
@@ -136,6 +141,7 @@ INLINE_MARKER = "/* inlined into the elements */"
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
 # An attribute value holding < or >: legal in HTML5, which the inliner writes, but old
 # mail parsers may take it for a tag, so it is written as &lt; / &gt; again.
+_HIDDEN_SLOT = re.compile(r"<!--(__SLOT_[a-z][a-z0-9_]*__)-->")
 _ATTRIBUTE_WITH_ANGLES = re.compile(r'="([^"<>]*[<>][^"]*)"')
 
 
@@ -152,7 +158,12 @@ def _inline_styles(compiled: str) -> str:
     inliner = css_inline.CSSInliner(
         inline_style_tags=False, keep_style_tags=True, extra_css=ours, load_remote_stylesheets=False
     )
-    inlined = inliner.inline(compiled)
+    # A slot's marker in <head> is text, which an HTML parser moves into <body>: it
+    # crosses the inliner as a comment, and comes back as it was.
+    head_end = compiled.find("</head>")
+    if head_end > 0:
+        compiled = _SLOT.sub(lambda m: f"<!--{m.group(0)}-->", compiled[:head_end]) + compiled[head_end:]
+    inlined = _HIDDEN_SLOT.sub(r"\1", inliner.inline(compiled))
     return _ATTRIBUTE_WITH_ANGLES.sub(
         lambda m: '="' + m.group(1).replace("<", "&lt;").replace(">", "&gt;") + '"', inlined
     )
@@ -196,9 +207,24 @@ def _links(settings: Settings, web_url: str) -> dict[str, object]:
     }
 
 
+def _post_card(post: Post, settings: Settings) -> dict[str, object]:
+    """What a shared link to the post's web page shows (the web page's head slot): its
+    own image when it has one, else the generated share card (channels/social/card.py)."""
+    return {
+        "type": "article",
+        "title": post.title,
+        "description": post.summary,
+        "image": post.image or urls.share_image_url(settings, post.slug),
+        "image_alt": post.image_alt if post.image else f"{settings.clinic.name}: {post.title}",
+        "generated": not post.image,
+        "published": to_utc_iso(post.date),
+    }
+
+
 def render_post_newsletter(post: Post, settings: Settings, env: jinja2.Environment) -> Newsletter:
     web_url = urls.post_url(settings, post.slug)
     context: dict[str, object] = {
+        "card": _post_card(post, settings),
         "post": post,
         "subject": post.subject,
         "preheader": post.preheader,
@@ -237,6 +263,7 @@ def render_digest(posts: Sequence[Post], settings: Settings, env: jinja2.Environ
     preheader = " · ".join(p.title for p in ordered[:3])
     context: dict[str, object] = {
         "items": [DigestItem(post=p, url=urls.post_url(settings, p.slug)) for p in ordered],
+        "card": {"type": "website", "title": subject, "description": preheader, "image": None, "published": None},
         "subject": subject,
         "preheader": preheader,
         **_links(settings, web_url),

@@ -7,14 +7,17 @@ import traceback
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from pipeline.config import DEFAULT_CONFIG, Settings, load_settings
+from pipeline import DEFAULT_CONFIG
 from pipeline.content.dates import DateProblem, parse_datetime
 from pipeline.errors import ExitCode, PipelineError, PipelineErrors, each_problem
 from pipeline.faults import as_pipeline_error, debug_from_env
+
+if TYPE_CHECKING:  # settings (and pydantic) load when a command runs, not for --help
+    from pipeline.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,6 +73,8 @@ def pass_settings(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, config_path: Path, **kwargs: Any) -> Any:
+        from pipeline.config import load_settings  # here: `pipeline --help` needs no settings
+
         settings = None
         try:
             settings = load_settings(config_path)

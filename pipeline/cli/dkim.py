@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from pipeline import DEFAULT_CONFIG
 from pipeline.cli.common import config_option, pass_settings
-from pipeline.config import DEFAULT_CONFIG, Settings
+from pipeline.config import Settings
 from pipeline.mail.dkim_keys import dkim_record, dmarc_record, init_dkim, spf_record
 
 

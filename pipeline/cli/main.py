@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterator
-from types import ModuleType
 from typing import cast
 
 import click
@@ -14,38 +12,80 @@ from pipeline import __version__
 from pipeline.cli.common import DEBUG_KEY, report_failure
 from pipeline.faults import debug_from_env
 
-# Each module in pipeline/commands/ exposes COMMANDS, a list of click commands.
-# Order matters for start-up time only: modules are imported in turn until the
-# command is found.
-COMMAND_MODULES = (
-    "pipeline.cli.publish",
-    "pipeline.cli.send",
-    "pipeline.cli.subscribers",
-    "pipeline.cli.schedule",
-    "pipeline.cli.serve",
-    "pipeline.cli.staff",
-    "pipeline.cli.bounces",
-    "pipeline.cli.dkim",
-)
+# Every command: the module that defines it, and the line `pipeline --help` shows for it.
+# The help lists commands from here, so it imports none of them, and running a command
+# imports its own module only. tests/test_cli.py checks each line against the command.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": (
+        "pipeline.cli.publish",
+        "Render every post released at --now into feeds, newsletters and social snippets.",
+    ),
+    "validate": ("pipeline.cli.publish", "Check every post and template; print every problem; exit 1 if any."),
+    "new": (
+        "pipeline.cli.publish",
+        "Write a new draft post into the posts folder, print its path and what to do next.",
+    ),
+    "preview": (
+        "pipeline.cli.publish",
+        "Write one post's newsletter (even if not yet released), print its path and snippets.",
+    ),
+    "send": (
+        "pipeline.cli.send",
+        "Send the newsletter for SLUG to every active subscriber (or --digest, or --resume).",
+    ),
+    "send-test": (
+        "pipeline.cli.send",
+        "Send one proof copy of SLUG's newsletter to ADDRESS, whatever its state (a draft, a post dated in the "
+        "future, one held for approval).",
+    ),
+    "doctor": (
+        "pipeline.cli.send",
+        "Check SLUG's newsletter as it would be sent and list every problem; with --dns, also the sender "
+        "authentication records in DNS.",
+    ),
+    "subscribers": ("pipeline.cli.subscribers", "Manage the newsletter's subscribers."),
+    "schedule": ("pipeline.cli.schedule", "The scheduler that releases queued posts at their time."),
+    "queue": ("pipeline.cli.schedule", "List upcoming releases, held and overdue ones (loudly), and recent releases."),
+    "unqueue": ("pipeline.cli.schedule", "Stop SLUG from being released: sets 'draft: true' in its file."),
+    "requeue": (
+        "pipeline.cli.schedule",
+        "Queue SLUG for release at TIME: sets its 'date:' (and clears 'draft: true').",
+    ),
+    "approve": (
+        "pipeline.cli.schedule",
+        "Approve SLUG for release as its file is now (any later edit voids the approval).",
+    ),
+    "serve": (
+        "pipeline.cli.serve",
+        "Serve the subscribe form, confirm and unsubscribe links, the newsletter archive and the feeds.",
+    ),
+    "social": ("pipeline.cli.social", "Direct posting to Mastodon and Bluesky ([social.post.*] in pipeline.toml)."),
+    "dkim": ("pipeline.cli.dkim", "Sender authentication: the DKIM key the newsletter is signed with."),
+    "bounces": ("pipeline.cli.bounces", "Bounces and complaints that come back after a newsletter went out."),
+    "staff": (
+        "pipeline.cli.staff",
+        "Staff accounts for the desk (/desk/): editors, approvers (clinicians) and admins.",
+    ),
+}
 
 
 class LazyGroup(click.Group):
-    """Imports a command's module only when that command runs (or for --help), so
-    `pipeline build` never pays for loading the web server or the database layer."""
-
-    def _modules(self) -> Iterator[ModuleType]:
-        for name in COMMAND_MODULES:
-            yield importlib.import_module(name)
+    """Imports a command's module only when that command runs, so `pipeline subscribers
+    count` never pays for loading the renderers, and `pipeline --help` loads no command."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        for module in self._modules():
-            for command in module.COMMANDS:
-                if command.name == cmd_name:
-                    return cast(click.Command, command)
-        return None
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module = importlib.import_module(entry[0])
+        return next(cast(click.Command, c) for c in module.COMMANDS if c.name == cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(command.name for module in self._modules() for command in module.COMMANDS)
+        return sorted(COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -77,6 +77,9 @@ def build_command(
             "published (a draft, renamed or deleted): links in that e-mail keep working"
         )
     report_warnings(result.warnings)
+    from pipeline.channels.social.snippets import unconfirmed_handle_warnings
+
+    report_warnings(unconfirmed_handle_warnings(settings))
     report_errors(result.errors)
 
 
@@ -138,14 +141,22 @@ def validate_command(settings: Settings, posts_dir: Path | None) -> None:
                     field="template",
                 )
             )
-    from pipeline.site.outputs import post_outputs
+    from pipeline.channels.newsletter import render_post_newsletter
+    from pipeline.channels.social.snippets import render_snippets
+    from pipeline.mail.message import MessageTemplate
 
     posts, errors = load_posts(settings)
     problems.extend(errors)
     report_warnings(w for post in posts for w in post.warnings)
     for post in posts:
+        # Everything a release would make, made and dropped: the newsletter and its web
+        # page, the message a campaign freezes (its unsubscribe links), the snippets.
         try:
-            post_outputs(post, settings, env)  # everything a release would make, made and dropped
+            newsletter = render_post_newsletter(post, settings, env)
+            if "email" in post.channels:
+                MessageTemplate(newsletter, settings)
+            if "social" in post.channels:
+                render_snippets(post, settings, env)
         except PipelineError as error:
             problems.append(error)
     if not problems:
@@ -218,6 +229,7 @@ def preview_command(settings: Settings, slug: str) -> None:
     """Write one post's newsletter (even if not yet released), print its path and snippets."""
     from pipeline.channels.newsletter import render_post_newsletter
     from pipeline.channels.social.snippets import render_snippets
+    from pipeline.mail.message import MessageTemplate
     from pipeline.site.outputs import newsletter_outputs
 
     post = find_post(settings, slug)
@@ -227,6 +239,8 @@ def preview_command(settings: Settings, slug: str) -> None:
     for rel, data in newsletter_outputs(newsletter, settings, folder="preview").items():
         if rel.startswith("preview/"):
             write_atomic(settings.out_dir / rel, data)
+    # The whole message as a subscriber gets it (the token left as a placeholder).
+    write_atomic(folder / f"{slug}.eml", MessageTemplate(newsletter, settings).preview())
     html_path = folder / f"{slug}.html"
     click.echo(str(html_path))
     from rich.console import Console

@@ -379,7 +379,8 @@ def doctor_command(
     unsubscribe, DKIM coverage and alignment, HTML size, plain-text part, postal
     address and unsubscribe link; with --dns, that the DKIM record holds the configured
     key, that SPF allows the relay for an envelope domain aligned with From, and that
-    DMARC is published. Exits 1 if any problem is found.
+    DMARC is published. Exits 1 if any problem is found. Also lists the social handles
+    the clinic has not confirmed.
     """
     from pipeline.mail import dns_check
 
@@ -399,6 +400,9 @@ def doctor_command(
                 problems.append(f"{finding.record}: {finding.message}")
     for problem in problems:
         click.echo(f"problem: {problem}")
+    for handle in settings.social.handles.values():
+        if not handle.confirmed:  # not a newsletter problem, but staff should know
+            click.echo(f"unconfirmed handle: {handle.handle} (left out of every snippet until confirmed = true)")
     if not check_dns:
         for note in dns_check.offline_notes(settings):
             click.echo(f"note: {note}")

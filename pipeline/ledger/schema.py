@@ -11,6 +11,7 @@ from pipeline.ledger.migrations import (
     define_bounces_0007,
     define_delivery_tables_0003,
     define_release_records,
+    define_social_posts,
     define_staff_and_audit,
     define_v1,
 )
@@ -53,3 +54,6 @@ bounce_events = metadata.tables["bounce_events"]
 staff = metadata.tables["staff"]
 staff_sessions = metadata.tables["staff_sessions"]
 audit_log = metadata.tables["audit_log"]
+define_social_posts(metadata)  # 0006
+social_posts = metadata.tables["social_posts"]
+social_pauses = metadata.tables["social_pauses"]

@@ -47,6 +47,7 @@ from pipeline.mail.dkim import DkimSigner
 from pipeline.mail.message import MessageTemplate, message_id_for
 from pipeline.mail.results import CampaignResult, Progress, ProgressCallback
 from pipeline.mail.transports import Connection, Reply, Transport
+from pipeline.ratelimit import RateLimiter
 
 _POLL_SECONDS = 0.25
 _MAX_IDLE_WAIT = 1.0
@@ -70,29 +71,6 @@ def max_in_flight(settings: Settings) -> int:
 class RunAborted(Exception):
     def __init__(self, cause: PipelineError) -> None:
         self.cause = cause
-
-
-class RateLimiter:
-    """At most ``per_second`` messages a second across all threads (0: no limit).
-
-    Each caller books the next free slot under a lock and sleeps outside it, so the
-    limit holds without threads waiting on each other's sleep.
-    """
-
-    def __init__(self, per_second: float) -> None:
-        self.interval = 1.0 / per_second if per_second > 0 else 0.0
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(self._next, now)
-            self._next = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
 
 
 class CircuitBreaker:
@@ -170,7 +148,9 @@ class CampaignRun:
         self._stop_lock = threading.Lock()
         self.error: PipelineError | None = None
         self.pause_reason: str | None = None
-        self.limiter = RateLimiter(settings.delivery.rate_per_second)
+        rate = settings.delivery.rate_per_second
+        # Pacing: one message per 1/rate seconds across all threads (the one limiter).
+        self.limiter = RateLimiter(1, 1.0 / rate) if rate > 0 else None
         self.breaker = CircuitBreaker(settings.delivery.pause_failure_share)
         self.counts: dict[str, int] = {}
 
@@ -345,7 +325,9 @@ class CampaignRun:
                             (self._envelope_sender(claim), claim.email, functools.partial(self._message, claim))
                             for claim in job
                         ]
-                        with contextlib.closing(connection.send_many(items, self.limiter.wait)) as replies:
+                        with contextlib.closing(
+                            connection.send_many(items, self.limiter.wait if self.limiter else None)
+                        ) as replies:
                             for reply in replies:
                                 if reply.sender_refused:  # about us, not about this recipient
                                     self._pause(sender_refused(items[len(outcomes)][0], reply))

@@ -1,8 +1,8 @@
 """What each file in ``out/`` holds: posts in, ``{path under out/: bytes}`` out. Pure.
 
 Apart from build.py, which decides what to render and writes it, so that a build
-with nothing to render never loads the renderers (MJML, twitter-text, the e-mail
-package).
+with nothing to render never loads the renderers (MJML, twitter-text). The message
+as a subscriber gets it (``.eml``) is the mail layer's: ``pipeline preview`` writes it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pipeline.channels.social.snippets import SnippetData, queue_csv, render_sni
 from pipeline.config import Settings
 from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
-from pipeline.mail.message import MessageTemplate
 
 
 def post_snippets(post: Post, settings: Settings, env: jinja2.Environment) -> dict[str, SnippetData]:
@@ -35,6 +34,10 @@ def post_outputs(
         outputs = newsletter_outputs(newsletter, settings)
     else:
         outputs = {f"archive/{post.slug}.html": newsletter.web_html.encode()}
+    if not post.image:  # the page's og:image, Bluesky's thumbnail, Instagram's picture
+        from pipeline.channels.social.card import render_card  # Pillow loads only when a card is drawn
+
+        outputs[f"archive/{post.slug}.png"] = render_card(post, settings)
     if "social" in post.channels:
         snippets = snippets or post_snippets(post, settings, env)
         outputs[f"social/{post.slug}.json"] = snippets_json(post, snippets, settings)
@@ -45,7 +48,6 @@ def newsletter_outputs(newsletter: Newsletter, settings: Settings, *, folder: st
     return {
         f"{folder}/{newsletter.key}.html": newsletter.html.encode(),
         f"{folder}/{newsletter.key}.txt": newsletter.text.encode(),
-        f"{folder}/{newsletter.key}.eml": MessageTemplate(newsletter, settings).preview(),
         f"archive/{newsletter.key}.html": newsletter.web_html.encode(),
     }
 

@@ -1,0 +1,64 @@
+"""The command line as a newcomer meets it: `pipeline --help` lists every command without
+loading any, each command runs with its own module only, and the README documents
+every command and subcommand."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+
+import click
+
+from pipeline.cli.main import COMMANDS, cli
+from tests.conftest import ROOT
+
+
+def every_command() -> list[tuple[str, click.Command]]:
+    """(``pipeline NAME [SUB]``, the command) for every command and subcommand."""
+    found = []
+    for name, (module, _help) in COMMANDS.items():
+        command = next(c for c in importlib.import_module(module).COMMANDS if c.name == name)
+        found.append((f"pipeline {name}", command))
+        if isinstance(command, click.Group):
+            found += [(f"pipeline {name} {sub}", command.commands[sub]) for sub in sorted(command.commands)]
+    return found
+
+
+def test_the_command_table_says_what_each_command_says_of_itself() -> None:
+    for name, (module, summary) in COMMANDS.items():
+        commands = {c.name: c for c in importlib.import_module(module).COMMANDS}
+        assert name in commands, f"{module} defines no command {name!r}"
+        assert commands[name].get_short_help_str(limit=1000) == summary, name
+    defined = {c.name for module in {m for m, _ in COMMANDS.values()} for c in importlib.import_module(module).COMMANDS}
+    assert defined == set(COMMANDS), "a command module defines a command the table does not list"
+    assert cli.list_commands(click.Context(cli)) == sorted(COMMANDS)
+
+
+def test_help_loads_no_command_and_a_command_loads_only_its_own() -> None:
+    probe = (
+        "import json, sys\n"
+        "from pipeline.cli.main import cli\n"
+        "try:\n"
+        "    cli.main(sys.argv[1:], prog_name='pipeline')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('pipeline', 'sqlalchemy', 'pydantic')))))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not [m for m in loaded if m.startswith(("pipeline.cli.publish", "pipeline.cli.send", "pipeline.ledger"))]
+    assert not [m for m in loaded if m.startswith(("sqlalchemy", "pydantic"))]
+    run = subprocess.run(
+        [sys.executable, "-c", probe, "subscribers", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "pipeline.cli.subscribers" in loaded
+    assert not [m for m in loaded if m.startswith(("pipeline.cli.send", "pipeline.cli.publish", "pipeline.site"))]
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [spelled for spelled, _command in every_command() if spelled not in readme]
+    assert missing == [], "document these in README.md"
