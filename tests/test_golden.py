@@ -94,6 +94,24 @@ def test_messages_match_golden_files(case: str, tmp_path: Path) -> None:
         assert produced[name] == expected[name], f"{name} differs from tests/golden/{case}/messages/{name}"
 
 
+def test_share_cards_match_golden_files(tmp_path: Path) -> None:
+    """The card the web app draws for a post without its own image, byte for byte."""
+    from pipeline.channels.social.card import render_card
+    from pipeline.config import load_settings
+    from pipeline.site.build import load_posts
+
+    project = make_project(tmp_path, posts=GOLDEN / "basic" / "posts")
+    settings = load_settings(project / "pipeline.toml")
+    posts, _errors = load_posts(settings)
+    expected_dir = GOLDEN / "basic" / "cards"
+    for path in sorted(expected_dir.glob("*.png")):
+        post = next(p for p in posts if p.slug == path.stem)
+        card = render_card(post.title, settings)
+        if os.environ.get("UPDATE_GOLDEN"):
+            path.write_bytes(card)
+        assert card == path.read_bytes(), f"the card for {post.slug} differs from {path}"
+
+
 def test_no_markup_from_a_title_or_body_survives_as_markup() -> None:
     """The edge-case post puts <script> in its title, summary and body: no HTML or XML
     output may carry it as a tag, in any channel."""

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from starlette.testclient import TestClient
 
 from pipeline.config import Settings, load_settings
 from pipeline.ledger.store import Store
 from pipeline.posting.keys import bluesky_rkey
 from pipeline.posting.run import post_due
 from pipeline.schedule.release import release_posts
+from pipeline.web.app import create_app
 from tests.conftest import make_project
 from tests.social_servers import TID, BlueskyPdsStandIn, MastodonStandIn
 
@@ -100,7 +102,9 @@ def test_a_release_posts_once_to_each_platform_with_a_link_card(
     assert external["title"] == "Liner care"
     thumb = pds.blobs[external["thumb"]["ref"]["$link"]]
     assert len(thumb) <= 1_000_000 and Image.open(io.BytesIO(thumb)).size == (1200, 630)
-    assert (project / "out" / "archive" / "liner-care.png").read_bytes() == thumb  # the page's og:image
+    with TestClient(create_app(settings)) as client:  # the page's og:image is the same card
+        served = client.get("/archive/liner-care.png")
+    assert served.status_code == 200 and served.content == thumb
 
 
 def test_a_backfill_post_is_never_posted(tmp_path: Path, servers: tuple[MastodonStandIn, BlueskyPdsStandIn]) -> None:

@@ -202,7 +202,7 @@ def _attempt(run: _Pass, row: SocialPost, post: Post, now: datetime) -> Outcome:
     else:
         posted = account.post(
             rkey=row.remote_key, text=snippet.text, facets=snippet.facets, created_at=now,
-            card=(link, post.title, post.summary), thumbnail=render_card(post, settings),
+            card=(link, post.title, post.summary), thumbnail=render_card(post.title, settings),
         )  # fmt: skip
     return _record(store, row, posted, now, "posted", "posted")
 

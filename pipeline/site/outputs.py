@@ -34,10 +34,6 @@ def post_outputs(
         outputs = newsletter_outputs(newsletter, settings)
     else:
         outputs = {f"archive/{post.slug}.html": newsletter.web_html.encode()}
-    if not post.image:  # the page's og:image, Bluesky's thumbnail, Instagram's picture
-        from pipeline.channels.social.card import render_card  # Pillow loads only when a card is drawn
-
-        outputs[f"archive/{post.slug}.png"] = render_card(post, settings)
     if "social" in post.channels:
         snippets = snippets or post_snippets(post, settings, env)
         outputs[f"social/{post.slug}.json"] = snippets_json(post, snippets, settings)

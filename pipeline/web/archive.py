@@ -19,6 +19,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 
 from pipeline.channels.templating import local_time
+from pipeline.web.cards import share_card
 from pipeline.web.state import WebState, web_state
 
 FEEDS = {
@@ -78,7 +79,7 @@ async def archive_page(request: Request) -> Response:
     if SLUG.match(slug):
         response = built_response(web_state(request), request, f"archive/{slug}.html", "text/html; charset=utf-8")
     elif slug.endswith(".png") and SLUG.match(slug.removesuffix(".png")):  # the post's share card
-        response = built_response(web_state(request), request, f"archive/{slug}", "image/png")
+        response = await share_card(request, slug.removesuffix(".png"))
     if response is None:
         raise HTTPException(404)
     return response
