@@ -50,7 +50,8 @@ def test_one_bad_post_never_blocks_the_others(project: Path) -> None:
     run = run_cli(project, "build", "--now", "2026-11-27T12:00")
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
-    assert run.stderr.splitlines() == HANDLE_WARNINGS + [
+    assert run.stderr.splitlines() == [
+        *HANDLE_WARNINGS,
         "error: posts/2026-11-04-bad.md:3: date: '2026-13-45' is not an ISO 8601 date; write it like 2026-11-03 09:00 or 2026-11-03T09:00-05:00",
         "error: posts/2026-11-05-worse.md:1: front matter: missing front matter (the first line must be '---', followed by title: and date: and a closing '---')",
     ]

@@ -6,8 +6,10 @@ documented behaviour they follow); the clients are the real Mastodon.py and atpr
 
 from __future__ import annotations
 
+import html
 import io
 import os
+import re
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,7 @@ from starlette.testclient import TestClient
 
 from pipeline.config import Settings, load_settings
 from pipeline.ledger.store import Store
+from pipeline.ledger.tokens import SECRET_ENV
 from pipeline.posting.keys import bluesky_rkey
 from pipeline.posting.run import post_due
 from pipeline.schedule.release import release_posts
@@ -224,3 +227,33 @@ def test_killed_after_the_call_and_before_the_record_the_resumed_scheduler_does_
         for scheduler in schedulers:
             if scheduler.process.poll() is None:
                 scheduler.kill()
+
+
+def test_the_desk_queue_shows_each_platforms_post(
+    tmp_path: Path, servers: tuple[MastodonStandIn, BlueskyPdsStandIn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_desk import PASSWORD, SECRET, sign_in
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    mastodon, pds = servers
+    project = posting_project(tmp_path, mastodon, pds)
+    write_post(project, "liner-care", NOW - timedelta(minutes=1))
+    settings = load_settings(project / "pipeline.toml")
+    stale = {**ENV, "PIPELINE_MASTODON_TOKEN": "revoked"}
+
+    def queue_line() -> str:
+        with TestClient(create_app(settings), base_url="https://testserver") as client:
+            assert sign_in(client, "editor@clinic.example").status_code == 303
+            page = html.unescape(client.get("/desk/").text)
+        (line,) = re.findall(r"social: [^<]*", page)
+        return line
+
+    with released(settings, "liner-care", NOW) as store:
+        store.add_staff("editor@clinic.example", "Eddie Editor", "editor", PASSWORD, now=NOW)
+        assert queue_line() == "social: bluesky to post; mastodon to post"
+        post_due(settings, store, NOW, env=stale)
+        assert queue_line() == (
+            f"social: bluesky posted; mastodon PAUSED: {store.platform_pauses()['mastodon'].reason}"
+        )
+        post_due(settings, store, NOW, env=ENV)
+        assert queue_line() == "social: bluesky posted; mastodon posted"
