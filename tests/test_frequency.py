@@ -175,7 +175,7 @@ def test_without_a_scheduled_digest_everyone_gets_each_article(tmp_path: Path) -
 
 @pytest.mark.usefixtures("each_ledger")
 def test_send_says_how_many_get_the_article_now_and_how_many_in_their_digest(tmp_path: Path) -> None:
-    project, settings = clinic(
+    project, _settings = clinic(
         tmp_path,
         {"ann@example.org": "each", "ben@example.org": "each", "dan@example.org": "digest"},
         digest_cron=WEEKLY,

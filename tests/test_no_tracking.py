@@ -153,9 +153,7 @@ def test_no_newsletter_loads_anything_but_the_posts_own_images_or_redirects_a_cl
                 # The web page's own navigation: within the page, or a page of the site by its path.
                 own = version == "web page" and (link.startswith(("#", "/")) or link == settings.clinic.base_url + "/")
                 personal = plain.startswith((urls.unsubscribe_url(settings, ""), urls.manage_url(settings, "")))
-                assert own or plain in allowed or personal, (
-                    f"{where}: {link}"
-                )
+                assert own or plain in allowed or personal, f"{where}: {link}"
                 tagged = "utm_" in link
                 if version == "web page" or not utm or urlsplit(link).netloc != site or personal:
                     assert not tagged, f"{where}: {link} carries UTM tags"
