@@ -30,10 +30,14 @@ from pipeline.web.state import WebState, text_field, web_state
 logger = logging.getLogger("pipeline.web.app")
 
 FREQUENCY_FIELD = "frequency"
-# What each choice is called on the page, and what it means for the reader.
+# What each choice is called on the page, what it means for the reader, and how a change to it is confirmed.
 CHOICES = {
-    "each": ("Each article", "An e-mail whenever we publish an article."),
-    "digest": ("Weekly digest", "One e-mail a week with the articles of that week, and nothing in between."),
+    "each": ("Each article", "An e-mail whenever we publish an article.", "an e-mail for each article"),
+    "digest": (
+        "Weekly digest",
+        "One e-mail a week with the articles of that week, and nothing in between.",
+        "the weekly digest",
+    ),
 }
 assert tuple(CHOICES) == FREQUENCIES
 
