@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import re
@@ -122,6 +123,22 @@ def test_personalise_replaces_every_placeholder(settings: Settings) -> None:
     with pytest.raises(ValueError, match="manage_token"):
         template.personalise(to_address="a@example.com", to_name=None, token="t", message_id="<m@x>", date=NOW)
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+def test_a_campaign_frozen_before_manage_links_still_personalises(settings: Settings) -> None:
+    """A campaign made before the manage link existed is resumed as it was frozen."""
+    write_post(settings.posts_dir, "2026-11-03-sockets.md", POST)
+    post = parse_post((settings.posts_dir / "2026-11-03-sockets.md").read_bytes(), "posts/x.md", settings)
+    newsletter = render_post_newsletter(post, settings, make_environment(settings))
+    old = dataclasses.replace(
+        newsletter,
+        html=newsletter.html.replace(f"/manage/{MANAGE_PLACEHOLDER}", "/subscribe"),
+        text=newsletter.text.replace(f"/manage/{MANAGE_PLACEHOLDER}", "/subscribe"),
+    )
+    template = MessageTemplate(old, settings)
+    assert not template.has_manage_link
+    raw = template.personalise(to_address="a@example.com", to_name=None, token="tok.en", message_id="<m@x>", date=NOW)
+    assert b"/unsubscribe/tok.en" in raw and MANAGE_PLACEHOLDER.encode() not in raw
 
 
 def test_html_over_the_gmail_clip_limit_fails_the_post(settings: Settings) -> None:

@@ -119,6 +119,10 @@ class CampaignRows(LedgerPart):
                     )
                 )
                 if audience == "each" and owed_slug is not None:
+                    # Every active subscriber the campaign left out, rather than "frequency is
+                    # digest" read again: on PostgreSQL each statement reads its own snapshot,
+                    # and a switch between the two must not leave anyone out of both.
+                    mailed = select(deliveries.c.subscriber_id).where(deliveries.c.campaign_id == campaign_id)
                     already = select(digest_items.c.subscriber_id).where(digest_items.c.slug == owed_slug)
                     owed = select(
                         subscribers.c.id,
@@ -127,7 +131,7 @@ class CampaignRows(LedgerPart):
                         literal(now, columns.UTCDateTime()),
                     ).where(
                         subscribers.c.status == "active",
-                        subscribers.c.frequency == "digest",
+                        subscribers.c.id.not_in(mailed),
                         subscribers.c.id.not_in(already),
                     )
                     conn.execute(
