@@ -313,3 +313,33 @@ def test_the_subscribe_form_offers_the_choice_and_each_article_is_the_default(
         dan, eve = store.get_subscriber_by_email("dan@example.org"), store.get_subscriber_by_email("eve@example.org")
         assert dan is not None and (dan.status, dan.frequency) == ("pending", "digest")
         assert eve is not None and (eve.status, eve.frequency) == ("pending", "each")
+
+
+@pytest.mark.usefixtures("each_ledger")
+def test_send_digest_from_the_command_line_sends_every_group_of_one_digest(tmp_path: Path) -> None:
+    project, settings = clinic(tmp_path, {"ann@example.org": "digest", "dan@example.org": "digest"}, digest_cron=WEEKLY)
+    now = datetime.now(UTC)
+    write_post(project, "first-week", now - timedelta(hours=3), title="First week")
+    write_post(project, "socket-fit", now - timedelta(hours=2), title="Socket fit")
+    with Store.open(settings) as store:
+        release_now(settings, store, "first-week", now - timedelta(hours=1))
+        choose(store, "dan@example.org", "each", now - timedelta(minutes=50))
+        release_now(settings, store, "socket-fit", now - timedelta(minutes=40))
+    config = ["--config", str(project / "pipeline.toml")]
+    dry = CliRunner().invoke(cli, ["send", "--digest", "--dry-run", *config])
+    assert dry.exit_code == 0, dry.output
+    assert "to 2 digest readers (each gets what they have not had)" in dry.output
+    run = CliRunner().invoke(cli, ["send", "--digest", "--yes", *config])
+    assert run.exit_code == 0, run.output
+    got = articles_received(project, settings)
+    assert got == Counter(
+        {
+            ("ann@example.org", "first-week"): 1,
+            ("ann@example.org", "socket-fit"): 1,
+            ("dan@example.org", "first-week"): 1,  # owed while he was on the digest
+            ("dan@example.org", "socket-fit"): 1,  # on its own
+        }
+    )
+    with Store.open(settings) as store:
+        digests = [c for c in store.list_campaigns() if c.kind == "digest"]
+        assert len(digests) == 2 and all(c.status == "finished" for c in digests)
