@@ -12,6 +12,8 @@ from pipeline.config import Settings
 # replaced per recipient. Underscores and letters only: safe in URLs and never
 # touched by any Content-Transfer-Encoding.
 TOKEN_PLACEHOLDER = "__UNSUBSCRIBE_TOKEN__"
+# The same for the subscriber's "manage your e-mail" token (a purpose of its own).
+MANAGE_PLACEHOLDER = "__MANAGE_TOKEN__"
 
 
 def post_url(settings: Settings, slug: str) -> str:
@@ -29,6 +31,11 @@ def digest_url(settings: Settings, key: str) -> str:
 
 def unsubscribe_url(settings: Settings, token: str = TOKEN_PLACEHOLDER) -> str:
     return f"{settings.clinic.base_url}/unsubscribe/{token}"
+
+
+def manage_url(settings: Settings, token: str = MANAGE_PLACEHOLDER) -> str:
+    """The page where a subscriber chooses how often they are mailed."""
+    return f"{settings.clinic.base_url}/manage/{token}"
 
 
 def confirm_url(settings: Settings, token: str) -> str:

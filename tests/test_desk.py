@@ -15,6 +15,7 @@ from httpx import Response
 from starlette.testclient import TestClient
 
 from pipeline.config import Settings, load_settings
+from pipeline.ledger.digest_rows import DigestGroup
 from pipeline.ledger.staff import StaffMember
 from pipeline.ledger.store import Store
 from pipeline.ledger.tokens import SECRET_ENV
@@ -647,3 +648,36 @@ def test_the_staff_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     with Store.open(settings) as store:
         assert store.list_staff() == []
         assert [e.action for e in store.audit_entries()] == ["staff remove", "staff password", "staff add"]
+
+
+def test_the_desk_shows_how_often_each_subscriber_is_mailed_and_where_a_send_went(
+    app_client: TestClient, store: Store, people: dict[str, StaffMember]
+) -> None:
+    """Issue 14: each subscriber's frequency, the counts per group, and each campaign's group."""
+    ann = store.add_subscriber("ann@example.org")
+    store.add_subscriber("dan@example.org", frequency="digest")
+    store.add_subscriber("eve@example.org", frequency="digest")
+    store.add_subscriber("old@example.org", status="unsubscribed", frequency="digest")  # not counted: not active
+    for key, kind, audience in (("first", "post", "all"), ("second", "post", "each")):
+        store.create_campaign(key, kind, key.capitalize(), "{}", audience=audience)
+    digest = store.create_digest_campaigns([DigestGroup("digest-2026-12-07", "Digest", "{}", ("second",), (ann.id,))])[
+        0
+    ]
+    admin = as_role(app_client, people, "admin")
+    page = admin.get("/desk/subscribers?q=example.org").text
+    assert "<strong>1</strong> each article" in page and "<strong>2</strong> weekly digest" in page
+    rows = re.findall(r"<tr><td>([^<]+@example\.org)</td><td></td><td>(\w+)</td><td>([\w ]+)</td>", page)
+    assert rows == [
+        ("ann@example.org", "active", "each article"),
+        ("dan@example.org", "active", "weekly digest"),
+        ("eve@example.org", "active", "weekly digest"),
+        ("old@example.org", "unsubscribed", "weekly digest"),
+    ]
+    campaigns = admin.get("/desk/campaigns").text
+    said = dict(re.findall(r"<h2 id=\"campaign-\d+\">(\w+)</h2>.*?Sent to: ([^<]+)</p>", campaigns, re.DOTALL))
+    assert said == {
+        "First": "every active subscriber",
+        "Second": "subscribers who get each article (the others get it in their weekly digest)",
+        "Digest": "weekly digest readers (each gets the articles they have not had)",
+    }
+    assert store.delivery_counts(digest.id)["pending"] == 1

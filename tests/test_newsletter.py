@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import re
@@ -19,7 +20,7 @@ from pipeline.content.posts import parse_post
 from pipeline.errors import PipelineError
 from pipeline.mail.message import MessageTemplate
 from pipeline.site.build import build
-from pipeline.urls import TOKEN_PLACEHOLDER
+from pipeline.urls import MANAGE_PLACEHOLDER, TOKEN_PLACEHOLDER
 from tests.conftest import write_post
 
 NOW = datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
@@ -62,6 +63,7 @@ def test_eml_preview_has_every_required_part_and_header(settings: Settings) -> N
     for content in (text_content, html_content):
         assert "1407 Ashley River Road, Charleston, SC 29407" in content
         assert f"/unsubscribe/{TOKEN_PLACEHOLDER}" in content
+        assert f"https://jamesonprosthetics.com/manage/{MANAGE_PLACEHOLDER}" in content  # beside unsubscribe
         assert "https://jamesonprosthetics.com/archive/sockets" in content  # view in browser
         assert "https://example.org/study" in content  # sources
         assert "not medical advice" in content
@@ -80,7 +82,12 @@ def test_title_with_newlines_never_becomes_a_header(settings: Settings) -> None:
     )
     newsletter = render_post_newsletter(post, settings, make_environment(settings))
     raw = MessageTemplate(newsletter, settings).personalise(
-        to_address="a@example.com", to_name="Ann\r\nBcc: x@example.com", token="tok.en", message_id="<m@x>", date=NOW
+        to_address="a@example.com",
+        to_name="Ann\r\nBcc: x@example.com",
+        token="tok.en",
+        manage_token="man.age",
+        message_id="<m@x>",
+        date=NOW,
     )
     message = parse_eml(raw)
     assert message["Bcc"] is None
@@ -94,15 +101,44 @@ def test_personalise_replaces_every_placeholder(settings: Settings) -> None:
     post = parse_post((settings.posts_dir / "2026-11-03-sockets.md").read_bytes(), "posts/x.md", settings)
     template = MessageTemplate(render_post_newsletter(post, settings, make_environment(settings)), settings)
     raw = template.personalise(
-        to_address="zoë@example.com", to_name="Zoë Ünal", token="AbC123-_.xyz", message_id="<c1.s2@x>", date=NOW
+        to_address="zoë@example.com",
+        to_name="Zoë Ünal",
+        token="AbC123-_.xyz",
+        manage_token="MaN456-_.uvw",
+        message_id="<c1.s2@x>",
+        date=NOW,
     )
-    assert TOKEN_PLACEHOLDER.encode() not in raw
+    assert TOKEN_PLACEHOLDER.encode() not in raw and MANAGE_PLACEHOLDER.encode() not in raw
     message = parse_eml(raw)
     assert message["List-Unsubscribe"] == "<https://jamesonprosthetics.com/unsubscribe/AbC123-_.xyz>"
     assert message["To"] == "Zoë Ünal <zoë@example.com>"
     html = message.get_body(("html",))
+    text = message.get_body(("plain",))
     assert html is not None and "/unsubscribe/AbC123-_.xyz" in html.get_content()
+    # Each token in its own link, in both parts: the manage link never carries the unsubscribe token.
+    assert text is not None and "/unsubscribe/AbC123-_.xyz" in text.get_content()
+    for part in (html.get_content(), text.get_content()):
+        assert "https://jamesonprosthetics.com/manage/MaN456-_.uvw" in part
+        assert "/manage/AbC123" not in part and "/unsubscribe/MaN456" not in part
+    with pytest.raises(ValueError, match="manage_token"):
+        template.personalise(to_address="a@example.com", to_name=None, token="t", message_id="<m@x>", date=NOW)
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+
+
+def test_a_campaign_frozen_before_manage_links_still_personalises(settings: Settings) -> None:
+    """A campaign made before the manage link existed is resumed as it was frozen."""
+    write_post(settings.posts_dir, "2026-11-03-sockets.md", POST)
+    post = parse_post((settings.posts_dir / "2026-11-03-sockets.md").read_bytes(), "posts/x.md", settings)
+    newsletter = render_post_newsletter(post, settings, make_environment(settings))
+    old = dataclasses.replace(
+        newsletter,
+        html=newsletter.html.replace(f"/manage/{MANAGE_PLACEHOLDER}", "/subscribe"),
+        text=newsletter.text.replace(f"/manage/{MANAGE_PLACEHOLDER}", "/subscribe"),
+    )
+    template = MessageTemplate(old, settings)
+    assert not template.has_manage_link
+    raw = template.personalise(to_address="a@example.com", to_name=None, token="tok.en", message_id="<m@x>", date=NOW)
+    assert b"/unsubscribe/tok.en" in raw and MANAGE_PLACEHOLDER.encode() not in raw
 
 
 def test_html_over_the_gmail_clip_limit_fails_the_post(settings: Settings) -> None:

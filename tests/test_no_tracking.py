@@ -152,18 +152,18 @@ def test_no_newsletter_loads_anything_but_the_posts_own_images_or_redirects_a_cl
                 plain = without_utm(link)
                 # The web page's own navigation: within the page, or a page of the site by its path.
                 own = version == "web page" and (link.startswith(("#", "/")) or link == settings.clinic.base_url + "/")
-                assert own or plain in allowed or plain.startswith(urls.unsubscribe_url(settings, "")), (
-                    f"{where}: {link}"
-                )
+                personal = plain.startswith((urls.unsubscribe_url(settings, ""), urls.manage_url(settings, "")))
+                assert own or plain in allowed or personal, f"{where}: {link}"
                 tagged = "utm_" in link
-                if version == "web page" or not utm or urlsplit(link).netloc != site or "/unsubscribe/" in link:
+                if version == "web page" or not utm or urlsplit(link).netloc != site or personal:
                     assert not tagged, f"{where}: {link} carries UTM tags"
                 else:
                     assert link.endswith(f"utm_source=newsletter&utm_medium=email&utm_campaign={newsletter.key}"), link
         # The plain-text part's addresses too.
         for url in re.findall(r"https?://\S+", newsletter.text):
-            assert without_utm(url) in allowed_links(settings, newsletter, posts) or "/unsubscribe/" in url, url
-            assert ("utm_" in url) == (utm and urlsplit(url).netloc == site and "/unsubscribe/" not in url), url
+            personal = "/unsubscribe/" in url or "/manage/" in url
+            assert without_utm(url) in allowed_links(settings, newsletter, posts) or personal, url
+            assert ("utm_" in url) == (utm and urlsplit(url).netloc == site and not personal), url
     assert pictured >= 4  # the pictured post's two images, in the e-mail and its web page
 
     # Social snippets follow the same switch.

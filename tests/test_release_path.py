@@ -253,9 +253,21 @@ def test_send_of_a_due_post_is_its_release_and_the_scheduler_does_not_send_it_ag
 # --- the digest picks by release records ------------------------------------------------------------
 
 
+WEEKLY = "0 9 * * mon"
+
+
+def on_the_digest(settings: Settings, *emails: str) -> None:
+    with Store.open(settings) as store:
+        for email in emails:
+            subscriber = store.get_subscriber_by_email(email)
+            assert subscriber is not None
+            store.set_subscriber_frequency(subscriber.id, "digest", via="test")
+
+
 @pytest.mark.usefixtures("each_ledger")
 def test_digest_holds_what_was_mailed_not_what_is_dated_in_the_window(tmp_path: Path) -> None:
-    project, settings = clinic(tmp_path, readers=1)
+    project, settings = clinic(tmp_path, readers=1, digest_cron=WEEKLY)
+    on_the_digest(settings, "reader0@example.org")
     now = datetime.now(UTC)
     with Store.open(settings) as store:
         store.first_run_at(now - timedelta(days=30))
@@ -272,7 +284,8 @@ def test_digest_holds_what_was_mailed_not_what_is_dated_in_the_window(tmp_path: 
 
 @pytest.mark.usefixtures("each_ledger")
 def test_a_second_digest_the_same_day_says_why_it_sent_nothing(tmp_path: Path) -> None:
-    project, settings = clinic(tmp_path, readers=1)
+    project, settings = clinic(tmp_path, readers=1, digest_cron=WEEKLY)
+    on_the_digest(settings, "reader0@example.org")
     now = datetime.now(UTC)
     with Store.open(settings) as store:
         store.first_run_at(now - timedelta(days=1))

@@ -535,10 +535,12 @@ def test_a_post_moved_later_is_not_released_by_its_old_job(settings: Settings, p
     assert publications(settings, "later") == {}
 
 
-def test_digest_sends_what_was_released_since_the_last_one(settings: Settings, project: Path) -> None:
+def test_digest_sends_what_was_released_since_the_last_one(project: Path) -> None:
+    settings = load_settings(configure(project, digest_cron="0 9 * * mon"))
     now = datetime.now(UTC)
     with Store.open(settings) as store:
-        add_subscriber(store, settings, "ann@example.org")
+        add_subscriber(store, settings, "ann@example.org", frequency="digest")
+        add_subscriber(store, settings, "ben@example.org")  # each article
         store.first_run_at(now - timedelta(days=2))
         for slug in ("one", "two"):
             write_post(project, slug, at(-120), title=slug.capitalize())
@@ -546,12 +548,20 @@ def test_digest_sends_what_was_released_since_the_last_one(settings: Settings, p
         digest = send_digest(settings, now + timedelta(minutes=1), store=store)
         assert digest.status == "released" and digest.campaign_id is not None
         assert "one" in digest.message and "two" in digest.message
+        made = store.get_campaign(digest.campaign_id)
+        assert made is not None and made.audience == "digest"
+        digest_subject = made.subject
         again = send_digest(settings, now + timedelta(minutes=2), store=store)
         assert again.status == "already" and "already started" in again.message and "one digest a day" in again.message
         tomorrow = send_digest(settings, now + timedelta(days=1), store=store)
         assert tomorrow.status == "nothing" and "nothing was e-mailed since" in tomorrow.message
         assert len(store.list_campaigns()) == 3
-    assert len(mails(project)) == 3
+    # Ben got both articles on their own, Ann one digest holding both.
+    assert sorted(mails(project)) == [
+        ("ann@example.org", digest_subject),
+        ("ben@example.org", "One"),
+        ("ben@example.org", "Two"),
+    ]
 
 
 def test_a_job_whose_end_is_reported_before_its_start_is_not_left_running(settings: Settings) -> None:

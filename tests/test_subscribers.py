@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +207,74 @@ def test_cli(settings: Settings, tmp_path: Path) -> None:
     assert run("remove", "ann@example.com") == (0, "ann@example.com: unsubscribed\n", "")
     code, out, _ = run("export", str(tmp_path / "all.csv"))
     assert code == 0 and (tmp_path / "all.csv").read_text(encoding="utf-8").count("\n") == 5
+
+
+# --- how often (issue 14) ------------------------------------------------------------------------
+
+FREQUENCIES = (
+    "email,name,frequency\n"  # line 1
+    "ann@example.com,Ann,digest\n"  # 2
+    "bob@example.com,Bob,weekly\n"  # 3: not a frequency
+    "cy@example.com,Cy,\n"  # 4: empty: each article
+    "dee@example.com,Dee, EACH \n"  # 5: spelled loosely
+    "old@example.com,Old,digest\n"  # 6: already a subscriber: keeps their own choice
+)
+
+
+def test_import_reads_the_frequency_column_and_rejects_a_bad_value_by_line(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    store.add_subscriber("old@example.com", "Old")
+    report = import_csv(store, settings, write(tmp_path, FREQUENCIES))
+    assert [(e.line, e.field) for e in report.rejected] == [(3, "frequency")]
+    assert str(report.rejected[0]) == (
+        f"{tmp_path / 'list.csv'}:3: frequency: unknown frequency 'weekly' (known: each, digest); row not imported"
+    )
+    assert report.added == 3 and not report.ignored_columns
+    chosen = {s.email: s.frequency for s in store.iter_subscribers()}
+    assert chosen == {
+        "old@example.com": "each",
+        "ann@example.com": "digest",
+        "cy@example.com": "each",
+        "dee@example.com": "each",
+    }
+    assert store.get_subscriber_by_email("bob@example.com") is None
+    # Export writes it; the same file imported elsewhere gives the same choices.
+    assert export_csv(store, tmp_path / "out.csv") == 4
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out.csv").read_text(encoding="utf-8"))))
+    assert {r["email"]: r["frequency"] for r in rows} == chosen
+
+
+def test_cli_add_with_a_frequency_and_count_by_group(settings: Settings, tmp_path: Path) -> None:
+    config = str(settings.root / "pipeline.toml")
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(subscribers_group, [*args[:1], "--config", config, *args[1:]])
+        return result.exit_code, result.stdout, result.stderr
+
+    assert run("add", "ann@example.com", "--frequency", "digest") == (
+        0,
+        "ann@example.com: added (active, the weekly digest)\n",
+        "",
+    )
+    assert run("add", "bob@example.com")[1] == "bob@example.com: added (active, each article)\n"
+    # Staff change an existing subscriber's choice the same way; it is logged.
+    assert run("add", "bob@example.com", "--frequency", "digest") == (
+        0,
+        "bob@example.com: now gets the weekly digest\n",
+        "",
+    )
+    code, _out, err = run("add", "cy@example.com", "--frequency", "weekly")
+    assert code == 2 and "'weekly' is not one of 'each', 'digest'" in err
+    code, out, err = run("count")
+    assert code == 0
+    assert re.search(r"each article\s+0\s*\n", out) and re.search(r"the weekly digest\s+2\s*\n", out)
+    assert "no weekly digest is scheduled" in err  # digest readers get each article until one is
+    with Store.open(settings) as store:
+        bob = store.get_subscriber_by_email("bob@example.com")
+        assert bob is not None and [(o, n, v) for _at, o, n, v in store.frequency_history(bob.id)] == [
+            ("each", "digest", "cli")
+        ]
+    code, out, err = run("import", str(write(tmp_path, FREQUENCIES)))
+    assert code == 1 and f"rejected: {tmp_path / 'list.csv'}:3: frequency: unknown frequency 'weekly'" in err

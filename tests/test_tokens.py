@@ -99,6 +99,18 @@ def test_confirm_expires_after_seven_days_unsubscribe_never() -> None:
         read_token("unsubscribe", unsubscribe, SECRET, max_age=timedelta(days=1), now=ISSUED + timedelta(days=2))
 
 
+def test_a_manage_token_expires_after_90_days_and_passes_for_no_other_purpose() -> None:
+    manage = make_token("manage", 3, SECRET, ISSUED)
+    assert read_token("manage", manage, SECRET, now=ISSUED + timedelta(days=89)) == 3
+    with pytest.raises(TokenError, match="expired"):
+        read_token("manage", manage, SECRET, now=ISSUED + timedelta(days=90, minutes=1))
+    for other in ("unsubscribe", "confirm"):
+        with pytest.raises(TokenError, match="signature"):
+            read_token(other, manage, SECRET, now=ISSUED)
+        with pytest.raises(TokenError, match="signature"):
+            read_token("manage", make_token(other, 3, SECRET, ISSUED), SECRET, now=ISSUED)
+
+
 def test_token_from_the_future_is_rejected() -> None:
     token = make_token("confirm", 3, SECRET, ISSUED + timedelta(hours=1))
     with pytest.raises(TokenError, match="future"):

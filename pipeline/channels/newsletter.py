@@ -32,8 +32,8 @@ class Newsletter:
     key: str  # a post's slug, or "digest-YYYY-MM-DD" for a digest
     subject: str
     preheader: str
-    html: str  # for subscribers; contains TOKEN_PLACEHOLDER
-    text: str  # plain-text part; contains TOKEN_PLACEHOLDER
+    html: str  # for subscribers; contains TOKEN_PLACEHOLDER and MANAGE_PLACEHOLDER
+    text: str  # plain-text part; contains TOKEN_PLACEHOLDER and MANAGE_PLACEHOLDER
     web_html: str  # "view in browser" page: no personal token, a subscribe link instead
     web_url: str
     date: datetime
@@ -198,11 +198,12 @@ def _render_both(
 
 
 def _links(settings: Settings, web_url: str) -> dict[str, object]:
-    """The links every newsletter carries: its web version, unsubscribe (with the token
-    placeholder), and subscribe (on the web version, instead of unsubscribe)."""
+    """The links every newsletter carries: its web version, unsubscribe and manage (with
+    the token placeholders), and subscribe (on the web version, instead of both)."""
     return {
         "web_url": web_url,
         "unsubscribe_url": urls.unsubscribe_url(settings),
+        "manage_url": urls.manage_url(settings),
         "subscribe_url": urls.subscribe_url(settings),
     }
 
@@ -317,4 +318,11 @@ def check_newsletter(newsletter: Newsletter, settings: Settings, *, path: str, l
             path=path,
             field="template",
             hint="keep {{ unsubscribe_url }} in the newsletter templates",
+        )
+    if urls.MANAGE_PLACEHOLDER not in newsletter.html or urls.MANAGE_PLACEHOLDER not in newsletter.text:
+        raise PipelineError(
+            "newsletter has no 'manage your e-mail' link",
+            path=path,
+            field="template",
+            hint="keep {{ manage_url }} in the newsletter templates, beside the unsubscribe link",
         )

@@ -77,15 +77,15 @@ def _site_links(settings: Settings) -> re.Pattern[str]:
 def utm_site_links(text: str, settings: Settings, *, slug: str) -> str:
     """Every link in ``text`` (HTML or plain) to the clinic's own site tagged for the
     newsletter, when ``[utm]`` is enabled; links elsewhere are never touched (a tag on
-    someone else's page tells them nothing they need). The unsubscribe link is left as
-    it is: it carries the subscriber's token, and nothing about a visit."""
+    someone else's page tells them nothing they need). The unsubscribe and manage links
+    are left as they are: they carry the subscriber's token, and nothing about a visit."""
     if not settings.utm.enabled:
         return text
 
     site = _site_links(settings)
 
     def tag(url: str, html: bool) -> str:
-        if "/unsubscribe/" in url or "/confirm/" in url or not site.fullmatch(url):
+        if "/unsubscribe/" in url or "/confirm/" in url or "/manage/" in url or not site.fullmatch(url):
             return url
         # In HTML the ampersands of a query are written &amp;: undo, tag, redo.
         tagged = utm_link(settings, url.replace("&amp;", "&"), platform="newsletter", medium="email", slug=slug)

@@ -25,7 +25,7 @@ from pipeline.mail import sender as delivery
 from pipeline.mail.doctor import diagnose
 from pipeline.mail.transports import OutboxTransport, Transport, transport_from_spec
 from pipeline.schedule import plans, release
-from pipeline.schedule.digest import digest_posts, send_digest
+from pipeline.schedule.digest import digest_posts, digest_readers, send_digest
 from pipeline.schedule.when import age, local
 from pipeline.site.build import find_post
 
@@ -156,7 +156,8 @@ def _plan_post(settings: Settings, store: Store, slug: str, now: datetime, trans
     old = ""
     if now - plan.post_date > plans.OLD_POST:
         old = f" (dated {local(plan.post_date, settings)}, {age(plan.post_date, now)} ago)"
-    return f"Send {plan.title!r}{old} to {_recipients(plan.recipients)} via {transport.description}"
+    later = f" (and to {plan.in_digest:,} in their next digest)" if plan.in_digest else ""
+    return f"Send {plan.title!r}{old} to {_recipients(plan.recipients)}{later} via {transport.description}"
 
 
 def _plan_digest(
@@ -165,10 +166,10 @@ def _plan_digest(
     from pipeline.channels.newsletter import digest_key
     from pipeline.ledger.releases import LAST_DIGEST_KEY
 
-    existing = store.get_campaign_by_key(digest_key(now, settings))
-    if existing is not None:
+    existing = store.digest_campaigns_on(digest_key(now, settings))
+    if existing:
         click.echo(
-            f"today's digest ({existing.key}) was already started at {local(existing.created_at, settings)}; "
+            f"today's digest ({existing[0].key}) was already started at {local(existing[0].created_at, settings)}; "
             "one digest a day: nothing sent"
         )
         return None
@@ -180,10 +181,18 @@ def _plan_digest(
     if not posts:
         click.echo(f"nothing was e-mailed since {local(start, settings)}: there is nothing to put in a digest")
         return None
+    readers = sum(len(ids) for ids in digest_readers(store, posts).values())
+    if not readers:
+        click.echo(
+            f"no subscriber is owed the {len(posts)} post(s) e-mailed since {local(start, settings)}: "
+            "each reader got them on their own; no digest to send"
+        )
+        return None
     titles = ", ".join(repr(p.title) for p in posts[:3]) + (", ..." if len(posts) > 3 else "")
     return (
         f"Send the digest of {len(posts)} post{'s' if len(posts) != 1 else ''} since {local(start, settings)} "
-        f"({titles}) to {_recipients(store.count_subscribers()['active'])} via {transport.description}"
+        f"({titles}) to {readers:,} digest reader{'' if readers == 1 else 's'} (each gets what they have not had) "
+        f"via {transport.description}"
     )
 
 
@@ -224,8 +233,8 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _start(
     settings: Settings, store: Store, slug: str | None, digest: bool, since: datetime | None, now: datetime
-) -> int | None:
-    """Release (or continue) what was asked for; the campaign to deliver (None: all unfinished)."""
+) -> int | tuple[int, ...] | None:
+    """Release (or continue) what was asked for; the campaign(s) to deliver (None: all unfinished)."""
     if slug:
         outcome = release.release_post(settings, slug, now, store=store, deliver_now=False, explicit=True)
         if outcome.campaign_id is None:
@@ -233,9 +242,9 @@ def _start(
         return outcome.campaign_id
     if digest:
         outcome = send_digest(settings, now, store=store, since=since, deliver_now=False)
-        if outcome.campaign_id is None:
+        if not outcome.campaign_ids:
             raise PipelineError(outcome.message, field="send")
-        return outcome.campaign_id
+        return outcome.campaign_ids
     for owed in release.complete_owed(settings, store, now):
         if owed.campaign_id is None:
             console.print(owed.message, markup=False)

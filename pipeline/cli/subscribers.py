@@ -12,7 +12,7 @@ from rich.table import Table
 from pipeline.cli.common import config_option, pass_settings
 from pipeline.config import Settings
 from pipeline.content.dates import to_utc_iso
-from pipeline.ledger.columns import SUBSCRIBER_STATUSES
+from pipeline.ledger.columns import FREQUENCIES, SUBSCRIBER_STATUSES
 from pipeline.ledger.store import Store
 from pipeline.ledger.subscribers import add_subscriber, export_csv, import_csv, remove_subscriber
 from pipeline.mail.confirm import send_confirmation
@@ -20,6 +20,7 @@ from pipeline.mail.transports import transport_from_spec
 
 console = Console(stderr=True, highlight=False)
 _STATUS = click.Choice(SUBSCRIBER_STATUSES)
+_FREQUENCY_WORDS = {"each": "each article", "digest": "the weekly digest"}
 
 
 @click.group("subscribers")
@@ -37,21 +38,38 @@ def subscribers_group() -> None:
     help="Send a double opt-in e-mail; the subscriber stays pending until they click it.",
 )
 @click.option("--transport", "transport_spec", metavar="SPEC", help="Send the confirmation through SPEC.")
+@click.option(
+    "--frequency",
+    type=click.Choice(FREQUENCIES),
+    help="'each': an e-mail per article (the default for a new subscriber); 'digest': the weekly digest only. "
+    "Changes an existing subscriber's choice too.",
+)
 @pass_settings
-def add_command(settings: Settings, email: str, name: str | None, confirm: bool, transport_spec: str | None) -> None:
+def add_command(
+    settings: Settings,
+    email: str,
+    name: str | None,
+    confirm: bool,
+    transport_spec: str | None,
+    frequency: str | None,
+) -> None:
     """Add EMAIL as an active subscriber (staff hold the consent), or pending with --confirm."""
     transport = transport_from_spec(transport_spec, settings) if confirm else None
     with Store.open(settings) as store:
-        result = add_subscriber(store, settings, email, name, confirm=confirm, source="cli")
+        before = store.get_subscriber_by_email(email)
+        result = add_subscriber(store, settings, email, name, confirm=confirm, source="cli", frequency=frequency)
         subscriber = result.subscriber
+        if before is not None and before.frequency != subscriber.frequency:
+            click.echo(f"{subscriber.email}: now gets {_FREQUENCY_WORDS[subscriber.frequency]}")
         if result.needs_confirmation:
             assert transport is not None
             send_confirmation(settings, transport, subscriber)
             click.echo(f"{subscriber.email}: pending; confirmation sent via {transport.description}")
         elif result.outcome == "already":
-            click.echo(f"{subscriber.email}: already subscribed ({subscriber.status}); nothing changed")
+            if before is None or before.frequency == subscriber.frequency:
+                click.echo(f"{subscriber.email}: already subscribed ({subscriber.status}); nothing changed")
         else:
-            click.echo(f"{subscriber.email}: {result.outcome} (active)")
+            click.echo(f"{subscriber.email}: {result.outcome} (active, {_FREQUENCY_WORDS[subscriber.frequency]})")
 
 
 @subscribers_group.command("remove")
@@ -107,14 +125,27 @@ def list_command(settings: Settings, status: str | None) -> None:
 @config_option
 @pass_settings
 def count_command(settings: Settings) -> None:
-    """How many subscribers there are, per status."""
+    """How many subscribers there are, per status, and how many active ones get each
+    article or the weekly digest."""
     with Store.open(settings) as store:
         counts = store.count_subscribers()
+        groups = store.count_frequencies()
     table = Table("status", "subscribers", box=None)
     for status, count in counts.items():
         table.add_row(status, str(count))
     table.add_row("[bold]total[/bold]", f"[bold]{sum(counts.values())}[/bold]")
-    Console(highlight=False).print(table)
+    console_out = Console(highlight=False)
+    console_out.print(table)
+    frequencies = Table("active, getting", "subscribers", box=None)
+    for frequency, count in groups.items():
+        frequencies.add_row(_FREQUENCY_WORDS[frequency], str(count))
+    console_out.print(frequencies)
+    if groups["digest"] and settings.scheduler.digest_cron is None:
+        click.echo(
+            "note: no weekly digest is scheduled (scheduler.digest_cron), so digest readers get each article "
+            "until one is",
+            err=True,
+        )
 
 
 @subscribers_group.command("import")
@@ -122,11 +153,13 @@ def count_command(settings: Settings) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @pass_settings
 def import_command(settings: Settings, file: Path) -> None:
-    """Import subscribers from a CSV FILE with an 'email' column (and optional 'name', 'status').
+    """Import subscribers from a CSV FILE with an 'email' column (and optional 'name', 'status', 'frequency').
 
     Every row that is not imported is reported with its line number and the
     reason; the others are imported. Importing the same file again changes
     nothing, and never re-subscribes an address that unsubscribed or bounced.
+    'frequency' is 'each' (the default) or 'digest', for new subscribers: an existing
+    one keeps their own choice.
     """
     with Store.open(settings) as store:
         report = import_csv(store, settings, file)
@@ -151,7 +184,7 @@ def import_command(settings: Settings, file: Path) -> None:
 @click.option("--status", type=_STATUS, help="Only subscribers with this status (default: all, to keep opt-outs).")
 @pass_settings
 def export_command(settings: Settings, file: Path, status: str | None) -> None:
-    """Write subscribers to a CSV FILE (email, name, status, source, dates in UTC)."""
+    """Write subscribers to a CSV FILE (email, name, status, source, dates in UTC, frequency)."""
     with Store.open(settings) as store:
         count = export_csv(store, file, status=status)
     click.echo(f"{count} subscriber(s) written to {file}")

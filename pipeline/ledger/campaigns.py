@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from pipeline.errors import PipelineError
 from pipeline.ledger import columns
 from pipeline.ledger.engine import LedgerPart, utcnow
-from pipeline.ledger.schema import campaigns, deliveries, subscribers
+from pipeline.ledger.schema import campaigns, deliveries, digest_items, subscribers
 
 LEASE_SECONDS = 60.0
 # Deliveries that keep a campaign open (a held one waits for a person).
@@ -33,6 +33,9 @@ class Campaign:
     created_at: datetime
     finished_at: datetime | None
     pause_reason: str | None = None  # set while status is 'paused'
+    # Which group it went to: "each" (an e-mail per article), "digest", or "all" (the
+    # digest was off, or it was made before subscribers chose: None).
+    audience: str | None = None
 
     @property
     def issued_at(self) -> int:
@@ -50,6 +53,7 @@ def _campaign(row: Row[Any]) -> Campaign:
         created_at=row.created_at,
         finished_at=row.finished_at,
         pause_reason=row.pause_reason,
+        audience=row.audience,
     )
 
 
@@ -57,14 +61,28 @@ class CampaignRows(LedgerPart):
     """Campaigns and their leases (mixed into ``Store``)."""
 
     def create_campaign(
-        self, key: str, kind: str, subject: str, content: str, *, now: datetime | None = None
+        self,
+        key: str,
+        kind: str,
+        subject: str,
+        content: str,
+        *,
+        audience: str = "all",
+        owed_slug: str | None = None,
+        now: datetime | None = None,
     ) -> tuple[Campaign, bool]:
         """The campaign ``key`` with its frozen ``content`` (the newsletter as the mail
         layer stores it; the ledger keeps it as text) and one pending delivery per active
-        subscriber, all in one transaction. Idempotent: if a campaign with this key
-        exists it is returned unchanged (and ``False``), with no new deliveries."""
+        subscriber of ``audience`` ("all", or only those whose frequency is "each"), all in
+        one transaction. With ``owed_slug`` (an article's campaign to the "each" group),
+        the same transaction records the article as owed to the next digest of every active
+        "digest" subscriber: at every moment each active subscriber is in exactly one of
+        the two. Idempotent: if a campaign with this key exists it is returned unchanged
+        (and ``False``), with no new deliveries."""
         if kind not in columns.CAMPAIGN_KINDS:
             raise ValueError(f"unknown campaign kind {kind!r}")
+        if audience not in ("all", "each"):
+            raise ValueError(f"a campaign made here goes to 'all' or 'each', not {audience!r}")
         now = now or utcnow()
         existing = self.get_campaign_by_key(key)
         if existing is not None:
@@ -79,24 +97,48 @@ class CampaignRows(LedgerPart):
                         content=content,
                         status="sending",
                         created_at=now,
+                        audience=audience,
                     )
                 )
                 assert result.inserted_primary_key is not None
                 campaign_id = result.inserted_primary_key[0]
                 # INSERT ... SELECT: the database copies the active list itself, so a
                 # campaign to 100,000 subscribers never holds them in Python memory.
-                audience = select(
+                recipients = select(
                     literal(campaign_id),
                     subscribers.c.id,
                     literal("pending"),
                     literal(0),
                     literal(now, columns.UTCDateTime()),
                 ).where(subscribers.c.status == "active")
+                if audience == "each":
+                    recipients = recipients.where(subscribers.c.frequency == "each")
                 conn.execute(
                     insert(deliveries).from_select(
-                        ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], audience
+                        ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], recipients
                     )
                 )
+                if audience == "each" and owed_slug is not None:
+                    # Every active subscriber the campaign left out, rather than "frequency is
+                    # digest" read again: on PostgreSQL each statement reads its own snapshot,
+                    # and a switch between the two must not leave anyone out of both.
+                    mailed = select(deliveries.c.subscriber_id).where(deliveries.c.campaign_id == campaign_id)
+                    already = select(digest_items.c.subscriber_id).where(digest_items.c.slug == owed_slug)
+                    owed = select(
+                        subscribers.c.id,
+                        literal(owed_slug),
+                        literal(campaign_id),
+                        literal(now, columns.UTCDateTime()),
+                    ).where(
+                        subscribers.c.status == "active",
+                        subscribers.c.id.not_in(mailed),
+                        subscribers.c.id.not_in(already),
+                    )
+                    conn.execute(
+                        insert(digest_items).from_select(
+                            ["subscriber_id", "slug", "post_campaign_id", "owed_since"], owed
+                        )
+                    )
                 row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).one()
                 return _campaign(row), True
         except IntegrityError:  # another process created it first: theirs stands

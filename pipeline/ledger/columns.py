@@ -16,6 +16,10 @@ DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped
 # explicit `pipeline send --resume` continues it.
 CAMPAIGN_STATUSES = ("sending", "paused", "finished")
 CAMPAIGN_KINDS = ("post", "digest")
+# How often a subscriber is mailed: an e-mail per article, or only the weekly digest.
+FREQUENCIES = ("each", "digest")
+# Which group a campaign went to; "all" when the digest is off (everyone gets each article).
+CAMPAIGN_AUDIENCES = ("all", "each", "digest")
 # What version 1 allowed (frozen with it).
 V1_DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped")
 V1_CAMPAIGN_STATUSES = ("sending", "finished")

@@ -10,6 +10,7 @@ from pipeline.ledger.columns import UTCDateTime
 from pipeline.ledger.migrations import (
     define_bounces_0007,
     define_delivery_tables_0003,
+    define_frequency_0008,
     define_release_records,
     define_social_posts,
     define_staff_and_audit,
@@ -57,3 +58,6 @@ audit_log = metadata.tables["audit_log"]
 define_social_posts(metadata)  # 0006
 social_posts = metadata.tables["social_posts"]
 social_pauses = metadata.tables["social_pauses"]
+define_frequency_0008(metadata)  # 0008: subscribers.frequency, campaigns.audience
+frequency_changes = metadata.tables["frequency_changes"]
+digest_items = metadata.tables["digest_items"]

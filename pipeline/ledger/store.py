@@ -14,6 +14,7 @@ from pipeline.ledger.audit import AuditLog
 from pipeline.ledger.bounce_rows import BounceRecords
 from pipeline.ledger.campaigns import CampaignRows
 from pipeline.ledger.delivery_rows import DeliveryRows
+from pipeline.ledger.digest_rows import DigestRows
 from pipeline.ledger.engine import BUSY_TIMEOUT_SECONDS, Ledger, make_engine
 from pipeline.ledger.meta import MetaValues
 from pipeline.ledger.publications import PublicationRows
@@ -35,6 +36,7 @@ class Store(
     AuditLog,
     SocialRows,
     BounceRecords,
+    DigestRows,
 ):
     """The ledger. Open with ``Store.open(settings)``; use as a context manager or call ``close()``."""
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from pipeline.errors import PipelineError
 from pipeline.ledger import columns
 from pipeline.ledger.engine import LedgerPart, chunks, utcnow
-from pipeline.ledger.schema import subscribers
+from pipeline.ledger.schema import frequency_changes, subscribers
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Subscriber:
     # Why and when the status last became bounced or complained (None for the others).
     status_reason: str | None = None
     status_changed_at: datetime | None = None
+    frequency: str = "each"  # "each": an e-mail per article; "digest": the weekly digest only
 
     @property
     def is_active(self) -> bool:
@@ -51,9 +52,14 @@ def email_key(email: str) -> str:
     return email.strip().lower()
 
 
-def _subscriber_row(email: str, name: str | None, status: str, source: str, now: datetime) -> dict[str, Any]:
+def _subscriber_row(
+    email: str, name: str | None, status: str, source: str, now: datetime, frequency: str = "each"
+) -> dict[str, Any]:
     """The values of a new subscribers row."""
+    if frequency not in columns.FREQUENCIES:
+        raise ValueError(f"unknown frequency {frequency!r}")
     return {
+        "frequency": frequency,
         "email": email,
         "email_key": email_key(email),
         "name": name or None,
@@ -79,6 +85,7 @@ def _subscriber(row: Row[Any]) -> Subscriber:
         updated_at=row.updated_at,
         status_reason=row.status_reason,
         status_changed_at=row.status_changed_at,
+        frequency=row.frequency,
     )
 
 
@@ -92,13 +99,14 @@ class SubscriberRows(LedgerPart):
         status: str = "active",
         source: str = "cli",
         *,
+        frequency: str = "each",
         now: datetime | None = None,
     ) -> Subscriber:
         """Insert one subscriber. ``email`` should already be normalised
         (``pipeline.ledger.subscribers.normalise_address``). Raises ``SubscriberExists``."""
         if status not in columns.SUBSCRIBER_STATUSES:
             raise ValueError(f"unknown subscriber status {status!r}")
-        values = _subscriber_row(email.strip(), name, status, source, now or utcnow())
+        values = _subscriber_row(email.strip(), name, status, source, now or utcnow(), frequency)
         try:
             with self._write() as conn:
                 new_id = conn.execute(insert(subscribers).values(**values)).inserted_primary_key
@@ -113,9 +121,12 @@ class SubscriberRows(LedgerPart):
 
     def add_subscribers_bulk(self, rows: Sequence[dict[str, Any]], *, now: datetime | None = None) -> int:
         """Insert many new subscribers in one transaction (import). Each row has
-        email, name, status, source; every email must be new. Returns the count."""
+        email, name, status, source (and frequency); every email must be new. Returns the count."""
         now = now or utcnow()
-        values = [_subscriber_row(r["email"], r.get("name"), r["status"], r["source"], now) for r in rows]
+        values = [
+            _subscriber_row(r["email"], r.get("name"), r["status"], r["source"], now, r.get("frequency", "each"))
+            for r in rows
+        ]
         with self._write() as conn:
             for chunk in chunks(values, 5000):
                 conn.execute(insert(subscribers), list(chunk))
@@ -169,6 +180,55 @@ class SubscriberRows(LedgerPart):
                 changes["unsubscribed_at"] = now
             conn.execute(update(subscribers).where(subscribers.c.id == subscriber_id).values(**changes))
             return _subscriber(conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).one())
+
+    def set_subscriber_frequency(
+        self, subscriber_id: int, frequency: str, *, via: str, now: datetime | None = None
+    ) -> Subscriber:
+        """Change how often a subscriber is mailed, and log the change (when, from what,
+        through what: ``via``). Setting the frequency it already has changes nothing.
+
+        Articles already owed to their digest stay owed (see ``digest_items``): an
+        article released while they were on the digest reaches them in the next one."""
+        if frequency not in columns.FREQUENCIES:
+            raise ValueError(f"unknown frequency {frequency!r}")
+        now = now or utcnow()
+        with self._write() as conn:
+            row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+            if row is None:
+                raise PipelineError(f"no subscriber with id {subscriber_id}", field="subscriber")
+            if row.frequency == frequency:
+                return _subscriber(row)
+            conn.execute(
+                update(subscribers).where(subscribers.c.id == subscriber_id).values(frequency=frequency, updated_at=now)
+            )
+            conn.execute(
+                insert(frequency_changes).values(
+                    subscriber_id=subscriber_id, at=now, old=row.frequency, new=frequency, via=via
+                )
+            )
+            return _subscriber(conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).one())
+
+    def frequency_history(self, subscriber_id: int) -> list[tuple[datetime, str, str, str]]:
+        """(when, old, new, via) of every change of the subscriber's frequency, oldest first."""
+        query = (
+            select(frequency_changes.c.at, frequency_changes.c.old, frequency_changes.c.new, frequency_changes.c.via)
+            .where(frequency_changes.c.subscriber_id == subscriber_id)
+            .order_by(frequency_changes.c.id)
+        )
+        with self._read() as conn:
+            return [(r.at, r.old, r.new, r.via) for r in conn.execute(query)]
+
+    def count_frequencies(self) -> dict[str, int]:
+        """Active subscribers per frequency; every frequency present, zero when none."""
+        counts = dict.fromkeys(columns.FREQUENCIES, 0)
+        with self._read() as conn:
+            for frequency, count in conn.execute(
+                select(subscribers.c.frequency, func.count())
+                .where(subscribers.c.status == "active")
+                .group_by(subscribers.c.frequency)
+            ):
+                counts[frequency] = count
+        return counts
 
     def set_subscriber_name(self, subscriber_id: int, name: str | None, *, now: datetime | None = None) -> None:
         with self._write() as conn:

@@ -27,14 +27,14 @@ from sqlalchemy.exc import IntegrityError
 from pipeline.config import Settings
 from pipeline.content.dates import to_utc_iso
 from pipeline.errors import PipelineError, decode_text
-from pipeline.ledger.columns import SUBSCRIBER_STATUSES
+from pipeline.ledger.columns import FREQUENCIES, SUBSCRIBER_STATUSES
 from pipeline.ledger.engine import utcnow
 from pipeline.ledger.store import Store
 from pipeline.ledger.subscriber_rows import Subscriber, SubscriberExists, email_key
 from pipeline.spreadsheet import guard_cell, unguard_cell
 
 INACTIVE = ("unsubscribed", "bounced", "complained")
-EXPORT_COLUMNS = ("email", "name", "status", "source", "created_at", "confirmed_at", "unsubscribed_at")
+EXPORT_COLUMNS = ("email", "name", "status", "source", "created_at", "confirmed_at", "unsubscribed_at", "frequency")
 _EMAIL_HEADERS = ("email", "e-mail", "email address", "e-mail address", "mail")
 _NAME_MAX = 200
 
@@ -49,6 +49,18 @@ def normalise_address(address: str, *, check_deliverability: bool = False) -> st
     except EmailNotValidError as exc:
         raise PipelineError(f"{candidate!r} is not a valid e-mail address: {exc}", field="email") from None
     return str(result.ascii_email)
+
+
+def check_frequency(frequency: str, *, field: str = "frequency") -> str:
+    """``frequency`` as the ledger keeps it, or ``PipelineError`` naming the choices."""
+    value = frequency.strip().lower()
+    if value not in FREQUENCIES:
+        raise PipelineError(
+            f"unknown frequency {frequency!r}",
+            field=field,
+            hint="use 'each' (an e-mail per article) or 'digest' (the weekly digest only)",
+        )
+    return value
 
 
 def clean_name(name: str | None) -> str | None:
@@ -80,18 +92,25 @@ def add_subscriber(
     *,
     confirm: bool = False,
     source: str = "cli",
+    frequency: str | None = None,
     now: datetime | None = None,
 ) -> AddResult:
     """Add one address. Without ``confirm`` it is active at once (staff consent);
     with it, it stays pending until the person confirms (send the e-mail with
-    ``pipeline.mail.confirm.send_confirmation`` when ``needs_confirmation``)."""
+    ``pipeline.mail.confirm.send_confirmation`` when ``needs_confirmation``).
+
+    ``frequency`` ("each" by default) is a new subscriber's; staff (any ``source`` but
+    "web") may also change an existing subscriber's with it. A stranger's form never does."""
     address = normalise_address(email, check_deliverability=settings.delivery.check_deliverability)
     name = clean_name(name)
+    frequency = check_frequency(frequency, field="--frequency") if frequency is not None else None
     now = now or utcnow()
     existing = store.get_subscriber_by_email(address)
     if existing is None:
         try:
-            created = store.add_subscriber(address, name, "pending" if confirm else "active", source, now=now)
+            created = store.add_subscriber(
+                address, name, "pending" if confirm else "active", source, frequency=frequency or "each", now=now
+            )
         except SubscriberExists as race:
             existing = race.existing
         else:
@@ -108,6 +127,8 @@ def add_subscriber(
         # accepts links sent after they left). Nothing else, an import included, can
         # bring them back meanwhile.
         return AddResult(existing, "pending")
+    if frequency is not None and source != "web" and existing.frequency != frequency:
+        existing = store.set_subscriber_frequency(existing.id, frequency, via=source, now=now)
     if existing.status == "pending":
         if confirm:
             return AddResult(existing, "pending")
@@ -154,6 +175,7 @@ class _Row:
     email: str
     name: str | None
     status: str
+    frequency: str = "each"
 
 
 def _read_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -171,7 +193,15 @@ def _read_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         raise PipelineError(f"the file is not valid CSV: {exc}", path=path, line=reader.line_num) from None
 
 
-def _columns(header: list[str], path: Path, line: int, report: ImportReport) -> tuple[int, int | None, int | None]:
+@dataclass(frozen=True)
+class _Columns:
+    email: int
+    name: int | None = None
+    status: int | None = None
+    frequency: int | None = None
+
+
+def _columns(header: list[str], path: Path, line: int, report: ImportReport) -> _Columns:
     names = [cell.strip().lower() for cell in header]
     email_col = next((i for i, n in enumerate(names) if n in _EMAIL_HEADERS), None)
     if email_col is None:
@@ -183,25 +213,26 @@ def _columns(header: list[str], path: Path, line: int, report: ImportReport) -> 
         )
     name_col = next((i for i, n in enumerate(names) if n in ("name", "full name")), None)
     status_col = names.index("status") if "status" in names else None
+    frequency_col = names.index("frequency") if "frequency" in names else None
     known = {*_EMAIL_HEADERS, "name", "full name", *EXPORT_COLUMNS}
     report.ignored_columns = [h for h, n in zip(header, names, strict=True) if n and n not in known]
-    return email_col, name_col, status_col
+    return _Columns(email_col, name_col, status_col, frequency_col)
 
 
 def _parse_rows(path: Path, settings: Settings, report: ImportReport) -> list[_Row]:
     rows: list[_Row] = []
     seen: dict[str, int] = {}
-    columns: tuple[int, int | None, int | None] | None = None
+    columns: _Columns | None = None
     for line, cells in _read_rows(path):
         if columns is None:
             first = cells[0].strip() if cells else ""
             if "@" in first and first.lower() not in _EMAIL_HEADERS:
                 # No header: a bare list of addresses (and names).
-                columns = (0, 1 if len(cells) > 1 else None, None)
+                columns = _Columns(0, 1 if len(cells) > 1 else None)
             else:
                 columns = _columns(cells, path, line, report)
                 continue
-        email_col, name_col, status_col = columns
+        email_col, name_col, status_col = columns.email, columns.name, columns.status
 
         def reject(message: str, line: int = line) -> None:
             report.rejected.append(PipelineError(message, path=path, line=line, field="email"))
@@ -221,6 +252,20 @@ def _parse_rows(path: Path, settings: Settings, report: ImportReport) -> list[_R
             if status not in SUBSCRIBER_STATUSES:
                 reject(f"unknown status {status!r} (known: {', '.join(SUBSCRIBER_STATUSES)}); row not imported")
                 continue
+        frequency = "each"
+        frequency_col = columns.frequency
+        if frequency_col is not None and frequency_col < len(cells) and cells[frequency_col].strip():
+            frequency = cells[frequency_col].strip().lower()
+            if frequency not in FREQUENCIES:
+                report.rejected.append(
+                    PipelineError(
+                        f"unknown frequency {cells[frequency_col].strip()!r} (known: each, digest); row not imported",
+                        path=path,
+                        line=line,
+                        field="frequency",
+                    )
+                )
+                continue
         key = email_key(email)
         if key in seen:
             reject(f"{email} already appears on line {seen[key]}; this row not imported")
@@ -233,6 +278,7 @@ def _parse_rows(path: Path, settings: Settings, report: ImportReport) -> list[_R
                 email=email,
                 name=clean_name(unguard_cell(raw_name) if raw_name is not None else None),
                 status=status,
+                frequency=frequency,
             )
         )
     if columns is None:
@@ -244,7 +290,8 @@ def _parse_rows(path: Path, settings: Settings, report: ImportReport) -> list[_R
 
 def import_csv(store: Store, settings: Settings, path: Path, *, now: datetime | None = None) -> ImportReport:
     """Import subscribers from a CSV file (header with an ``email`` column; optional
-    ``name`` and ``status``). Returns what happened to every row."""
+    ``name``, ``status`` and ``frequency``). Returns what happened to every row. A new
+    subscriber gets the file's frequency; an existing one keeps their own choice."""
     report = ImportReport()
     now = now or utcnow()
     rows = _parse_rows(path, settings, report)
@@ -259,13 +306,17 @@ def import_csv(store: Store, settings: Settings, path: Path, *, now: datetime | 
     if new:
         try:
             report.added += store.add_subscribers_bulk(
-                [{"email": r.email, "name": r.name, "status": r.status, "source": "import"} for r in new], now=now
+                [
+                    {"email": r.email, "name": r.name, "status": r.status, "source": "import", "frequency": r.frequency}
+                    for r in new
+                ],
+                now=now,
             )
         except IntegrityError:
             # Someone subscribed one of these addresses while we were reading: go row by row.
             for row in new:
                 try:
-                    store.add_subscriber(row.email, row.name, row.status, "import", now=now)
+                    store.add_subscriber(row.email, row.name, row.status, "import", frequency=row.frequency, now=now)
                     report.added += 1
                 except SubscriberExists as race:
                     _merge(store, report, path, row, race.existing, now)
@@ -339,6 +390,7 @@ def export_csv(store: Store, path: Path, *, status: str | None = None) -> int:
                     _iso(sub.created_at),
                     _iso(sub.confirmed_at),
                     _iso(sub.unsubscribed_at),
+                    sub.frequency,
                 ]
             )
             count += 1

@@ -1,4 +1,4 @@
-"""Signed, short, URL-safe tokens: unsubscribe and confirm links, CSRF and session cookies.
+"""Signed, short, URL-safe tokens: unsubscribe, confirm and manage links, CSRF and session cookies.
 
 One signer for all of them: itsdangerous's ``TimestampSigner``, keyed per purpose
 (its salt), so a token for one purpose never passes for another. Its signature is
@@ -42,8 +42,11 @@ from pipeline.errors import PipelineError
 
 SECRET_ENV = "PIPELINE_SECRET"
 SECRET_FILE = "secret"
-PURPOSES = ("unsubscribe", "confirm")  # subscriber tokens; other purposes sign cookies
+PURPOSES = ("unsubscribe", "confirm", "manage")  # subscriber tokens; other purposes sign cookies
 CONFIRM_MAX_AGE = timedelta(days=7)
+# A "manage your e-mail" link changes what someone gets, so it does not work for ever
+# like unsubscribe: every e-mail (weekly at least) carries a fresh one.
+MANAGE_MAX_AGE = timedelta(days=90)
 _MAC_BYTES = 16  # version 1
 _SIGNATURE_BYTES = 15  # version 2: 120 bits, 20 base64url characters with no spare bits
 VERSION = "v2"
@@ -250,11 +253,14 @@ def read_token(
     """The subscriber id in a valid token (either version); ``TokenError`` otherwise.
 
     ``max_age`` defaults to none for unsubscribe (a link in an old e-mail must keep
-    working, as RFC 8058 and the law expect) and to ``CONFIRM_MAX_AGE`` for confirm.
+    working, as RFC 8058 and the law expect), to ``CONFIRM_MAX_AGE`` for confirm and to
+    ``MANAGE_MAX_AGE`` for manage.
     """
     subscriber_id, issued = _read(purpose, token, secret)
     if max_age is None and purpose == "confirm":
         max_age = CONFIRM_MAX_AGE
+    if max_age is None and purpose == "manage":
+        max_age = MANAGE_MAX_AGE
     now = now or datetime.now(UTC)
     issued_at = datetime.fromtimestamp(issued, UTC)
     if issued_at > now + _CLOCK_SKEW:

@@ -351,10 +351,16 @@ class CampaignRun:
 
     def _message(self, claim: Claim) -> bytes:
         token = make_token("unsubscribe", claim.subscriber_id, self.secret, self.campaign.issued_at)
+        manage = (
+            make_token("manage", claim.subscriber_id, self.secret, self.campaign.issued_at)
+            if self.template.has_manage_link
+            else None
+        )
         return self.template.personalise_wire(
             to_address=claim.email,
             to_name=claim.name,
             token=token,
+            manage_token=manage,
             message_id=message_id_for(self.campaign.id, claim.subscriber_id, self.template.from_domain),
             date=datetime.now(UTC).replace(microsecond=0),
         )

@@ -56,6 +56,7 @@ def sample_message(settings: Settings, newsletter: Newsletter) -> tuple[bytes, D
         to_address=PREVIEW_ADDRESS,
         to_name="Sample Subscriber",
         token=make_token("unsubscribe", 1, _SAMPLE_SECRET, newsletter.date),
+        manage_token=make_token("manage", 1, _SAMPLE_SECRET, newsletter.date),
         message_id=message_id_for(0, 1, template.from_domain),
         date=newsletter.date,
     )
@@ -168,8 +169,8 @@ def _check_body(parsed: EmailMessage, raw: bytes, settings: Settings, problems: 
             problems.append(
                 f"the HTML is {size / 1024:.0f} KB, over {limit / 1024:.0f} KB: Gmail clips it and hides the footer"
             )
-    if urls.TOKEN_PLACEHOLDER.encode() in raw:
-        problems.append("an unsubscribe token placeholder was left in the message")
+    if urls.TOKEN_PLACEHOLDER.encode() in raw or urls.MANAGE_PLACEHOLDER.encode() in raw:
+        problems.append("an unsubscribe or manage token placeholder was left in the message")
     clinic = settings.clinic
     unsubscribe = urls.unsubscribe_url(settings, "")
     for label, body in (("plain-text", text), ("HTML", html.unescape(markup))):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from datetime import datetime
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
@@ -30,6 +31,9 @@ if TYPE_CHECKING:  # dkimpy (and its DNS resolver) load only when a send actuall
     from pipeline.mail.dkim import DkimSigner
 
 PLACEHOLDER = urls.TOKEN_PLACEHOLDER.encode("ascii")
+MANAGE_PLACEHOLDER = urls.MANAGE_PLACEHOLDER.encode("ascii")
+# Either placeholder, captured: splitting on it keeps which one stood where.
+_PLACEHOLDERS = re.compile(b"(" + re.escape(PLACEHOLDER) + b"|" + re.escape(MANAGE_PLACEHOLDER) + b")")
 
 
 class WireMessage(bytes):
@@ -154,14 +158,18 @@ class MessageTemplate:
             + _part("text/html", html)
             + f"--{boundary}--\r\n".encode()
         )
-        self._segments = raw.split(PLACEHOLDER)
-        _check_placeholders(raw, self._segments)
+        pieces = _PLACEHOLDERS.split(raw)
+        self._segments = pieces[0::2]
+        # Which token goes between two segments: True for the manage token. A campaign
+        # frozen before manage links has none, and takes the plain join.
+        self._manage_at = [piece == MANAGE_PLACEHOLDER for piece in pieces[1::2]]
+        self.has_manage_link = any(self._manage_at)
+        _check_placeholders(raw, self._segments, self._manage_at.count(False))
         self.from_domain = news.from_domain
         self._date: tuple[datetime, str] | None = None
 
     def _head(self, to_address: str, to_name: str | None, token: str, message_id: str, date: datetime) -> bytes:
-        if not token or not token.isascii() or not token.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise ValueError("token must be URL-safe base64 characters and dots only")
+        _check_token(token)
         name = _clean_header_value(to_name) if to_name else ""
         # formataddr encodes a non-ASCII name (RFC 2047) but refuses a non-ASCII address,
         # which is legal with SMTPUTF8: format around an ASCII stand-in, then put it back.
@@ -178,26 +186,61 @@ class MessageTemplate:
             f"List-Unsubscribe: <{urls.unsubscribe_url(self.settings, token)}>\r\n"
         ).encode()
 
+    def _join(self, segments: list[bytes], token: str, manage_token: str | None) -> bytes:
+        """The segments with each placeholder replaced by its token."""
+        if not self.has_manage_link:
+            return token.encode("ascii").join(segments)
+        if manage_token is None:
+            raise ValueError("this newsletter has a 'manage your e-mail' link: give its manage_token")
+        _check_token(manage_token)
+        tokens = (token.encode("ascii"), manage_token.encode("ascii"))
+        out = [segments[0]]
+        for manage, segment in zip(self._manage_at, segments[1:], strict=True):
+            out += (tokens[manage], segment)
+        return b"".join(out)
+
     def personalise(
-        self, *, to_address: str, to_name: str | None, token: str, message_id: str, date: datetime
+        self,
+        *,
+        to_address: str,
+        to_name: str | None,
+        token: str,
+        message_id: str,
+        date: datetime,
+        manage_token: str | None = None,
     ) -> bytes:
-        """The complete message for one recipient, ready for SMTP ``DATA``."""
+        """The complete message for one recipient, ready for SMTP ``DATA``. ``token``
+        unsubscribes, ``manage_token`` opens their "manage your e-mail" page."""
         head = self._head(to_address, to_name, token, message_id, date)
-        body = token.encode("ascii").join(self._segments)
+        body = self._join(self._segments, token, manage_token)
         if self.signer is not None:
             return self.signer.sign(head + body)
         return head + body
 
     def personalise_wire(
-        self, *, to_address: str, to_name: str | None, token: str, message_id: str, date: datetime
+        self,
+        *,
+        to_address: str,
+        to_name: str | None,
+        token: str,
+        message_id: str,
+        date: datetime,
+        manage_token: str | None = None,
     ) -> WireMessage:
         """``personalise`` in SMTP DATA form (see ``WireMessage``), for the send loop."""
         if self.signer is not None:  # DKIM signs the message, not its wire form
             return to_wire(
-                self.personalise(to_address=to_address, to_name=to_name, token=token, message_id=message_id, date=date)
+                self.personalise(
+                    to_address=to_address,
+                    to_name=to_name,
+                    token=token,
+                    message_id=message_id,
+                    date=date,
+                    manage_token=manage_token,
+                )
             )
         head = self._head(to_address, to_name, token, message_id, date)
-        return WireMessage(head + token.encode("ascii").join(self._wire_segments))
+        return WireMessage(head + self._join(self._wire_segments, token, manage_token))
 
     @functools.cached_property
     def _wire_segments(self) -> list[bytes]:
@@ -216,29 +259,36 @@ class MessageTemplate:
             token=urls.TOKEN_PLACEHOLDER,
             message_id=f"<preview.{self.newsletter.key}@{self.from_domain}>",
             date=self.newsletter.date,
+            manage_token=urls.MANAGE_PLACEHOLDER,
         )
 
 
-def _check_placeholders(raw: bytes, segments: list[bytes]) -> None:
+def _check_token(token: str) -> None:
+    if not token or not token.isascii() or not token.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError("token must be URL-safe base64 characters and dots only")
+
+
+def _check_placeholders(raw: bytes, segments: list[bytes], occurrences: int) -> None:
     """The unsubscribe placeholder must sit whole in the text and the HTML part, and
-    no piece of it may survive elsewhere (a wrapped or encoded copy would reach the
-    subscriber as a dead link). Checked once per campaign, not per message."""
-    occurrences = len(segments) - 1
+    no piece of it (or of the manage link's) may survive elsewhere (a wrapped or encoded
+    copy would reach the subscriber as a dead link). Checked once per campaign, not per
+    message."""
     if occurrences < 2:
         raise PipelineError(
             f"the newsletter has {occurrences} unsubscribe link(s) where the text and HTML parts need one each",
             field="template",
             hint="keep {{ unsubscribe_url }} in both newsletter templates",
         )
-    head = PLACEHOLDER[: len(PLACEHOLDER) // 2]
-    tail = PLACEHOLDER[len(PLACEHOLDER) // 2 :]
-    for segment in segments:
-        if head in segment or tail in segment:
-            raise PipelineError(
-                "an unsubscribe link placeholder was split or encoded in the message",
-                field="template",
-                hint="the token placeholder must not be wrapped or encoded",
-            )
+    for placeholder in (PLACEHOLDER, MANAGE_PLACEHOLDER):
+        head = placeholder[: len(placeholder) // 2]
+        tail = placeholder[len(placeholder) // 2 :]
+        for segment in segments:
+            if head in segment or tail in segment:
+                raise PipelineError(
+                    "an unsubscribe or manage link placeholder was split or encoded in the message",
+                    field="template",
+                    hint="the token placeholder must not be wrapped or encoded",
+                )
     if raw.count(b"\r\n") != raw.count(b"\n"):
         raise PipelineError("the message has bare line feeds", field="template")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pipeline.channels.newsletter import Newsletter
@@ -49,15 +50,33 @@ class DeliveryAborted(PipelineError):
 # --- campaigns --------------------------------------------------------------------------
 
 
+def digests_on(settings: Settings) -> bool:
+    """Whether subscribers' choice of frequency applies: only while a digest is
+    scheduled. Without one, everybody gets each article (a digest reader is never left
+    with nothing)."""
+    return settings.scheduler.digest_cron is not None
+
+
 def start_campaign(
     store: Store, settings: Settings, newsletter: Newsletter, *, kind: str | None = None, now: datetime | None = None
 ) -> int:
-    """The campaign for ``newsletter`` with one pending delivery per active subscriber,
-    created in one transaction. The same newsletter key gives the same campaign and
-    no new rows, so calling this twice (a job that fires twice) is harmless."""
+    """The campaign for ``newsletter`` with one pending delivery per active subscriber
+    (of an article: per subscriber who gets each article, the article owed to the
+    others' next digest, while digests are on), created in one transaction. The same
+    newsletter key gives the same campaign and no new rows, so calling this twice (a
+    job that fires twice) is harmless."""
     MessageTemplate(newsletter, settings)  # a broken template fails here, before any row exists
     kind = kind or ("digest" if newsletter.key.startswith("digest-") else "post")
-    campaign, _created = store.create_campaign(newsletter.key, kind, newsletter.subject, newsletter.to_json(), now=now)
+    split = kind == "post" and digests_on(settings)
+    campaign, _created = store.create_campaign(
+        newsletter.key,
+        kind,
+        newsletter.subject,
+        newsletter.to_json(),
+        audience="each" if split else "all",
+        owed_slug=newsletter.key if split else None,
+        now=now,
+    )
     return campaign.id
 
 
@@ -65,14 +84,15 @@ def deliver(
     store: Store,
     settings: Settings,
     transport: Transport,
-    campaign_id: int | None = None,
+    campaign_id: int | Sequence[int] | None = None,
     progress: ProgressCallback | None = None,
     *,
     wait_for_retries: bool = True,
     resume_paused: bool = False,
     force: bool = False,
 ) -> Summary:
-    """Send what is pending: of one campaign, or of every unfinished one (resume).
+    """Send what is pending: of one campaign (or several: a digest's), or of every
+    unfinished one (resume).
 
     With ``wait_for_retries`` the run waits for deferred (4xx) deliveries to come due
     and ends when every delivery is final; without, it returns once only deferred
@@ -86,10 +106,12 @@ def deliver(
     if campaign_id is None:
         todo = [c for c in store.list_campaigns(unfinished=True) if resume_paused or c.status != "paused"]
     else:
-        campaign = store.get_campaign(campaign_id)
-        if campaign is None:
-            raise PipelineError(f"no campaign with id {campaign_id}", field="campaign")
-        todo = [campaign]
+        todo = []
+        for wanted in [campaign_id] if isinstance(campaign_id, int) else campaign_id:
+            campaign = store.get_campaign(wanted)
+            if campaign is None:
+                raise PipelineError(f"no campaign with id {wanted}", field="campaign")
+            todo.append(campaign)
     if not todo:
         return summary
     secret = load_secret(settings)
@@ -131,13 +153,15 @@ def send_test(
     now = now or datetime.now(UTC)
     proof = dataclasses.replace(newsletter, subject=f"[Proof] {newsletter.subject}")
     template = MessageTemplate(proof, settings, signer=DkimSigner.from_settings(settings))
-    # Subscriber id 0 belongs to nobody: the proof's unsubscribe link works as a link
-    # and unsubscribes no one.
-    token = make_token("unsubscribe", 0, load_secret(settings), now)
+    # Subscriber id 0 belongs to nobody: the proof's unsubscribe and manage links work
+    # as links and change no one's subscription.
+    secret = load_secret(settings)
+    token = make_token("unsubscribe", 0, secret, now)
     message = template.personalise(
         to_address=address,
         to_name=None,
         token=token,
+        manage_token=make_token("manage", 0, secret, now),
         message_id=f"<proof.{int(now.timestamp())}.{newsletter.key}@{template.from_domain}>",
         date=now,
     )

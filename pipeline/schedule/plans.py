@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.ledger.store import Store
+from pipeline.mail.sender import digests_on
 from pipeline.schedule.gate import decide
 from pipeline.schedule.when import local
 from pipeline.site.build import find_post
@@ -29,6 +30,7 @@ class SendPlan:
     recipients: int  # active subscribers now, or the deliveries left in a campaign to continue
     continues: int | None = None  # the unfinished campaign it would continue
     done: str | None = None  # why there is nothing to send
+    in_digest: int = 0  # active subscribers who get it in their next digest instead (digests on)
 
 
 def plan_send(settings: Settings, store: Store, slug: str, now: datetime) -> SendPlan:
@@ -63,4 +65,7 @@ def plan_send(settings: Settings, store: Store, slug: str, now: datetime) -> Sen
             "held": f"a clinician approves it with `pipeline approve {slug} --by NAME`",
         }.get(decision.status)
         raise PipelineError(f"{slug} cannot be sent: {decision.reason}", path=post.path, field="send", hint=hint)
+    if digests_on(settings):
+        groups = store.count_frequencies()
+        return SendPlan(slug, post.title, post.subject, post.date, groups["each"], in_digest=groups["digest"])
     return SendPlan(slug, post.title, post.subject, post.date, store.count_subscribers()["active"])

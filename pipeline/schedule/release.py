@@ -66,6 +66,8 @@ class Release:
     campaign_id: int | None = None
     delivery: Summary | None = None
     errors: list[str] = field(default_factory=list)
+    # A digest's campaigns, one per group of subscribers owed the same articles (the first is campaign_id).
+    campaign_ids: tuple[int, ...] = ()
 
     @property
     def done(self) -> bool:

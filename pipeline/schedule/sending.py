@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from pipeline.config import Settings
 from pipeline.ledger.store import Store
@@ -13,7 +14,7 @@ log = logging.getLogger("pipeline.release")
 
 
 def deliver_campaign(
-    settings: Settings, store: Store, transport: Transport | None, campaign_id: int, what: str
+    settings: Settings, store: Store, transport: Transport | None, campaign_id: int | Sequence[int], what: str
 ) -> Summary:
     """Send a release's newsletter now (``what``: its slug or digest key, for the log)."""
     transport = transport or transport_from_spec(settings.delivery.transport, settings)
@@ -32,7 +33,7 @@ def deliver_and_log(
     store: Store,
     settings: Settings,
     transport: Transport,
-    campaign_id: int | None,
+    campaign_id: int | Sequence[int] | None,
     what: str,
     *,
     stopped_prefix: str,

@@ -13,6 +13,8 @@ Public routes
     POST /confirm/{token}        pending -> active, then a welcome page; no other field needed
     GET  /unsubscribe/{token}    one button; changes nothing (mail scanners prefetch links)
     POST /unsubscribe/{token}    RFC 8058 one-click: body ``List-Unsubscribe=One-Click``
+    GET  /manage/{token}         how often they are mailed, a button per choice; changes nothing
+    POST /manage/{token}         the new choice (each article, or the weekly digest), shown at once
     GET  /archive/               sent newsletters, newest first
     GET  /archive/{slug}         a newsletter's web version, as built into ``out/archive/``
     GET  /archive/{slug}.png     a post's share card (og:image), drawn when first asked for
@@ -43,7 +45,7 @@ from pipeline.config import Settings
 from pipeline.ledger.store import Store
 from pipeline.ledger.tokens import load_secret
 from pipeline.mail.transports import Transport, transport_from_spec
-from pipeline.web import archive, public
+from pipeline.web import archive, manage, public
 from pipeline.web.csrf import CSRF_COOKIE
 from pipeline.web.desk.routes import desk_routes
 from pipeline.web.logs import RedactTokens, install_log_redaction, redact
@@ -77,6 +79,7 @@ def public_routes() -> list[BaseRoute]:
             by_method(get=public.unsubscribe_page, post=public.unsubscribe),
             methods=["GET", "POST"],
         ),
+        Route("/manage/{token}", by_method(get=manage.manage_page, post=manage.manage), methods=["GET", "POST"]),
         Route("/archive/", archive.archive_index, methods=["GET"]),
         Route("/archive", archive.archive_redirect, methods=["GET"]),
         Route("/archive/{slug}", archive.archive_page, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""Tokens never reach a log: ``/confirm/...`` and ``/unsubscribe/...`` are scrubbed
+"""Tokens never reach a log: ``/confirm/...``, ``/unsubscribe/...`` and ``/manage/...`` are scrubbed
 from every record, uvicorn's access log included."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import logging
 import re
 from collections.abc import Mapping
 
-_TOKEN_PATH = re.compile(r"(/(?:unsubscribe|confirm)/)[^\s/?#\"']+")
+_TOKEN_PATH = re.compile(r"(/(?:unsubscribe|confirm|manage)/)[^\s/?#\"']+")
 
 
 def redact(text: str) -> str:
-    """``/unsubscribe/<token>`` -> ``/unsubscribe/[redacted]`` (and the same for confirm)."""
+    """``/unsubscribe/<token>`` -> ``/unsubscribe/[redacted]`` (and the same for confirm and manage)."""
     return _TOKEN_PATH.sub(r"\1[redacted]", text)
 
 

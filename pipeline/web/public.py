@@ -58,6 +58,7 @@ def form_page(
     status: int = 200,
     email: str = "",
     name: str = "",
+    frequency: str = "each",
     error: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Response:
@@ -70,6 +71,7 @@ def form_page(
         "honeypot_field": HONEYPOT_FIELD,
         "email": email,
         "name": name,
+        "frequency": frequency,
         "error": error,
         "max_email": MAX_EMAIL_LENGTH,
         "max_name": MAX_NAME_LENGTH,
@@ -94,6 +96,8 @@ async def subscribe(request: Request) -> Response:
     form = await web.read_form(request)
     email = str(form.get("email") or "").strip()
     name = str(form.get("name") or "").strip()
+    # Each article unless they chose the digest: anything else is the default, not an error.
+    frequency = "digest" if text_field(form.get("frequency")) == "digest" else "each"
     if not web.csrf.check(request.cookies.get(CSRF_COOKIE), text_field(form.get(CSRF_FIELD))):
         return form_page(
             web,
@@ -101,6 +105,7 @@ async def subscribe(request: Request) -> Response:
             status=403,
             email=email[:MAX_EMAIL_LENGTH],
             name=name[:MAX_NAME_LENGTH],
+            frequency=frequency,
             error="This form had expired. Please check your address and press Subscribe again.",
         )
     wait = web.client_limit.hit(client_address(request))
@@ -128,11 +133,13 @@ async def subscribe(request: Request) -> Response:
                 else "That does not look like a complete e-mail address. Please check it, e.g. name@example.com."
             )
     if problem:
-        return form_page(web, request, status=400, email=email[:MAX_EMAIL_LENGTH], name=name, error=problem)
+        return form_page(
+            web, request, status=400, email=email[:MAX_EMAIL_LENGTH], name=name, frequency=frequency, error=problem
+        )
     if web.address_limit.hit(email_key(address)) is not None:
         logger.info("subscribe: too many requests for one address; nothing sent")
         return check_inbox(web)
-    return check_inbox(web, BackgroundTask(run_in_threadpool, _subscribe_and_confirm, web, address, name))
+    return check_inbox(web, BackgroundTask(run_in_threadpool, _subscribe_and_confirm, web, address, name, frequency))
 
 
 def client_address(request: Request) -> str:
@@ -161,7 +168,7 @@ def check_inbox(web: WebState, background: BackgroundTask | None = None) -> Resp
     )
 
 
-def _subscribe_and_confirm(web: WebState, address: str, name: str) -> None:
+def _subscribe_and_confirm(web: WebState, address: str, name: str, frequency: str = "each") -> None:
     """After the response: record the request and send the confirmation e-mail."""
     try:
         existing = web.store.get_subscriber_by_email(address)
@@ -169,7 +176,11 @@ def _subscribe_and_confirm(web: WebState, address: str, name: str) -> None:
             # Nothing to do, and nothing to change: a stranger's form must not set the name.
             logger.info("subscribe: subscriber %d is already active; nothing sent", existing.id)
             return
-        result = add_subscriber(web.store, web.settings, address, clean_name(name), confirm=True, source="web")
+        # A new subscriber gets the form's choice; an existing one keeps theirs (a
+        # stranger's form changes nothing for them).
+        result = add_subscriber(
+            web.store, web.settings, address, clean_name(name), confirm=True, source="web", frequency=frequency
+        )
         if not result.needs_confirmation:
             logger.info("subscribe: subscriber %d is already active; nothing sent", result.subscriber.id)
             return

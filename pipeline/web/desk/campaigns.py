@@ -23,6 +23,13 @@ from pipeline.web.state import WebState, web_state
 
 logger = logging.getLogger("pipeline.web.desk")
 
+# Which group a campaign went to, in words (campaigns.audience; None before 0008: "all").
+AUDIENCES = {
+    "all": "every active subscriber",
+    "each": "subscribers who get each article (the others get it in their weekly digest)",
+    "digest": "weekly digest readers (each gets the articles they have not had)",
+}
+
 
 class Sends:
     """Deliveries running in background threads, by campaign id."""
@@ -87,5 +94,5 @@ async def campaigns_page(request: Request, staff: StaffMember) -> Response:
     running = sends.running()
     rows = await run_in_threadpool(_campaigns, web, running)
     unfinished = any(row["campaign"].status != "finished" for row in rows)  # type: ignore[attr-defined]
-    context = {"title": "Campaigns", "rows": rows, "refresh": bool(running) or unfinished}
+    context = {"title": "Campaigns", "rows": rows, "refresh": bool(running) or unfinished, "audiences": AUDIENCES}
     return desk_page(request, staff, "campaigns.html", context)

@@ -44,7 +44,9 @@ def _preview(web: WebState, slug: str) -> dict[str, object]:
         "when": when(web, post.date),
         "sender": formataddr((news.from_name, news.from_address)),
         "newsletter": newsletter,
-        "text_part": newsletter.text.replace(urls.TOKEN_PLACEHOLDER, "(each subscriber's own link)"),
+        "text_part": newsletter.text.replace(urls.TOKEN_PLACEHOLDER, "(each subscriber's own link)").replace(
+            urls.MANAGE_PLACEHOLDER, "(each subscriber's own link)"
+        ),
         "snippets": [snippets[p] for p in PLATFORMS],
         "feed_item": (feed.get("items") or [None])[0],
     }
@@ -69,7 +71,7 @@ async def framed(request: Request, staff: StaffMember) -> Response:
         if part in ("email", "web"):
             newsletter = await run_in_threadpool(_newsletter, web, slug)
             html = newsletter.html if part == "email" else newsletter.web_html
-            html = html.replace(urls.TOKEN_PLACEHOLDER, "preview")
+            html = html.replace(urls.TOKEN_PLACEHOLDER, "preview").replace(urls.MANAGE_PLACEHOLDER, "preview")
         elif part == "feed":
             item = (await run_in_threadpool(_preview, web, slug))["feed_item"]
             html = f"<!doctype html><meta charset='utf-8'><title>Feed entry</title>{item['content_html'] if isinstance(item, dict) else ''}"

@@ -20,6 +20,7 @@ from pipeline.web.desk.pages import desk_page, see, when
 from pipeline.web.state import WebState, text_field, web_state
 
 SEARCH_LIMIT = 50
+FREQUENCY_WORDS = {"each": "each article", "digest": "weekly digest"}
 
 
 def _search(web: WebState, text: str) -> list[Subscriber]:
@@ -53,6 +54,9 @@ def _page(request: Request, staff: StaffMember, *, status: int = 200, **extra: o
     context = {
         "title": "Subscribers",
         "counts": web.store.count_subscribers(),
+        "groups": web.store.count_frequencies(),
+        "frequency_words": FREQUENCY_WORDS,
+        "digest_on": web.settings.scheduler.digest_cron is not None,
         "lost": _recently_lost(web),
         "dates": {s.id: when(web, s.status_changed_at) for s in results or [] if s.status_changed_at},
         "query": query,
