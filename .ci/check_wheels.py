@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE_ONLY = ("feedgen", "dkimpy")
 PYTHONS = ("3.11", "3.12", "3.13")
 ARCHES = ("x86_64", "aarch64")
-GLIBCS = ("2014", "_2_28", "_2_31", "_2_34", "_2_36")  # manylinux2014 .. Debian 12/13, Ubuntu 24.04
+# A Debian 12 server (glibc 2.36) takes a wheel for any glibc up to its own: pip given
+# --platform takes exactly the tags named, so every manylinux version up to 2.36 is named
+# (css-inline's aarch64 wheels are manylinux_2_24, for one).
+GLIBCS = ("2014", *(f"_2_{minor}" for minor in range(17, 37)))
 
 
 def pip(*args: str) -> None:
