@@ -82,7 +82,7 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
         log.info("catching up: %d post(s) whose time passed long ago (backfill)", len(backfill))
         release.release_posts(
             settings, [p.slug for p in backfill], now, store=store, transport=rt.transport,
-            jobs=None if startup else 1,
+            jobs=None if startup else 1, index=rt.index,
         )  # fmt: skip
 
     for slug, post in sorted(wanted.items(), key=lambda item: item[1].date):
