@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from apscheduler.jobstores.base import JobLookupError
@@ -57,7 +57,7 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
     # queue it a second time).
     active = set(rt.active)
     jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(RELEASE_PREFIX)}
-    released = store.list_releases()
+    released = store.released_slugs()
     held = store.list_holds()
     first_run = store.first_run_at(now)
     wanted: dict[str, Post] = {}
@@ -130,7 +130,7 @@ def _why_gone(
     slug: str,
     posts: list[Post],
     errors: list[PipelineError],
-    released: Mapping[str, object],
+    released: Collection[str],
     held: Mapping[str, object],
 ) -> str:
     post = next((p for p in posts if p.slug == slug), None)

@@ -7,10 +7,12 @@ feeds, the social queue and the digest are rendered when what they are made of
 changed, and written only where their bytes changed. A large build renders on every
 core (``pipeline.site.worker``).
 
-A build normally lists every post file. Given the scheduler's cache and ``only`` (the
-files of the posts it releases), it looks at those files alone and trusts the cache,
-which the scheduler's rescans keep fresh, for the rest: a release then costs the same
-whatever the archive holds.
+A build lists every post file and looks at every entry of the cache. Given the
+scheduler's cache and ``only`` (the files of the posts it releases), it looks at those
+files alone and at the entries they and the clock touch: posts that fell due or left
+the social queue since the last build, those that share a slug with them, those a
+rescan changed. The cache, which the scheduler's rescans keep fresh, stands for the
+rest, so a release costs the same whatever the archive holds.
 
 Every file is written into a staging folder and published with the others once all
 are made (``pipeline.site.publish``): a build that fails leaves out/ as it was.
@@ -19,24 +21,23 @@ are made (``pipeline.site.publish``): a build that fails leaves out/ as it was.
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-
-import jinja2
 
 from pipeline.channels.templating import templates_fingerprint
 from pipeline.config import Settings
-from pipeline.content.posts import Post, drop_clashing
+from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
 from pipeline.site import plan
 from pipeline.site.cache import CacheEntry, PostCache, existing_outputs, tree_stamp
-from pipeline.site.loading import display, find_post, full_posts, load_posts
-from pipeline.site.plan import ApprovalGate, ArchiveKeeper, by_date, is_live
+from pipeline.site.catalog import Catalog
+from pipeline.site.loading import find_post, full_posts, load_posts
+from pipeline.site.plan import ApprovalGate, ArchiveKeeper, is_live
 from pipeline.site.publish import Staging, build_lock, recover, stage_fault
-from pipeline.site.worker import Made, Run, Task, run_tasks
+from pipeline.site.rendering import Rendered, render_clash_keepers, render_tasks
+from pipeline.site.shared import Shared
 
 if TYPE_CHECKING:
     from pipeline.channels.newsletter import Newsletter
@@ -46,6 +47,9 @@ __all__ = ["ApprovalGate", "ArchiveKeeper", "BuildResult", "build", "find_post",
 
 @dataclass
 class BuildResult:
+    """What a build did. A build of ``only`` some files reports on their posts alone in
+    ``posts``, ``released``, ``queued``, ``withheld`` and ``errors``."""
+
     posts: list[Post]  # every valid post, bodies stripped
     released: list[Post]
     queued: list[Post]
@@ -56,7 +60,7 @@ class BuildResult:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # archive pages of mailed posts that are no longer published
-    checked: int = 0  # post files looked at (listed and compared with the cache)
+    checked: int = 0  # post files looked at (compared with the cache)
     # The newsletters of the posts named in ``build(newsletters=...)`` that this build
     # rendered in its own process, from exactly the bytes its ``posts`` were parsed from.
     newsletters: dict[str, Newsletter] = field(default_factory=dict)
@@ -87,6 +91,7 @@ def build(
 
     ``cache``: a post cache kept in memory (the scheduler's), else the one in state/ is
     read. ``only``: look at these post files alone and trust ``cache`` for the others.
+    ``newsletters``: slugs whose newsletters to hand back (``BuildResult.newsletters``).
     Raises a ``PipelineError`` (a ``FileFault`` for a full or read-only disk) when the
     build cannot finish; out/ is then exactly as it was.
     """
@@ -97,256 +102,274 @@ def build(
         cache.current()
         staging = Staging(settings.out_dir)
         try:
-            return _build(settings, now, staging, cache, only, jobs, on_progress, gate, keeper, newsletters)
+            return _Build(settings, now, staging, cache, gate, keeper).run(only, jobs, on_progress, newsletters)
         except BaseException:
             staging.discard()
+            cache.catalog = None  # it may have been updated for entries the cache never adopted
             raise
 
 
-@dataclass
-class _Rendered:
-    """What the build's own process keeps of the posts it rendered."""
+class _Build:
+    """One build's steps, over the cache keys it looks at: every key, or those ``only`` touches."""
 
-    paths: set[str] = field(default_factory=set)
-    newest: dict[str, Post] = field(default_factory=dict)  # whole posts that may be in the feeds
-    newsletters: dict[str, Newsletter] = field(default_factory=dict)
+    def __init__(
+        self,
+        settings: Settings,
+        now: datetime,
+        staging: Staging,
+        cache: PostCache,
+        gate: ApprovalGate | None,
+        keeper: ArchiveKeeper | None,
+    ) -> None:
+        self.settings, self.now, self.staging, self.cache, self.gate, self.keeper = (
+            settings, now, staging, cache, gate, keeper,
+        )  # fmt: skip
+        self.fingerprint = templates_fingerprint(settings)
+        cache.use_templates(self.fingerprint)
+        self.previous = cache.entries
+        self.tree = tree_stamp(settings.out_dir)
+        self.listed = not (self.tree and self.tree == cache.tree)  # out/ changed (or is new) since the last build
+        self.staged: set[str] = set()
 
-
-def _build(
-    settings: Settings,
-    now: datetime,
-    staging: Staging,
-    cache: PostCache,
-    only: Sequence[str] | None,
-    jobs: int | None,
-    on_progress: Callable[[int, int], None] | None,
-    gate: ApprovalGate | None,
-    keeper: ArchiveKeeper | None,
-    want: Collection[str],
-) -> BuildResult:
-    out_dir = settings.out_dir
-    fingerprint = templates_fingerprint(settings)
-    cache.use_templates(fingerprint)
-    previous = cache.entries
-    tree = tree_stamp(out_dir)
-    listed = not (tree and tree == cache.tree)  # out/ changed (or is new) since the last build
-    existing = existing_outputs(out_dir) if listed else cache.claimed()
-    work = _look(settings, cache, only, existing, now, gate)
-    entries = work.entries
-
-    made = _render(settings, now, gate, staging, cache.environment, entries, work.tasks, jobs, on_progress, want)
-    staged = {rel for key in made.paths for rel in entries[key].outputs}  # before the outputs of clashes are dropped
-
-    def stage(rel: str, data: bytes) -> None:
+    def stage(self, rel: str, data: bytes) -> None:
         try:
-            staging.write(rel, data)
+            self.staging.write(rel, data)
         except OSError as exc:
-            raise stage_fault(exc, out_dir, rel) from None
-        staged.add(rel)
+            raise stage_fault(exc, self.settings.out_dir, rel) from None
+        self.staged.add(rel)
 
-    valid, clashes = drop_clashing([e.post for e in entries.values() if e.post is not None and e.error is None])
-    clashing = {str(e.path) for e in clashes}
-    errors = [e.error for e in entries.values() if e.error is not None] + clashes
-    valid.sort(key=by_date)
-    released = [p for p in valid if is_live(p, now, gate)]
-    withheld = [p for p in valid if p.is_released(now) and not is_live(p, now, gate)]
-    queued = [p for p in valid if not p.draft and p.date > now and (gate is None or gate.allows(p))]
+    def run(
+        self,
+        only: Sequence[str] | None,
+        jobs: int | None,
+        on_progress: Callable[[int, int], None] | None,
+        want: Collection[str],
+    ) -> BuildResult:
+        settings, cache, now = self.settings, self.cache, self.now
+        whole = only is None or self.listed or cache.built_at is None
+        # What out/ holds: listed when it changed behind our back, else what the cache says.
+        existing = existing_outputs(settings.out_dir) if self.listed else cache.claimed() if whole else None
+        files = plan.list_post_files(settings.posts_dir) if only is None else plan.stat_post_files(only)
+        looked = plan.look(self.previous, files, whole=only is None)
+        entries = looked.entries
+        catalog = None if whole else cache.catalog or Catalog.of(self.previous)
+        keys = (
+            set(entries) | set(looked.reread) | set(looked.gone) if catalog is None else self._touched(looked, catalog)
+        )
 
-    outputs, written = _published(entries, clashing, made.paths, now, gate)
-    _render_clash_keepers(settings, entries, made.paths, clashing, released, cache.environment, stage)
+        tasks = list(self._tasks(looked, keys, existing))
+        made = render_tasks(
+            settings, now, self.gate, self.staging, cache.environment, entries, tasks, jobs, on_progress, want
+        )
+        self.staged = {rel for key in made.paths for rel in entries[key].outputs}
+        if catalog is None:
+            catalog = Catalog.of(entries)
+        else:
+            for key in keys:
+                catalog.update(key, entries.get(key))
+        written = self._decide(entries, catalog, keys, made)
+        render_clash_keepers(settings, entries, catalog, made.paths, cache.environment, self.stage, now, self.gate)
+        shared, shared_key = self._shared(entries, catalog, made, existing)
+        written += shared.written
+        shared_set = set(shared.outputs)
 
-    keys = {e.post.path: key for key, e in entries.items() if e.post is not None}
-    shared_plan = plan.shared_plan(settings, released, queued, now)
-    digests = {e.post.path: e.digest for e in entries.values() if e.post is not None}
-    shared_key = plan.shared_key(fingerprint, shared_plan, digests, _digest_name(shared_plan, now, settings))
-    feed_keys = cache.feed_keys
-    if shared_key == cache.shared_key and existing.issuperset(cache.shared_outputs):
-        shared = list(cache.shared_outputs)  # nothing they depend on changed: not even rendered
-    else:
+        def published(rel: str) -> bool:
+            return catalog.claims[rel] > 0 or rel in shared_set
+
+        candidates = existing if existing is not None else self._maybe_stale(keys)
+        removed = sorted(rel for rel in candidates if plan.is_ours(rel) and not published(rel))
+        kept = plan.keep_mailed_pages(
+            settings.out_dir, removed, self.keeper, published, restore=self.listed, stage=self.stage
+        )
+        removed = [rel for rel in removed if rel not in kept]
+        self._forget_old_snippets(entries, entries.keys() if whole else keys)
+        self._finish(entries, catalog, keys, whole, shared, shared_key, published, removed, kept)
+        errors = [shared.error] if shared.error is not None else []
+        result = self._result(entries, catalog, None if only is None else looked.looked, errors)
+        result.rendered, result.reused = len(made.paths), len(entries) - len(made.paths)
+        result.written, result.removed, result.kept = sorted(set(written)), removed, kept
+        result.checked, result.newsletters = len(files), made.newsletters
+        return result
+
+    # --- which keys, which tasks ------------------------------------------------------------
+
+    def _touched(self, looked: plan.Look, catalog: Catalog) -> set[str]:
+        """The keys a build of a few files looks at: those files, those a rescan changed,
+        the posts that fell due or left the social queue since the last build, and every
+        post sharing a slug with one of them."""
+        cache, now = self.cache, self.now
+        assert cache.built_at is not None
+        keys = set(looked.looked) | set(looked.reread) | cache.dirty
+        earlier, later = sorted((cache.built_at, now))
+        keys.update(catalog.dated(earlier - timedelta(hours=self.settings.scheduler.backfill_hours), later))
+        slugs = {catalog.slug_of(key) for key in keys} | {
+            entry.post.slug for key in keys if (entry := self.previous.get(key)) is not None and entry.post is not None
+        }
+        keys |= catalog.slug_mates(slug for slug in slugs if slug is not None)
+        return keys
+
+    def _tasks(
+        self, looked: plan.Look, keys: Iterable[str], existing: set[str] | None
+    ) -> Iterable[tuple[str, tuple[int, int, int], bytes | None]]:
+        """The files to read: new and changed ones, and posts whose files are missing or
+        whose snippets the social queue needs."""
+        for path, (stamp, raw) in looked.reread.items():
+            yield path, stamp, raw
+        window = plan.queue_window(self.settings, self.now)
+        for key in keys:
+            entry = looked.entries.get(key)
+            if entry is None or entry.post is None or key in looked.reread:
+                continue
+            post = entry.post
+            missing = not entry.outputs or (existing is not None and not existing.issuperset(entry.outputs))
+            if missing and entry.error is None and is_live(post, self.now, self.gate):
+                yield key, entry.stat, None  # released, and its files are missing (or were never made)
+                continue
+            # Snippets are kept only for posts the social queue can still list (a post's
+            # date never moves back into the window).
+            if entry.snippets is None and plan.wants_snippets(post, window):
+                yield key, entry.stat, None
+
+    # --- what is published --------------------------------------------------------------
+
+    def _decide(self, entries: dict[str, CacheEntry], catalog: Catalog, keys: set[str], made: Rendered) -> list[str]:
+        """Which posts are published now: the entries of the others forget their files
+        (pruned below; made again once they are). Returns the files this build made."""
+        slugs = {entry.post.slug for key in keys if (entry := entries.get(key)) is not None and entry.post is not None}
+        keys |= catalog.slug_mates(slugs)  # a post that now shares a slug with a new file may lose it
+        written: list[str] = []
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            post = entry.post
+            if (
+                post is None
+                or entry.error is not None
+                or not catalog.keeps_slug(key, post)
+                or not is_live(post, self.now, self.gate)
+            ):
+                if entry.outputs:
+                    entries[key] = dataclasses.replace(entry, outputs=())
+                    catalog.update(key, entries[key])
+            elif key in made.paths:
+                written += entry.outputs
+        return written
+
+    def _shared(
+        self, entries: dict[str, CacheEntry], catalog: Catalog, made: Rendered, existing: set[str] | None
+    ) -> tuple[Shared, str]:
+        cache = self.cache
+        shared_plan = plan.shared_plan(self.settings, catalog, entries, self.now, self.gate)
+        key = plan.shared_key(self.fingerprint, shared_plan, entries, self._digest_name(shared_plan))
+        if key == cache.shared_key and (existing is None or existing.issuperset(cache.shared_outputs)):
+            return Shared(list(cache.shared_outputs), feed_keys=cache.feed_keys), key  # not even rendered
         from pipeline.site.shared import make_shared
 
-        made_shared = make_shared(
-            settings, cache.environment, shared_plan, entries, keys, made.newest, feed_keys, now, stage
-        )
-        if made_shared.error is not None:
-            errors.append(made_shared.error)
-        shared, feed_keys = made_shared.outputs, made_shared.feed_keys
-        written += made_shared.written
-    outputs.update(shared)
+        return make_shared(
+            self.settings, cache.environment, shared_plan, entries, made.newest, cache.feed_keys, self.now, self.stage
+        ), key
 
-    removed = sorted(rel for rel in existing - outputs if plan.is_ours(rel))
-    kept = plan.keep_mailed_pages(out_dir, removed, keeper, outputs, restore=listed, stage=stage)
-    removed = [rel for rel in removed if rel not in kept]
-    outputs.update(kept)
-    _forget_old_snippets(entries, plan.queue_window(settings, now))
+    def _digest_name(self, shared_plan: dict[str, plan.Planned]) -> str:
+        """The digest's name, which changes with the clinic's date (there is none without posts)."""
+        if not shared_plan["digest"]:
+            return ""
+        from pipeline.channels.newsletter import digest_key  # with MJML: only when a digest is made
 
-    publishing = bool(staged or removed)
-    changed = (
-        cache.dirty
-        or entries.keys() != previous.keys()
-        or any(previous.get(key) is not entry for key, entry in entries.items())
-    )
-    pending = None
-    if publishing or changed or shared_key != cache.shared_key or tree != cache.tree:
-        # Written before publishing, so a full state disk fails the build while out/ is untouched.
-        pending = cache.save(entries, shared_key, tuple(shared), feed_keys, whole=only is None)
-    try:
-        staging.publish(drop=staged - outputs, remove=removed)
-    except BaseException:
-        if pending is not None:
-            pending.discard()
-        raise
-    tree = tree_stamp(out_dir) if publishing else tree
-    if pending is not None:
-        pending.commit(tree)
-    cache.adopt(entries, shared_key, tuple(shared), feed_keys, tree)
-    return BuildResult(
-        posts=valid,
-        released=released,
-        queued=queued,
-        withheld=withheld,
-        errors=sorted(errors, key=lambda e: (e.path or "", e.line or 0)),
-        rendered=len(made.paths),
-        reused=len(entries) - len(made.paths),
-        written=sorted(set(written)),
-        removed=removed,
-        kept=kept,
-        checked=work.checked,
-        newsletters=made.newsletters,
-    )
+        return digest_key(self.now, self.settings)
 
+    def _maybe_stale(self, keys: Iterable[str]) -> set[str]:
+        """Files that may no longer be published, when out/ need not be listed: what the
+        looked-at entries made before, the rescans' orphans and the shared files."""
+        found = set(self.cache.orphans) | set(self.cache.shared_outputs)
+        for key in keys:
+            entry = self.previous.get(key)
+            if entry is not None:
+                found.update(entry.outputs)
+        return found
 
-def _look(
-    settings: Settings,
-    cache: PostCache,
-    only: Sequence[str] | None,
-    existing: set[str],
-    now: datetime,
-    gate: ApprovalGate | None,
-) -> plan.Work:
-    """The post files to read again and the posts to render: every file, or ``only``."""
-    window = plan.queue_window(settings, now)
+    def _forget_old_snippets(self, entries: dict[str, CacheEntry], keys: Iterable[str]) -> None:
+        window = plan.queue_window(self.settings, self.now)
+        for key in list(keys):
+            entry = entries.get(key)
+            if (
+                entry is not None
+                and entry.snippets is not None
+                and entry.post is not None
+                and entry.post.date <= window
+            ):
+                entries[key] = dataclasses.replace(entry, snippets=None)  # out of the queue for good
 
-    def needs_work(entry: CacheEntry) -> bool:
-        post = entry.post
-        if post is None:
-            return False
+    # --- publishing ---------------------------------------------------------------------
+
+    def _finish(
+        self,
+        entries: dict[str, CacheEntry],
+        catalog: Catalog,
+        keys: set[str],
+        whole: bool,
+        shared: Shared,
+        shared_key: str,
+        published: Callable[[str], bool],
+        removed: list[str],
+        kept: list[str],
+    ) -> None:
+        """Save the cache, publish out/, then mark the cache as describing it."""
+        cache, previous = self.cache, self.previous
+        if whole:
+            changed = entries.keys() != previous.keys() or any(previous.get(k) is not e for k, e in entries.items())
+        else:
+            changed = any(previous.get(key) is not entries.get(key) for key in keys)
+        pending = None
+        shared_outputs = tuple(shared.outputs)
         if (
-            entry.error is None
-            and is_live(post, now, gate)
-            and not (entry.outputs and existing.issuperset(entry.outputs))
+            self.staged
+            or removed
+            or changed
+            or cache.dirty
+            or shared_key != cache.shared_key
+            or self.tree != cache.tree
         ):
-            return True  # released, and its files are missing (or were never made)
-        # Snippets are kept only for posts the social queue can still list (a post's
-        # date never moves back into the window).
-        return entry.snippets is None and plan.wants_snippets(post, window)
+            # Written before publishing, so a full state disk fails the build while out/ is untouched.
+            pending = cache.save(
+                entries, shared_key, shared_outputs, shared.feed_keys, self.now, changed=None if whole else keys
+            )
+        try:
+            drop = {rel for rel in self.staged if not published(rel) and rel not in kept}
+            self.staging.publish(drop=drop, remove=removed)
+        except BaseException:
+            if pending is not None:
+                pending.discard()
+            raise
+        tree = tree_stamp(self.settings.out_dir) if self.staged or removed else self.tree
+        if pending is not None:
+            pending.commit(tree)
+        cache.adopt(entries, shared_key, shared_outputs, shared.feed_keys, tree, catalog, self.now)
 
-    if only is None:
-        return plan.look(cache.entries, plan.list_post_files(settings.posts_dir), whole=True, needs_work=needs_work)
-    files = plan.stat_post_files(only)
-    found = {path for path, _ in files}
-    gone = [path for path in only if path not in found]
-    return plan.look(cache.entries, files, whole=False, gone=gone, needs_work=needs_work)
-
-
-def _render(
-    settings: Settings,
-    now: datetime,
-    gate: ApprovalGate | None,
-    staging: Staging,
-    environment: Callable[[], jinja2.Environment],
-    entries: dict[str, CacheEntry],
-    tasks: list[tuple[str, tuple[int, int, int], bytes | None]],
-    jobs: int | None,
-    on_progress: Callable[[int, int], None] | None,
-    want: Collection[str],
-) -> _Rendered:
-    """Run the tasks; their entries go into ``entries``."""
-    rendered = _Rendered()
-    if not tasks:
-        return rendered
-    cwd = os.getcwd()
-    todo = [Task(path, display(path, cwd), stamp, raw) for path, stamp, raw in tasks]
-    run = Run(settings, now, gate, str(staging.root))
-    limit = settings.feed.max_items
-    for done, result in enumerate(run_tasks(todo, run, environment(), jobs), start=1):
-        entries[result.path] = result.entry
-        rendered.paths.add(result.path)
-        _keep_whole(rendered, result, limit, now, gate, want)
-        if on_progress:
-            on_progress(done, len(todo))
-    return rendered
-
-
-def _keep_whole(
-    rendered: _Rendered, result: Made, limit: int, now: datetime, gate: ApprovalGate | None, want: Collection[str]
-) -> None:
-    post = result.post
-    if post is None:
-        return
-    if result.newsletter is not None and post.slug in want:
-        rendered.newsletters[post.slug] = result.newsletter
-    if "feed" in post.channels and is_live(post, now, gate):
-        # The feeds hold the newest posts: only the newest rendered here can be among them.
-        rendered.newest[result.path] = post
-        if len(rendered.newest) > 2 * limit:
-            newest = sorted(rendered.newest.items(), key=lambda item: by_date(item[1]), reverse=True)[:limit]
-            rendered.newest = dict(newest)
-
-
-def _published(
-    entries: dict[str, CacheEntry], clashing: set[str], rendered: set[str], now: datetime, gate: ApprovalGate | None
-) -> tuple[set[str], list[str]]:
-    """The files of posts published now, and those this build made; the entries of
-    posts not published now forget their files (pruned below; made again once they are)."""
-    outputs: set[str] = set()
-    written: list[str] = []
-    for key, entry in entries.items():
-        post = entry.post
-        if post is None or entry.error is not None or post.path in clashing or not is_live(post, now, gate):
-            if entry.outputs:
-                entries[key] = dataclasses.replace(entry, outputs=())
-            continue
-        outputs.update(entry.outputs)
-        if key in rendered:
-            written.extend(entry.outputs)
-    return outputs, written
-
-
-def _render_clash_keepers(
-    settings: Settings,
-    entries: dict[str, CacheEntry],
-    rendered: set[str],
-    clashing: set[str],
-    released: list[Post],
-    environment: Callable[[], jinja2.Environment],
-    stage: Callable[[str, bytes], None],
-) -> None:
-    """A clashing post rendered in this run may have written over the files of the post
-    that keeps the slug: render the keeper again."""
-    overwritten = {
-        e.post.slug for k, e in entries.items() if k in rendered and e.post is not None and e.post.path in clashing
-    }
-    keepers = [p for p in released if p.slug in overwritten]
-    if not keepers:
-        return
-    from pipeline.site.outputs import post_outputs
-
-    for post in full_posts(settings, keepers):
-        for rel, data in post_outputs(post, settings, environment()).items():
-            stage(rel, data)
-
-
-def _forget_old_snippets(entries: dict[str, CacheEntry], window: datetime) -> None:
-    for key, entry in entries.items():
-        if entry.snippets is not None and entry.post is not None and entry.post.date <= window:
-            entries[key] = dataclasses.replace(entry, snippets=None)  # out of the queue for good
-
-
-def _digest_name(shared_plan: dict[str, list[Post]], now: datetime, settings: Settings) -> str:
-    """The digest's name, which changes with the clinic's date (there is none without posts)."""
-    if not shared_plan["digest"]:
-        return ""
-    from pipeline.channels.newsletter import digest_key  # with MJML: only when a digest is made
-
-    return digest_key(now, settings)
+    def _result(
+        self, entries: dict[str, CacheEntry], catalog: Catalog, looked: list[str] | None, errors: list[PipelineError]
+    ) -> BuildResult:
+        """What the build says about every post, or (a build of ``only``) about the files it looked at."""
+        keys = entries.keys() if looked is None else [key for key in looked if key in entries]
+        valid, slugs = [], set()
+        for key in keys:
+            entry = entries[key]
+            if entry.error is not None:
+                errors.append(entry.error)
+            elif entry.post is not None:
+                slugs.add(entry.post.slug)
+                if catalog.keeps_slug(key, entry.post):
+                    valid.append(entry.post)
+        errors += catalog.clashes(slugs, entries)
+        valid.sort(key=plan.by_date)
+        now, gate = self.now, self.gate
+        released = [p for p in valid if is_live(p, now, gate)]
+        withheld = [p for p in valid if p.is_released(now) and not is_live(p, now, gate)]
+        queued = [p for p in valid if not p.draft and p.date > now and (gate is None or gate.allows(p))]
+        return BuildResult(
+            posts=valid,
+            released=released,
+            queued=queued,
+            withheld=withheld,
+            errors=sorted(errors, key=lambda e: (e.path or "", e.line or 0)),
+        )

@@ -25,10 +25,11 @@ import os
 import pickle
 import struct
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
@@ -38,6 +39,9 @@ from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
 from pipeline.faults import os_fault
 from pipeline.files import write_new
+
+if TYPE_CHECKING:
+    from pipeline.site.catalog import Catalog
 
 CACHE_VERSION = 7  # 7: snapshot + records; the inode in each stat; parse and render keys apart
 NAME = "build-cache.pickle"
@@ -102,8 +106,9 @@ class PostCache:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.path = settings.state_dir / NAME
-        # What a parse depends on (the settings); outputs also depend on the templates.
-        self.parse_key = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
+        # What a parse depends on: the settings (not where their file is, which the
+        # scheduler and the commands name differently); outputs also depend on the templates.
+        self.parse_key = hashlib.sha256(settings.model_dump_json(exclude={"root"}).encode()).hexdigest()
         self.render_key = ""
         self.entries: dict[str, CacheEntry] = {}  # by absolute path of the post file
         self.shared_key = ""  # what the feeds, queue and digest were last made of
@@ -115,6 +120,11 @@ class PostCache:
         self.orphans: set[str] = set()  # files in out/ that no entry claims any more (see refresh)
         self.dirty: set[str] = set()  # entries changed since the file was written
         self.env: jinja2.Environment | None = None  # for render_key's templates, made once
+        # The entries indexed, and the time of the build that left them (in memory only:
+        # after reading the file, the next build looks at every entry once).
+        self.catalog: Catalog | None = None
+        self.built_at: datetime | None = None
+        self.generation = 0  # changes whenever the entries do
         self._seen: tuple[int, int, int] | None = None  # the file as last read or written
         self._end = 0  # where the next record goes; 0: no snapshot to append to
         self._snapshot = 0  # the snapshot's length
@@ -141,6 +151,8 @@ class PostCache:
         self.render_key, self.entries, self.shared_key, self.shared_outputs = "", {}, "", ()
         self.feed_keys, self.tree, self.orphans, self.dirty = frozenset(), (), set(), set()
         self.env, self._seen, self._end, self._snapshot = None, None, 0, 0
+        self.catalog, self.built_at = None, None
+        self.generation += 1
 
     def _read(self) -> None:
         try:
@@ -153,13 +165,15 @@ class PostCache:
             start = _HEADER.size
             with long_lived_objects():
                 state = pickle.loads(memoryview(data)[start : start + length])
-                version, parse_key, out_dir, render_key, entries, shared_key, shared_outputs, feed_keys = state
+                version, parse_key, out_dir, render_key, entries, shared_key, shared_outputs, feed_keys, built_at = (
+                    state
+                )
         except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, struct.error):
             return  # no cache, or one from another version: build from scratch
         if version != CACHE_VERSION or parse_key != self.parse_key or out_dir != str(self.settings.out_dir.resolve()):
             return
         self.render_key, self.entries, self.shared_key = render_key, entries, shared_key
-        self.shared_outputs, self.feed_keys = shared_outputs, feed_keys
+        self.shared_outputs, self.feed_keys, self.built_at = shared_outputs, feed_keys, built_at
         self.tree = tuple(stamps[:count])
         self._snapshot = length
         self._end = self._replay(data, start + length)
@@ -174,7 +188,7 @@ class PostCache:
                 break
             try:
                 with long_lived_objects():
-                    changes, self.shared_key, self.shared_outputs, self.feed_keys = pickle.loads(payload)
+                    changes, self.shared_key, self.shared_outputs, self.feed_keys, self.built_at = pickle.loads(payload)
             except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError):
                 break
             for key, entry in changes.items():
@@ -198,6 +212,7 @@ class PostCache:
                 self.dirty.add(key)
         self.orphans.update(self.shared_outputs)
         self.render_key, self.shared_key, self.shared_outputs, self.env = fingerprint, "", (), None
+        self.catalog = None
 
     def environment(self) -> jinja2.Environment:
         """The templates these outputs are made with, loaded once for this cache."""
@@ -219,20 +234,17 @@ class PostCache:
         shared_key: str,
         shared_outputs: tuple[str, ...],
         feed_keys: frozenset[str],
+        built_at: datetime,
         *,
-        whole: bool,
+        changed: Iterable[str] | None,
     ) -> Pending:
         """Write the cache this build ends with (before out/ is published); ``commit``
-        then marks it as describing out/. A whole build writes a new snapshot, so does
-        one with nothing to append to; otherwise only the changed entries are appended."""
-        if not whole and self._end:
-            changes: dict[str, CacheEntry | None] = {key: entries.get(key) for key in self.dirty}
-            for key, entry in entries.items():
-                if self.entries.get(key) is not entry:
-                    changes[key] = entry
-            for key in self.entries.keys() - entries.keys():
-                changes[key] = None
-            record = (changes, shared_key, shared_outputs, feed_keys)
+        then marks it as describing out/. ``changed``: the keys whose entries may differ
+        from the cache's (with those it changed in memory, ``dirty``), appended as a
+        record; None, or nothing to append to: a new snapshot."""
+        if changed is not None and self._end:
+            changes = {key: entries.get(key) for key in {*changed, *self.dirty}}
+            record = (changes, shared_key, shared_outputs, feed_keys, built_at)
             payload = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
             if self._end + len(payload) < 2 * self._snapshot:  # else the records outgrow what they save
                 return _Record(self, payload)
@@ -246,6 +258,7 @@ class PostCache:
             shared_key,
             shared_outputs,
             feed_keys,
+            built_at,
         )
         return _Snapshot(self, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
 
@@ -256,10 +269,14 @@ class PostCache:
         shared_outputs: tuple[str, ...],
         feed_keys: frozenset[str],
         tree: tuple[int, ...],
+        catalog: Catalog,
+        built_at: datetime,
     ) -> None:
         """The build succeeded: this is the cache from now on."""
         self.entries, self.shared_key, self.shared_outputs = entries, shared_key, shared_outputs
         self.feed_keys, self.tree, self.orphans = feed_keys, tree, set()
+        self.catalog, self.built_at = catalog, built_at
+        self.generation += 1
 
     def _written(self, end: int, snapshot: int | None = None) -> None:
         self.dirty = set()

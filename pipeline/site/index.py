@@ -19,10 +19,11 @@ from pipeline.config import Settings
 from pipeline.content.posts import Post, drop_clashing
 from pipeline.errors import PipelineError
 from pipeline.site.cache import CacheEntry, PostCache
+from pipeline.site.catalog import Catalog
 from pipeline.site.loading import display
 from pipeline.site.plan import list_post_files
 from pipeline.site.publish import build_lock
-from pipeline.site.worker import read_entry
+from pipeline.site.worker import load_renderers, read_entry
 
 # A file saved less than this long ago may be half written: its error waits.
 SETTLE_SECONDS = 1.0
@@ -36,6 +37,10 @@ class PostIndex:
         self.cache = PostCache(settings)
         self.fresh: set[str | None] = set()  # paths (as in errors) of files changed within SETTLE_SECONDS
         self._files: dict[str, list[str]] = {}  # slug -> its post files
+        self._ready = False
+        self._generation = -1
+        self._entries: list[tuple[str, CacheEntry]] = []
+        self._posts: tuple[list[Post], list[PipelineError]] = ([], [])
 
     def scan(self) -> tuple[list[Post], list[PipelineError]]:
         files = list_post_files(self.settings.posts_dir)  # before the lock: a release need not wait for it
@@ -50,9 +55,23 @@ class PostIndex:
             for gone in cache.entries.keys() - {path for path, _ in files}:
                 cache.orphans.update(cache.entries.pop(gone).outputs)
                 cache.dirty.add(gone)
-            entries = list(cache.entries.items())
-        recent = time.time_ns() - int(SETTLE_SECONDS * 1e9)
-        self.fresh = {_path_of(e) for _, e in entries if e.stat[0] > recent}
+                cache.generation += 1
+            if not self._ready:
+                self._get_ready()
+            if cache.generation != self._generation:  # else the posts are as the last scan found them
+                self._generation = cache.generation
+                self._entries = list(cache.entries.items())
+                self._posts = self._sorted_out()
+        posts, errors = self._posts
+        if errors:
+            recent = time.time_ns() - int(SETTLE_SECONDS * 1e9)
+            self.fresh = {_path_of(e) for _, e in self._entries if e.stat[0] > recent}
+        else:
+            self.fresh = set()
+        return list(posts), list(errors)
+
+    def _sorted_out(self) -> tuple[list[Post], list[PipelineError]]:
+        entries = self._entries
         self._files = {}
         for path, entry in entries:
             if entry.post is not None:
@@ -61,6 +80,15 @@ class PostIndex:
         errors = [e.error for _, e in entries if e.post is None and e.error is not None]
         kept, clashes = drop_clashing(posts)
         return kept, errors + clashes
+
+    def _get_ready(self) -> None:
+        """What every release needs, made once at the start rather than by the first
+        release: the entries indexed, the renderers loaded, the templates compiled."""
+        cache = self.cache
+        if cache.catalog is None and cache.built_at is not None:
+            cache.catalog = Catalog.of(cache.entries)
+        load_renderers(cache.environment())
+        self._ready = True
 
     def _read(
         self, cache: PostCache, path: str, shown: str, stamp: tuple[int, int, int], old: CacheEntry | None
@@ -79,6 +107,7 @@ class PostIndex:
                 cache.orphans.update(old.outputs)  # made of other bytes: pruned or made again by the next build
         cache.entries[path] = entry
         cache.dirty.add(path)
+        cache.generation += 1
 
     def files(self, slugs: Sequence[str]) -> list[str] | None:
         """The post files of these slugs as of the last scan, or None if one is unknown."""

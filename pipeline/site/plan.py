@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from pipeline.channels.feed import newest_first
 from pipeline.config import Settings
 from pipeline.content.posts import Post, posts_folder_fault
 from pipeline.site.cache import CacheEntry, file_stamp
+
+if TYPE_CHECKING:
+    from pipeline.site.catalog import Catalog
 
 DIGEST_DAYS = 7
 
@@ -86,43 +88,41 @@ def list_post_files(posts_dir: Path) -> list[tuple[str, tuple[int, int, int]]]:
     return sorted(files)
 
 
-def stat_post_files(paths: Sequence[str]) -> list[tuple[str, tuple[int, int, int]]]:
-    """(path, stamp) of each of ``paths`` that is still there."""
-    found = []
+def stat_post_files(paths: Sequence[str]) -> list[tuple[str, tuple[int, int, int] | None]]:
+    """(path, stamp) of each of ``paths``; the stamp is None when it is no longer there."""
+    found: list[tuple[str, tuple[int, int, int] | None]] = []
     for path in paths:
         try:
             found.append((path, file_stamp(os.stat(path))))
         except FileNotFoundError:
-            continue
+            found.append((path, None))
     return found
 
 
 @dataclass
-class Work:
-    """The entries that stand, and the files to read (and perhaps render) again."""
+class Look:
+    """The cache compared with the post files looked at."""
 
-    entries: dict[str, CacheEntry]
-    tasks: list[tuple[str, tuple[int, int, int], bytes | None]]  # (path, stamp, bytes read already)
-    checked: int  # post files looked at
+    entries: dict[str, CacheEntry]  # the cached entries that stand (a new stamp where the bytes are the same)
+    reread: dict[str, tuple[tuple[int, int, int], bytes | None]]  # new or changed files: (stamp, bytes read)
+    gone: list[str]  # cached files that are no longer there
+    looked: list[str]  # the files looked at
 
 
 def look(
-    previous: dict[str, CacheEntry],
-    files: list[tuple[str, tuple[int, int, int]]],
-    *,
-    whole: bool,
-    gone: Sequence[str] = (),
-    needs_work: Callable[[CacheEntry], bool],
-) -> Work:
-    """Compare ``files`` with the cache. ``whole``: they are every post file there is (a
-    cached file not among them is gone); else they are the only ones looked at, and
-    ``gone`` the ones among those that are no longer there."""
-    entries = {} if whole else dict(previous)
-    for path in gone:
-        entries.pop(path, None)
-    tasks = []
+    previous: dict[str, CacheEntry], files: Sequence[tuple[str, tuple[int, int, int] | None]], *, whole: bool
+) -> Look:
+    """Compare ``files`` with the cache. ``whole``: they are every post file there is;
+    else they are the only ones looked at (each as (path, stamp), or (path, None) when
+    it is no longer there), and the cache stands for the others."""
+    result = Look({} if whole else dict(previous), {}, [], [])
     for path, stamp in files:
+        result.looked.append(path)
         cached = previous.get(path)
+        if stamp is None:
+            if result.entries.pop(path, None) is not None:
+                result.gone.append(path)
+            continue
         raw = None
         if cached is not None and cached.stat != stamp:
             try:
@@ -133,16 +133,13 @@ def look(
                 # Same bytes (a save without changes, a copy): only the stamp is new.
                 cached = dataclasses.replace(cached, stat=stamp) if cached.digest == _sha256(raw) else None
         if cached is None:
-            entries.pop(path, None)
-            tasks.append((path, stamp, raw))
-            continue
-        entries[path] = cached
-        if needs_work(cached):
-            tasks.append((path, stamp, raw))
-    if not whole:  # the entries of files not looked at may need work too (a post now due)
-        looked = {path for path, _ in files}
-        tasks += [(path, e.stat, None) for path, e in entries.items() if path not in looked and needs_work(e)]
-    return Work(entries, tasks, len(files))
+            result.entries.pop(path, None)
+            result.reread[path] = (stamp, raw)
+        else:
+            result.entries[path] = cached
+    if whole:
+        result.gone = [path for path in previous if path not in result.entries and path not in result.reread]
+    return result
 
 
 def _sha256(data: bytes) -> str:
@@ -151,20 +148,42 @@ def _sha256(data: bytes) -> str:
 
 # --- the shared files -------------------------------------------------------------------------
 
+Planned = list[tuple[str, Post]]  # (cache key, post)
 
-def shared_plan(settings: Settings, released: list[Post], queued: list[Post], now: datetime) -> dict[str, list[Post]]:
-    """Which posts the feeds, the social queue and the digest are made of."""
+
+def shared_plan(
+    settings: Settings, catalog: Catalog, entries: dict[str, CacheEntry], now: datetime, gate: ApprovalGate | None
+) -> dict[str, Planned]:
+    """Which posts the feeds, the social queue and the digest are made of, and the
+    queued posts: found from the newest post back, as far as the oldest of them."""
     window = queue_window(settings, now)
-    return {
-        "feed": newest_first([p for p in released if "feed" in p.channels], settings.feed.max_items),
-        "queue": [p for p in released if p.date > window] + queued,
-        "digest": [p for p in released if p.date > now - timedelta(days=DIGEST_DAYS) and "email" in p.channels],
-    }
+    week = now - timedelta(days=DIGEST_DAYS)
+    limit = settings.feed.max_items
+    feed: Planned = []
+    recent: Planned = []  # released after the queue window, and queued (newest first)
+    digest: Planned = []
+    queued: Planned = []
+    for key, post in catalog.newest(entries):
+        if post.date <= window and post.date <= week and len(feed) >= limit:
+            break
+        if post.draft:
+            continue
+        if is_live(post, now, gate):
+            if len(feed) < limit and "feed" in post.channels:
+                feed.append((key, post))
+            if post.date > window:
+                recent.append((key, post))
+            if post.date > week and "email" in post.channels:
+                digest.append((key, post))
+        elif post.date > now and (gate is None or gate.allows(post)):
+            recent.append((key, post))
+            queued.append((key, post))
+    return {"feed": feed, "queue": recent[::-1], "digest": digest[::-1], "queued": queued[::-1]}
 
 
-def shared_key(fingerprint: str, plan: dict[str, list[Post]], digests: dict[str, str], digest_name: str) -> str:
+def shared_key(fingerprint: str, shared: dict[str, Planned], entries: dict[str, CacheEntry], digest_name: str) -> str:
     """What the shared files are made of: while it is unchanged, they are not even rendered."""
-    made_of = {name: [(p.path, digests[p.path]) for p in posts] for name, posts in plan.items()}
+    made_of = {name: [(p.path, entries[key].digest) for key, p in shared[name]] for name in ("feed", "queue", "digest")}
     return hashlib.sha256(repr((fingerprint, made_of, digest_name)).encode()).hexdigest()
 
 
@@ -181,7 +200,7 @@ def keep_mailed_pages(
     out_dir: Path,
     removed: list[str],
     keeper: ArchiveKeeper | None,
-    outputs: set[str],
+    published: Callable[[str], bool],
     *,
     restore: bool,
     stage: Callable[[str, bytes], None],
@@ -193,7 +212,7 @@ def keep_mailed_pages(
     kept = []
     for slug in sorted(keeper.mailed()):
         rel = f"archive/{slug}.html"
-        if rel in outputs:
+        if published(rel):
             continue  # still published: the build made it
         if rel in removed:
             kept.append(rel)

@@ -21,6 +21,7 @@ from pipeline.content.posts import Post, parse_post
 from pipeline.errors import PipelineError
 from pipeline.files import has_bytes
 from pipeline.site.cache import CacheEntry, light
+from pipeline.site.plan import Planned
 
 
 @dataclass
@@ -34,34 +35,34 @@ class Shared:
 def make_shared(
     settings: Settings,
     env: Callable[[], jinja2.Environment],
-    plan: dict[str, list[Post]],
+    shared_plan: dict[str, Planned],
     entries: dict[str, CacheEntry],
-    keys: Mapping[str, str],
     fulls: Mapping[str, Post],
     feed_keys: frozenset[str],
     now: datetime,
     stage: Callable[[str, bytes], None],
 ) -> Shared:
-    """Render the shared files of ``plan`` and stage those whose bytes changed.
+    """Render the shared files of ``shared_plan`` and stage those whose bytes changed.
 
-    ``keys``: the cache key of each post in the plan, by its path; ``fulls``: whole
-    posts this build has at hand; ``feed_keys``: the entries that kept their body for
-    the feeds so far. Updates ``entries`` so that exactly the feeds' posts keep it.
+    ``fulls``: whole posts this build has at hand, by key; ``feed_keys``: the entries
+    that kept their body for the feeds so far. Updates ``entries`` so that exactly the
+    feeds' posts keep it.
     """
     from pipeline.site.outputs import shared_outputs
 
-    feed = _feed_posts(settings, plan["feed"], entries, keys, fulls)
-    kept = frozenset(keys[post.path] for post in feed)
+    feed = _feed_posts(settings, shared_plan["feed"], entries, fulls)
+    kept = frozenset(key for key, _ in shared_plan["feed"])
     for key in feed_keys - kept:  # out of the feeds: its body goes
         entry = entries.get(key)
         if entry is not None and entry.post is not None and entry.post.body_html:
             entries[key] = dataclasses.replace(entry, post=light(entry.post))
     queue = []
-    for post in plan["queue"]:
-        snippets = entries[keys[post.path]].snippets
+    for key, post in shared_plan["queue"]:
+        snippets = entries[key].snippets
         if snippets is not None:
             queue.append((post, snippets))
-    made, error = shared_outputs(settings, env(), feed, queue, plan["digest"], now)
+    digest = [post for _, post in shared_plan["digest"]]
+    made, error = shared_outputs(settings, env(), feed, queue, digest, now)
     shared = Shared(error=error, feed_keys=kept)
     for rel, data in made.items():
         if not has_bytes(settings.out_dir / rel, data):  # unchanged files keep their mtime
@@ -72,16 +73,11 @@ def make_shared(
 
 
 def _feed_posts(
-    settings: Settings,
-    posts: list[Post],
-    entries: dict[str, CacheEntry],
-    keys: Mapping[str, str],
-    fulls: Mapping[str, Post],
+    settings: Settings, planned: Planned, entries: dict[str, CacheEntry], fulls: Mapping[str, Post]
 ) -> list[Post]:
     """The feeds' posts with their HTML body: from the cache, from this build, or read again."""
     feed = []
-    for post in posts:
-        key = keys[post.path]
+    for key, post in planned:
         entry = entries[key]
         if post.body_html:
             feed.append(post)

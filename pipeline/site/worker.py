@@ -137,7 +137,7 @@ def run_tasks(tasks: list[Task], run: Run, env: jinja2.Environment, jobs: int | 
         for task in tasks:
             yield make(task)
         return
-    _load_renderers(env)
+    load_renderers(env)
     from concurrent.futures import ProcessPoolExecutor
 
     # Forked, so each worker starts with this process's renderers, templates and _worker.
@@ -156,7 +156,7 @@ def run_tasks(tasks: list[Task], run: Run, env: jinja2.Environment, jobs: int | 
 _RENDERERS = ("pipeline.channels.newsletter", "pipeline.channels.social.rules", "pipeline.site.outputs")
 
 
-def _load_renderers(env: jinja2.Environment) -> None:
+def load_renderers(env: jinja2.Environment) -> None:
     """Import the renderers and compile the templates once, before the workers fork."""
     for module in _RENDERERS:
         importlib.import_module(module)
