@@ -112,6 +112,15 @@ class FeedSettings(_Strict):
     description: str
     max_items: int = Field(20, ge=1, le=1000)
     author: str
+    # A WebSub hub: every feed names it (rel="hub") and each release pings it (hub.mode=publish).
+    websub_hub: str | None = None
+
+    @field_validator("websub_hub")
+    @classmethod
+    def _hub(cls, value: str | None) -> str | None:
+        if value is not None and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+            raise ValueError(f"websub_hub must be an http(s) URL, not {value!r}")
+        return value
 
 
 class NewsletterSettings(_Strict):
@@ -139,9 +148,52 @@ class Handle(_Strict):
     confirmed: bool = False
 
 
+class MastodonPosting(_Strict):
+    server: str  # https://mastodon.social; the token is PIPELINE_MASTODON_TOKEN
+    visibility: str = Field("public", pattern="^(public|unlisted|private)$")
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
+            raise ValueError(f"server must be the server's address, e.g. https://mastodon.social, not {value!r}")
+        return value.rstrip("/")
+
+
+class BlueskyPosting(_Strict):
+    handle: str  # jamesonprosthetics.bsky.social; the app password is PIPELINE_BLUESKY_APP_PASSWORD
+    service: str = "https://bsky.social"  # the account's PDS (its entryway for bsky.social accounts)
+
+    @field_validator("handle")
+    @classmethod
+    def _handle(cls, value: str) -> str:
+        return value.strip().lstrip("@")
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
+            raise ValueError(f"service must be an http(s) URL, not {value!r}")
+        return value.rstrip("/")
+
+
+class DirectPosting(_Strict):
+    """Opt-in, per platform: the pipeline posts released posts there itself."""
+
+    mastodon: MastodonPosting | None = None
+    bluesky: BlueskyPosting | None = None
+    # Attempts at one post (429, 5xx, network) before it waits for the next pass.
+    max_attempts: int = Field(4, ge=1, le=20)
+    retry_base_seconds: float = Field(2.0, ge=0)
+
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(p for p in ("mastodon", "bluesky") if getattr(self, p) is not None)
+
+
 class SocialSettings(_Strict):
     mastodon_limit: int = Field(500, ge=100)
     handles: dict[str, Handle]
+    post: DirectPosting = DirectPosting()
 
     @field_validator("handles")
     @classmethod

@@ -41,3 +41,8 @@ def subscribe_url(settings: Settings) -> str:
 
 def feed_url(settings: Settings, name: str) -> str:
     return f"{settings.clinic.base_url}/{name}"
+
+
+def share_image_url(settings: Settings, slug: str) -> str:
+    """The post's generated share card (1200 x 630 PNG): og:image, Bluesky's thumbnail."""
+    return f"{settings.clinic.base_url}/archive/{slug}.png"

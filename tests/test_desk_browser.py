@@ -159,7 +159,8 @@ def test_an_editor_writes_an_approver_approves_and_the_scheduler_releases(
         "Look ahead"
     )
     expect(editor.locator("article.snippet")).to_have_count(7)
-    expect(editor.locator("#snippet-text-x")).to_contain_text(TITLE)
+    # A snippet is the summary's whole sentences (the first paragraph here), never "Title: ...".
+    expect(editor.locator("#snippet-text-x")).to_contain_text("Take shorter steps on gravel.")
     expect(editor.locator("article.snippet").first).to_contain_text(" of ")
     checks.axe_check(editor, "preview")
     editor.get_by_role("link", name="Back to the post").click()

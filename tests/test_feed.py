@@ -125,7 +125,11 @@ def test_empty_feed_is_still_valid_and_repeatable(settings: Settings) -> None:
 
 GOLDEN_POSTS = ROOT / "tests" / "golden" / "basic" / "posts"
 # The validator calls a date after its own clock "implausible": build as of a day already past.
-FEED_SETS = {"sample": (ROOT / "posts", "2026-11-27T12:00"), "golden": (GOLDEN_POSTS, "2026-11-27T12:00")}
+FEED_SETS = {
+    "sample": (ROOT / "posts", "2026-11-27T12:00"),
+    "golden": (GOLDEN_POSTS, "2026-11-27T12:00"),
+    "websub": (GOLDEN_POSTS, "2026-11-27T12:00"),  # the golden posts, with [feed] websub_hub
+}
 MARKUP = re.compile(r"</?[A-Za-z][^>]*>|&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z]+);")
 
 
@@ -134,6 +138,11 @@ def built_feeds(tmp_path: Path, which: str) -> dict[str, Path]:
     posts, now = FEED_SETS[which]
     (tmp_path / which).mkdir()
     project = make_project(tmp_path / which, posts=posts)
+    if which == "websub":
+        config = project / "pipeline.toml"
+        config.write_text(
+            config.read_text().replace("[feed]\n", '[feed]\nwebsub_hub = "https://hub.example.org/"\n', 1)
+        )
     run = subprocess.run(
         [sys.executable, "-m", "pipeline", "build", "--now", now, "--quiet"],
         cwd=project,

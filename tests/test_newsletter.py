@@ -137,31 +137,41 @@ def test_digest_lists_posts_newest_first(settings: Settings) -> None:
 # --- the e-mail and its web page: one compile, slots filled in after ------------------------
 
 
-def test_email_and_web_page_differ_only_in_their_slots(settings: Settings) -> None:
-    env = make_environment(settings)
+def test_email_and_web_page_differ_only_in_their_slots(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.channels import newsletter as module
+
+    slots: list[tuple[str, bool, str]] = []  # (slot, web, text) as the renderer made them
+    render = module.render_template
+
+    def recording(env: object, name: str, context: dict[str, object]) -> str:
+        text = render(env, name, context)  # type: ignore[arg-type]
+        if name.startswith("newsletter/slots/"):
+            slots.append((name.rsplit("/", 1)[1].removesuffix(".html"), bool(context["web"]), text.strip("\n")))
+        return text
+
+    monkeypatch.setattr(module, "render_template", recording)
     post = parse_post(POST.encode(), "posts/slots.md", settings)
-    newsletter = render_post_newsletter(post, settings, env)
+    newsletter = render_post_newsletter(post, settings, make_environment(settings))
     assert "View in browser" in newsletter.html and "View in browser" not in newsletter.web_html
     assert f"/unsubscribe/{TOKEN_PLACEHOLDER}" in newsletter.html
     assert "/unsubscribe/" not in newsletter.web_html and "/subscribe" in newsletter.web_html
     assert "__SLOT_" not in newsletter.html and "__SLOT_" not in newsletter.web_html
+    assert {name for name, _web, _text in slots} >= {"view_in_browser", "subscription"}
 
-    # Put each version's slot texts back to their markers: what is left is one and the same page.
-    context = {
-        "web_url": newsletter.web_url,
-        "unsubscribe_url": f"{settings.clinic.base_url}/unsubscribe/{TOKEN_PLACEHOLDER}",
-        "subscribe_url": f"{settings.clinic.base_url}/subscribe",
-    }
-    pages = []
+    # Put each version's slot texts back to their markers, the longest first (a short one
+    # may sit inside a long one): what is left is one and the same compiled page.
+    pages = {}
     for page, web in ((newsletter.html, False), (newsletter.web_html, True)):
-        for name in ("view_in_browser", "subscription"):
-            text = env.get_template(f"newsletter/slots/{name}.html").render({**context, "web": web}).strip("\n")
-            if text:  # the web page's view_in_browser slot is empty: nothing to put back
+        for name, _web, text in sorted((s for s in slots if s[1] == web), key=lambda s: -len(s[2])):
+            if text:  # an empty slot leaves nothing to put back
                 assert page.count(text) == 1, (name, web)
                 page = page.replace(text, f"__SLOT_{name}__")
-        pages.append(page)
-    email_page, web_page = pages
-    assert email_page.replace("__SLOT_view_in_browser__", "") == web_page
+        pages[web] = page
+    empty = {name for name, _web, text in slots if not text}
+    email_page, web_page = pages[False], pages[True]
+    for name in empty:  # a slot empty in one version has no marker left there: drop it from both
+        email_page, web_page = email_page.replace(f"__SLOT_{name}__", ""), web_page.replace(f"__SLOT_{name}__", "")
+    assert email_page == web_page
 
 
 def test_a_slot_without_its_template_is_a_clear_error(settings: Settings) -> None:

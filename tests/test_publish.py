@@ -97,7 +97,7 @@ def test_a_full_disk_during_a_cold_build_leaves_out_as_it_was(project: Path, fai
 def test_a_real_full_disk_leaves_out_as_it_was(project: Path, tmp_path: Path) -> None:
     toml = project / "pipeline.toml"
     toml.write_text(toml.read_text().replace('out = "out"', 'out = "disk/out"'))
-    write_posts(project, range(1, 81))  # some 50 KB of files each
+    write_posts(project, range(1, 161))  # about four files of at least a page each per post
     with small_disk(project / "disk", "2m") as disk:
         cold = build(project)  # the site needs more than the disk has
         assert_one_line(cold, ExitCode.FILES, "disk/out: cannot write", "no space left on the disk")

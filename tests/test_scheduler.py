@@ -132,7 +132,15 @@ class Scheduler:
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "scheduler.py"), "--config", str(project / "pipeline.toml"), *args],
+            # --verbose: the debug lines include one per rescan, which wait_for_rescans counts.
+            [
+                sys.executable,
+                str(ROOT / "scheduler.py"),
+                "--config",
+                str(project / "pipeline.toml"),
+                "--verbose",
+                *args,
+            ],
             cwd=project,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -169,6 +177,14 @@ class Scheduler:
 
     def count(self, pattern: str) -> int:
         return sum(1 for line in self.lines if re.search(pattern, line))
+
+    def wait_for_rescans(self, passes: int, timeout: float = 20.0) -> None:
+        """Until ``passes`` more rescans have finished: anything they would do (a second
+        release, say) has been done and logged by then."""
+        start = len(self.lines)
+        for _ in range(passes):
+            self.wait_for("rescan done", timeout, start=start)
+            start = next(i for i in range(start, len(self.lines)) if "rescan done" in self.lines[i]) + 1
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         self.process.send_signal(sig)
@@ -233,7 +249,7 @@ def test_releases_on_time_once_picks_up_new_posts_and_never_releases_a_moved_pos
     wait_until(lambda: len(mails_about(project, "First post")) == SUBSCRIBERS, 10, "the first post's mails")
     wait_until(lambda: len(mails_about(project, "Added later")) == SUBSCRIBERS, 10, "the added post's mails")
     wait_until(lambda: datetime.now(UTC) > old_date + timedelta(seconds=1.5), 10, "the moved post's old time")
-    time.sleep(1.5)  # three more rescans: any second release would show now
+    scheduler.wait_for_rescans(3)  # any second release would show by then
 
     for slug, date in (("first-post", first_date), ("added-later", added_date)):
         recorded = publications(settings, slug)
@@ -286,7 +302,7 @@ def test_a_release_missed_while_killed_runs_once_at_restart(tmp_path: Path, runn
     line = restarted.wait_for("released missed")
     assert "late" in line or "after its time" in line
     wait_until(lambda: len(mails_about(project, "Missed while down")) == SUBSCRIBERS, 10, "the mails")
-    time.sleep(1.5)
+    restarted.wait_for_rescans(3)  # any second release would show by then
     assert len(mails_about(project, "Missed while down")) == SUBSCRIBERS
     assert restarted.count("released missed") == 1
     assert "was missed by" not in restarted.log
@@ -409,7 +425,7 @@ def test_backfilled_posts_go_to_the_feed_and_are_never_emailed(tmp_path: Path, r
     scheduler = start(running, project)
     scheduler.wait_for("released just-due")
     wait_until(lambda: len(mails_about(project, "Just due")) == SUBSCRIBERS, 10, "the due post's mails")
-    time.sleep(1.5)
+    scheduler.wait_for_rescans(3)  # anything else it would release or mail shows by then
 
     old = scheduler.wait_for("backfill: from-2020")
     assert "before the pipeline first ran" in old and "not e-mailed and not queued for social" in old

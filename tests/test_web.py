@@ -30,7 +30,7 @@ from pipeline.ledger.subscriber_rows import Subscriber
 from pipeline.ledger.tokens import SECRET_ENV, load_secret, make_token
 from pipeline.site.build import build
 from pipeline.web.app import CSRF_COOKIE, RedactTokens, WebLimits, create_app, mask_address, redact
-from tests.conftest import ROOT, make_project
+from tests.conftest import ROOT, make_project, write_post
 from tests.live_server import free_port, live_server
 
 
@@ -840,3 +840,23 @@ def test_rate_limiter_paces_a_send_loop_without_real_sleeping() -> None:
         pacing.wait()
     assert clock.now - started == pytest.approx(2.0)  # 9 messages: the first at once, then every 0.25 s
     assert slept == pytest.approx([0.25] * 8)
+
+
+def test_a_share_card_is_drawn_when_first_asked_for_and_kept(settings: Settings) -> None:
+    """The archive page's og:image: drawn from the page's own title on the first request,
+    kept in state/cards/, answered 304 to a reader that has it; no page, no card."""
+    from pipeline.channels.social.card import render_card
+
+    write_post(
+        settings.posts_dir, "2026-11-03-cards.md", "---\ntitle: Cards & sockets\ndate: 2026-11-03 09:00\n---\nBody.\n"
+    )
+    assert build(settings, NOW).errors == []
+    assert not list((settings.out_dir / "archive").glob("*.png"))  # the build draws none
+    with TestClient(create_app(settings)) as client:
+        first = client.get("/archive/cards.png")
+        assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+        assert first.content == render_card("Cards & sockets", settings)
+        assert [p.name for p in (settings.state_dir / "cards").iterdir()] == [first.headers["etag"].strip('"') + ".png"]
+        again = client.get("/archive/cards.png", headers={"if-none-match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        assert client.get("/archive/no-such-post.png").status_code == 404

@@ -50,11 +50,29 @@ def _image_type(url: str) -> str:
 def render_feeds(posts: Sequence[Post], settings: Settings, env: jinja2.Environment) -> Feeds:
     items = newest_first([p for p in posts if "feed" in p.channels], settings.feed.max_items)
     contents = {p.slug: render_template(env, "feed/content.html", {"post": p}) for p in items}
+    rss = _feedgen(items, contents, settings).rss_str(pretty=True)
+    atom = _repair_atom_links(_feedgen(items, contents, settings, atom=True).atom_str(pretty=True), items, settings)
+    hub = settings.feed.websub_hub
     return Feeds(
-        rss=_feedgen(items, contents, settings).rss_str(pretty=True),
-        atom=_repair_atom_links(_feedgen(items, contents, settings, atom=True).atom_str(pretty=True), items, settings),
+        rss=_with_hub(rss, hub, rss=True) if hub else rss,
+        atom=_with_hub(atom, hub, rss=False) if hub else atom,
         json=_json_feed(items, contents, settings),
     )
+
+
+def _with_hub(document: bytes, hub: str, *, rss: bool) -> bytes:
+    """WebSub: the feed names its hub beside its self link (``<atom:link rel="hub">``), so
+    readers subscribe there and hear of a new post when the release pings it."""
+    from lxml import etree
+
+    root = etree.fromstring(document)
+    parent = root.find("channel") if rss else root
+    assert parent is not None
+    self_link = next(e for e in parent.findall(f"{{{ATOM}}}link") if e.get("rel") == "self")
+    element = etree.Element(f"{{{ATOM}}}link", attrib={"href": hub, "rel": "hub"})
+    element.tail = self_link.tail
+    parent.insert(list(parent).index(self_link) + 1, element)
+    return bytes(etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="UTF-8"))
 
 
 def _feedgen(items: list[Post], contents: dict[str, str], settings: Settings, *, atom: bool = False) -> FeedGenerator:
@@ -138,6 +156,7 @@ def _json_feed(items: list[Post], contents: dict[str, str], settings: Settings) 
         "title": settings.feed.title,
         "home_page_url": urls.archive_url(settings),
         "feed_url": urls.feed_url(settings, "feed.json"),
+        **({"hubs": [{"type": "WebSub", "url": settings.feed.websub_hub}]} if settings.feed.websub_hub else {}),
         "description": settings.feed.description,
         "language": clinic.language,
         "authors": [{"name": settings.feed.author, "url": clinic.base_url}],

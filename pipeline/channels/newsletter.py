@@ -21,6 +21,7 @@ from mjml import mjml2html
 from pipeline import urls
 from pipeline.channels.templating import render_template
 from pipeline.config import Settings
+from pipeline.content.dates import to_utc_iso
 from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
 
@@ -92,11 +93,12 @@ def _tidy_text(text: str) -> str:
 
 # A slot's place in the compiled page: letters and underscores only, so MJML passes it
 # through untouched, as it does the subscriber's token placeholder.
-_SLOT = re.compile(r"__SLOT_([a-z][a-z0-9_]*)__")
+# A name is words joined by single underscores, so two slots side by side stay apart.
+_SLOT = re.compile(r"__SLOT_([a-z][a-z0-9]*(?:_[a-z0-9]+)*)__")
 
 
 def _slot(name: str) -> Markup:
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+    if not re.fullmatch(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*", name):
         raise ValueError(f"slot names are lowercase words joined by underscores, not {name!r}")
     return Markup(f"__SLOT_{name}__")
 
@@ -138,9 +140,24 @@ def _links(settings: Settings, web_url: str) -> dict[str, object]:
     }
 
 
+def _post_card(post: Post, settings: Settings) -> dict[str, object]:
+    """What a shared link to the post's web page shows (the web page's head slot): its
+    own image when it has one, else the generated share card (channels/social/card.py)."""
+    return {
+        "type": "article",
+        "title": post.title,
+        "description": post.summary,
+        "image": post.image or urls.share_image_url(settings, post.slug),
+        "image_alt": post.image_alt if post.image else f"{settings.clinic.name}: {post.title}",
+        "generated": not post.image,
+        "published": to_utc_iso(post.date),
+    }
+
+
 def render_post_newsletter(post: Post, settings: Settings, env: jinja2.Environment) -> Newsletter:
     web_url = urls.post_url(settings, post.slug)
     context: dict[str, object] = {
+        "card": _post_card(post, settings),
         "post": post,
         "subject": post.subject,
         "preheader": post.preheader,
@@ -179,6 +196,7 @@ def render_digest(posts: Sequence[Post], settings: Settings, env: jinja2.Environ
     preheader = " · ".join(p.title for p in ordered[:3])
     context: dict[str, object] = {
         "items": [DigestItem(post=p, url=urls.post_url(settings, p.slug)) for p in ordered],
+        "card": {"type": "website", "title": subject, "description": preheader, "image": None, "published": None},
         "subject": subject,
         "preheader": preheader,
         **_links(settings, web_url),

@@ -55,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pipeline.cli.serve",
         "Serve the subscribe form, confirm and unsubscribe links, the newsletter archive and the feeds.",
     ),
+    "social": ("pipeline.cli.social", "Direct posting to Mastodon and Bluesky ([social.post.*] in pipeline.toml)."),
     "staff": (
         "pipeline.cli.staff",
         "Staff accounts for the desk (/desk/): editors, approvers (clinicians) and admins.",

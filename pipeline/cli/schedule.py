@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -75,6 +76,26 @@ def run_command(settings: Settings, transport_spec: str | None, verbose: bool) -
 # --- queue ------------------------------------------------------------------------------------
 
 
+def _print_social(settings: Settings, rows: list[Any], pauses: dict[str, Any]) -> None:
+    """Direct posting, per platform: red when paused or failed (pipeline.posting)."""
+    for platform, pause in sorted(pauses.items()):
+        out.print(
+            f"[bold red]{platform} posting is PAUSED[/] since {local(pause.since, settings)}: {pause.reason}. "
+            "Set a new credential in the environment; posting resumes by itself."
+        )
+    if not rows:
+        return
+    table = Table(title="Social posts (posted by the pipeline)", title_justify="left")
+    for column in ("slug", "platform", "state", "detail"):
+        table.add_column(column)
+    colour = {"posted": "green", "pending": "yellow", "posting": "yellow", "failed": "bold red"}
+    for row in rows[-20:]:
+        state = "paused" if row.platform in pauses and row.status != "posted" else row.status
+        detail = row.remote_url if row.status == "posted" else (row.last_error or "")
+        table.add_row(row.slug, row.platform, f"[{colour.get(state, 'bold red')}]{state}[/]", detail or "")
+    out.print(table)
+
+
 @click.command("queue")
 @config_option
 @click.option("--recent", default=10, show_default=True, type=click.IntRange(0, 1000), help="Recent releases shown.")
@@ -95,6 +116,9 @@ def queue_command(settings: Settings, recent: int) -> None:
             if settings.scheduler.require_approval and p.slug not in released and p.date >= first_run
         }
         running = DatabaseLock(store, seconds=settings.scheduler.lock_seconds).holder()
+        social_rows = store.social_posts_for() if settings.social.post.platforms() else []
+        pauses = store.platform_pauses()
+    _print_social(settings, social_rows, pauses)
     if recorded is None:
         out.print("The scheduler has never run: posts dated before its first start go to the feed only.")
     if running is None:

@@ -360,13 +360,17 @@ def doctor_command(settings: Settings, slug: str) -> None:
 
     Works on drafts and on posts dated in the future. Checks headers, one-click
     unsubscribe, DKIM coverage and alignment, HTML size, plain-text part, postal
-    address and unsubscribe link. Exits 1 if any.
+    address and unsubscribe link. Exits 1 if any. Also lists the social handles
+    the clinic has not confirmed.
     """
     post = find_post(settings, slug)
     newsletter = render_post_newsletter(post, settings, make_environment(settings))
     problems = diagnose(settings, newsletter)
     for problem in problems:
         click.echo(f"problem: {problem}")
+    for handle in settings.social.handles.values():
+        if not handle.confirmed:  # not a newsletter problem, but staff should know
+            click.echo(f"unconfirmed handle: {handle.handle} (left out of every snippet until confirmed = true)")
     if problems:
         click.echo(f"{len(problems)} problem(s) in the newsletter for {slug}")
         raise click.exceptions.Exit(1)

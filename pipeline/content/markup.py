@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from functools import lru_cache
 
 import nh3
-from markdown_it_pyrs import MarkdownIt
 
+from pipeline.content.commonmark import parser
 from pipeline.content.links import NO_LINKS, resolve_url
 from pipeline.content.plaintext import tree_to_text
 
@@ -33,12 +32,6 @@ _ALLOWED_ATTRIBUTES = {
     "*": {"lang"},
 }
 _URL_ATTRIBUTES = {("a", "href"), ("img", "src")}
-
-
-@lru_cache(maxsize=1)
-def _markdown() -> MarkdownIt:
-    # "commonmark" preset: strict CommonMark, raw HTML allowed (it is sanitised after).
-    return MarkdownIt("commonmark").enable("table").enable("strikethrough")
 
 
 _SCHEMES = frozenset({"http", "https", "mailto", "tel"})
@@ -70,13 +63,13 @@ def sanitize_html(raw: str, base_url: str, links: Mapping[str, str] = NO_LINKS) 
 
 def markdown_to_html_and_text(source: str, base_url: str, links: Mapping[str, str] = NO_LINKS) -> tuple[str, str]:
     """One parse, two renderings: sanitised HTML and plain text that say the same."""
-    md = _markdown()
+    md = parser()
     return sanitize_html(md.render(source), base_url, links), tree_to_text(md.tree(source), base_url, links)
 
 
 def markdown_inline_to_html(source: str, base_url: str, links: Mapping[str, str] = NO_LINKS) -> str:
     """A one-paragraph Markdown snippet (a summary) without its <p> wrapper."""
-    rendered = _markdown().render(source).strip()
+    rendered = parser().render(source).strip()
     if rendered.startswith("<p>") and rendered.endswith("</p>"):
         # A summary is one paragraph of the page it sits in: its own paragraphs run on.
         rendered = rendered[3:-4].replace("</p>\n<p>", " ")

@@ -27,6 +27,7 @@ ACTIONS = (
     "save", "create", "schedule", "unschedule", "approve", "proof", "send",
     "staff add", "staff remove", "staff password",
     "subscriber add", "subscriber invite", "subscriber unsubscribe", "subscriber export",
+    "social post", "social pause",
 )  # fmt: skip
 CSV_COLUMNS = ("at_utc", "actor", "actor_email", "action", "slug", "content_hash", "detail")
 

@@ -35,6 +35,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 
 from pipeline.ledger.columns import (
     CAMPAIGN_KINDS,
@@ -396,6 +397,51 @@ def _m0005_staff_and_audit(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+SOCIAL_POST_STATUSES = ("pending", "posting", "posted", "failed")
+
+
+def define_social_posts(metadata: MetaData) -> None:
+    """Direct posting (migration 0006): one row per post and platform, and each
+    platform's pause after a refused credential. Frozen."""
+    Table(
+        "social_posts",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("slug", String(200), nullable=False),
+        Column("platform", String(32), nullable=False),
+        # The key the server knows the post by before it answers: Mastodon's
+        # Idempotency-Key, Bluesky's record key. Derived from the post and platform.
+        Column("remote_key", String(200), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("next_attempt_at", UTCDateTime, nullable=False),
+        Column("started_at", UTCDateTime),  # set before each call: "posting" since then
+        Column("posted_at", UTCDateTime),
+        Column("remote_id", String(500)),
+        Column("remote_url", String(1000)),
+        Column("last_error", Text),
+        UniqueConstraint("slug", "platform", name="social_posts_slug_platform"),
+        CheckConstraint(one_of("status", SOCIAL_POST_STATUSES), name="social_posts_status"),
+        Index("social_posts_by_status", "status", "next_attempt_at"),
+    )
+    Table(
+        "social_pauses",
+        metadata,
+        Column("platform", String(32), primary_key=True),
+        Column("since", UTCDateTime, nullable=False),
+        Column("reason", Text, nullable=False),
+        # SHA-256 of the credential that was refused: a new one lifts the pause. Never the secret.
+        Column("credential_sha256", String(64), nullable=False),
+    )
+
+
+def _m0006_social_posts(conn: Connection) -> None:
+    metadata = MetaData()
+    define_social_posts(metadata)
+    metadata.create_all(conn)
+
+
 Migration = tuple[str, Callable[[Connection], None]]
 
 # Append only. Never edit or reorder a released migration.
@@ -405,6 +451,7 @@ MIGRATIONS: list[Migration] = [
     ("0003_delivery_safety", _m0003_delivery_safety),
     ("0004_scheduler_lock", _m0004_scheduler_lock),
     ("0005_staff_and_audit", _m0005_staff_and_audit),
+    ("0006_social_posts", _m0006_social_posts),
 ]
 
 _migrations_metadata = MetaData()
@@ -425,7 +472,10 @@ def migrate(engine: Engine, *, now: Callable[[], datetime] = lambda: datetime.no
 
     Returns the names applied. Safe to run from several processes at once: each
     migration re-checks, under the database's write lock, that it is still needed.
+    A ledger that is up to date costs one read, and no write lock, to find out.
     """
+    if _up_to_date(engine):
+        return []
     with engine.begin() as conn:
         _lock_for_migration(conn)
         _migrations_metadata.create_all(conn)  # a no-op once present
@@ -439,6 +489,16 @@ def migrate(engine: Engine, *, now: Callable[[], datetime] = lambda: datetime.no
             conn.execute(insert(schema_migrations).values(name=name, applied_at=now()))
             applied.append(name)
     return applied
+
+
+def _up_to_date(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(write=False)  # SQLite: a plain BEGIN, no write lock (engine.py)
+            with conn.begin():
+                return {name for name, _ in MIGRATIONS} <= applied_migrations(conn)
+    except DBAPIError:  # no schema_migrations table yet: a new ledger
+        return False
 
 
 # Any fixed number: PostgreSQL's advisory locks are per database, and this is the only one we take.

@@ -10,6 +10,7 @@ from pipeline.ledger.columns import UTCDateTime
 from pipeline.ledger.migrations import (
     define_delivery_tables_0003,
     define_release_records,
+    define_social_posts,
     define_staff_and_audit,
     define_v1,
 )
@@ -50,3 +51,6 @@ scheduler_lock = Table(
 staff = metadata.tables["staff"]
 staff_sessions = metadata.tables["staff_sessions"]
 audit_log = metadata.tables["audit_log"]
+define_social_posts(metadata)  # 0006
+social_posts = metadata.tables["social_posts"]
+social_pauses = metadata.tables["social_pauses"]

@@ -17,6 +17,7 @@ from pipeline.ledger.engine import BUSY_TIMEOUT_SECONDS, Ledger, make_engine
 from pipeline.ledger.meta import MetaValues
 from pipeline.ledger.publications import PublicationRows
 from pipeline.ledger.releases import ReleaseRecords
+from pipeline.ledger.social_rows import SocialRows
 from pipeline.ledger.staff import StaffRecords
 from pipeline.ledger.subscriber_rows import SubscriberRows
 
@@ -31,6 +32,7 @@ class Store(
     ReleaseRecords,
     StaffRecords,
     AuditLog,
+    SocialRows,
 ):
     """The ledger. Open with ``Store.open(settings)``; use as a context manager or call ``close()``."""
 

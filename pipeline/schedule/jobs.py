@@ -113,6 +113,12 @@ def release_job(config_path: str, slug: str) -> None:
         )  # fmt: skip
         if handed_off and outcome.campaign_id is not None:
             rt.requests.put(("deliver", outcome.campaign_id, slug))
+        if outcome.status in ("released", "backfill") and "feed" in outcome.channels:
+            from pipeline.posting.websub import ping_hub
+
+            ping_hub(rt.settings)  # after the release is recorded and its newsletter started
+        if handed_off and "social" in outcome.channels and rt.settings.social.post.platforms():
+            rt.requests.put(("social", 0, slug))  # post now, in the social job's thread
 
 
 def campaign_job(config_path: str, campaign_id: int, what: str) -> None:
@@ -140,6 +146,17 @@ def delivery_job(config_path: str) -> None:
             rt.store, rt.settings, rt.transport, None, "delivery",
             stopped_prefix="", stopped_tail=f"; retrying in {rt.settings.scheduler.delivery_seconds:g} s",
         )  # fmt: skip
+
+
+def social_job(config_path: str) -> None:
+    """Post released posts to the platforms with direct posting on (pipeline.posting)."""
+    from pipeline.posting.owed import owe_recent
+    from pipeline.posting.run import post_due
+
+    with guard("social"), job_runtime(config_path) as rt:
+        now = datetime.now(UTC)
+        owe_recent(rt.settings, rt.store, now)
+        post_due(rt.settings, rt.store, now)
 
 
 def digest_job(config_path: str) -> None:

@@ -37,6 +37,7 @@ from pipeline.ledger.releases import Approval, ReleaseRecord
 from pipeline.ledger.store import Store
 from pipeline.mail.sender import Summary, start_campaign
 from pipeline.mail.transports import Transport
+from pipeline.posting.owed import owe_posts
 from pipeline.schedule.archive import MailedPages
 from pipeline.schedule.gate import Decision, approval_problem, decide
 from pipeline.schedule.sending import deliver_campaign
@@ -219,6 +220,8 @@ def _release_one(
     )
     if not store.record_release(record, now=now):
         return Release(slug, "already", f"{slug} was released by another process meanwhile")
+    if "social" in decision.channels:  # posted by the social job, after the newsletter is started
+        owe_posts(settings, store, slug, post.date, now)
     campaign_id = _make_newsletter(settings, store, post, now, newsletter) if "email" in decision.channels else None
 
     lateness = now - post.date

@@ -13,6 +13,8 @@ absolute config path and a slug):
   with ``posts/`` (new, moved, drafted, deleted, approved) and says so in the log;
 - ``delivery``: every ``scheduler.delivery_seconds``, resumes unfinished campaigns
   and retries deferred deliveries;
+- ``social``: with ``[social.post.*]`` on, every ``scheduler.delivery_seconds`` and
+  right after each release, posts what releases owe to Mastodon and Bluesky;
 - ``digest``: optional, ``scheduler.digest_cron`` in the clinic's zone.
 
 Every job has ``misfire_grace_time=None`` and ``coalesce=True``: APScheduler's
@@ -68,6 +70,7 @@ from pipeline.schedule.jobs import (
     guard,
     ref,
     rescan_job,
+    social_job,
 )
 from pipeline.schedule.logs import configure_logging
 from pipeline.schedule.singleton import SchedulerLease, lock_for
@@ -132,6 +135,13 @@ def _housekeeping(rt: Runtime, trigger: CronTrigger | None, now: datetime) -> No
         ref(delivery_job), IntervalTrigger(seconds=settings.scheduler.delivery_seconds), id="delivery",
         name="resume and retry deliveries", next_run_time=now, executor=DELIVERY_EXECUTOR, **common,
     )  # fmt: skip
+    if settings.social.post.platforms():
+        scheduler.add_job(
+            ref(social_job), IntervalTrigger(seconds=settings.scheduler.delivery_seconds), id="social",
+            name="post to social platforms", next_run_time=now, executor=DELIVERY_EXECUTOR, **common,
+        )  # fmt: skip
+    elif scheduler.get_job("social") is not None:
+        scheduler.remove_job("social")
     existing = scheduler.get_job("digest")
     if trigger is None:
         if existing is not None:
@@ -246,6 +256,8 @@ def _serve(rt: Runtime, request: tuple[str, int, str]) -> None:
     with guard(kind):
         if kind == "sync":
             sync(rt, datetime.now(UTC))
+        elif kind == "social" and rt.scheduler.get_job("social") is not None:
+            rt.scheduler.modify_job("social", next_run_time=datetime.now(UTC))  # right after the release
         elif kind == "deliver":
             rt.scheduler.add_job(
                 ref(campaign_job), args=[rt.config_path, campaign_id, slug], id=f"deliver:{campaign_id}",

@@ -124,6 +124,8 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
         except JobLookupError:
             continue  # it fired meanwhile
         log.info("unqueued %s: %s", slug, _why_gone(slug, posts, errors, released, held))
+    # For a reader (or a test) who needs to know a pass happened that changed nothing.
+    log.debug("rescan done: %d post(s), %d waiting to be released", len(posts), len(wanted))
 
 
 def _why_gone(

@@ -153,7 +153,7 @@ def run_tasks(tasks: list[Task], run: Run, env: jinja2.Environment, jobs: int | 
 
 
 # twitter-text alone takes some 0.3 s to import.
-_RENDERERS = ("pipeline.channels.newsletter", "pipeline.channels.social.rules", "pipeline.site.outputs")
+_RENDERERS = ("pipeline.channels.newsletter", "pipeline.site.outputs")  # outputs: the snippets, with twitter-text
 
 
 def load_renderers(env: jinja2.Environment) -> None:

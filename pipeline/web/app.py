@@ -15,6 +15,7 @@ Public routes
     POST /unsubscribe/{token}    RFC 8058 one-click: body ``List-Unsubscribe=One-Click``
     GET  /archive/               sent newsletters, newest first
     GET  /archive/{slug}         a newsletter's web version, as built into ``out/archive/``
+    GET  /archive/{slug}.png     a post's share card (og:image), drawn when first asked for
     GET  /feed.xml, /atom.xml, /feed.json   the built feeds, with ETag / Last-Modified / 304
 
 Every response carries a CSP (no script on public pages; only the desk's own script

@@ -19,6 +19,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 
 from pipeline.channels.templating import local_time
+from pipeline.web.cards import share_card
 from pipeline.web.state import WebState, web_state
 
 FEEDS = {
@@ -51,15 +52,18 @@ def built_response(
 async def archive_index(request: Request) -> Response:
     web = web_state(request)
     campaigns = await run_in_threadpool(web.store.list_campaigns)
+    releases = await run_in_threadpool(web.store.list_releases)
     zone = web.settings.clinic.zone
+    # A post's newsletter is listed under the article's own date; a digest under its sending day.
+    dated = [(releases[c.key].post_date if c.key in releases else c.created_at, c) for c in campaigns]
     entries = [
         {
             "key": c.key,
             "subject": c.subject,
-            "date": local_time(c.created_at, web.settings),
-            "iso": c.created_at.astimezone(zone).date().isoformat(),
+            "date": local_time(when, web.settings),
+            "iso": when.astimezone(zone).date().isoformat(),
         }
-        for c in sorted(campaigns, key=lambda c: (c.created_at, c.id), reverse=True)
+        for when, c in sorted(dated, key=lambda pair: (pair[0], pair[1].id), reverse=True)
         if SLUG.match(c.key) and (web.settings.out_dir / "archive" / f"{c.key}.html").is_file()
     ]
     return web.page(
@@ -74,6 +78,8 @@ async def archive_page(request: Request) -> Response:
     response = None
     if SLUG.match(slug):
         response = built_response(web_state(request), request, f"archive/{slug}.html", "text/html; charset=utf-8")
+    elif slug.endswith(".png") and SLUG.match(slug.removesuffix(".png")):  # the post's share card
+        response = await share_card(request, slug.removesuffix(".png"))
     if response is None:
         raise HTTPException(404)
     return response

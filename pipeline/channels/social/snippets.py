@@ -1,73 +1,103 @@
 """A post -> one snippet per platform, measured by each platform's own rules.
 
-The text comes from the shared ``social/body.txt`` template (or the post's
-per-platform override); ``social_rules.compose`` fits it to the platform,
-keeping the link, the clinic's handle and the hashtags whole.
+The words come from ``templates/social/PLATFORM.txt`` when there is one, else from the
+shared ``social/body.txt`` (both see the post, the platform, the post's own ``social:``
+text for it as ``override``, and ``handles``: the clinic's confirmed handles a snippet
+may name). ``mentions.clean_mentions`` keeps self-mentions and guessed handles out;
+``compose`` keeps whole sentences beside the link and the hashtags.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
-import jinja2.meta
 
-from pipeline import urls
+from pipeline import DEFAULT_CONFIG, urls
+from pipeline.channels.social.compose import NoRoom, Snippet, compose
+from pipeline.channels.social.mentions import ClinicHandle, clean_mentions, unconfirmed, usable_handles
 from pipeline.channels.templating import render_template, utm_link
 from pipeline.config import PLATFORMS, Settings
 from pipeline.content.dates import to_utc_iso
 from pipeline.content.posts import Post
+from pipeline.errors import PipelineError
 from pipeline.spreadsheet import guard_cell
 
-if TYPE_CHECKING:
-    from pipeline.channels.social.rules import Snippet
-
 SnippetData = Mapping[str, Any]  # Snippet.as_dict(): what the JSON file and the queue hold
+
+
+def share_image_url(post: Post, settings: Settings) -> str:
+    """The post's own ``image`` when it has one, else its generated share card."""
+    return post.image or urls.share_image_url(settings, post.slug)
 
 
 def social_link(post: Post, settings: Settings, platform: str) -> str:
     return utm_link(settings, urls.post_url(settings, post.slug), platform=platform, medium="social", slug=post.slug)
 
 
-@functools.lru_cache(maxsize=8)
-def _template_uses_platform(env: jinja2.Environment) -> bool:
+def clinic_handles(settings: Settings) -> dict[str, ClinicHandle]:
+    return {p: ClinicHandle(p, h.handle, h.confirmed) for p, h in settings.social.handles.items()}
+
+
+def unconfirmed_handle_warnings(settings: Settings) -> list[PipelineError]:
+    """One warning per handle the clinic has not confirmed: it is left out of every snippet."""
+    return [
+        PipelineError(
+            f"{h.platform} handle {h.handle} is not confirmed: no snippet names it",
+            path=settings.root / DEFAULT_CONFIG,
+            field=f"social.handles.{h.platform}.confirmed",
+            hint="once the clinic has checked that the account is theirs, set confirmed = true",
+        )
+        for h in unconfirmed(clinic_handles(settings))
+    ]
+
+
+def _template_for(env: jinja2.Environment, platform: str) -> str:
+    name = f"social/{platform}.txt"
     assert env.loader is not None
-    source = env.loader.get_source(env, "social/body.txt")[0]
-    return "platform" in jinja2.meta.find_undeclared_variables(env.parse(source))
+    try:
+        env.loader.get_source(env, name)
+    except jinja2.TemplateNotFound:
+        return "social/body.txt"
+    return name
 
 
 def render_snippets(post: Post, settings: Settings, env: jinja2.Environment) -> dict[str, Snippet]:
-    # Imported here: twitter-text compiles large regular expressions at import (~0.3 s),
-    # which a no-op rebuild, served from the cache, should not pay.
-    from pipeline.channels.social.rules import compose
-
+    """Every platform's snippet; a ``PipelineError`` naming ``social.PLATFORM`` when one
+    platform has no room for even the first sentence."""
+    handles = clinic_handles(settings)
     snippets = {}
-    per_platform = _template_uses_platform(env)
-    bodies: dict[tuple[str, str], str] = {}
     for platform in PLATFORMS:
         override = post.social.get(platform, "")
-        # The text is the same for every platform unless the template asks which one it
-        # is for or the post overrides it: render each distinct text once.
-        key = (platform if per_platform else "", override)
-        if key not in bodies:
-            bodies[key] = render_template(
-                env, "social/body.txt", {"post": post, "platform": platform, "override": override}
+        context = {
+            "post": post,
+            "platform": platform,
+            "override": override,
+            "handles": usable_handles(handles, platform),
+        }
+        body = render_template(env, _template_for(env, platform), context)
+        body = clean_mentions(body, platform, handles, settings.clinic.name)
+        try:
+            snippets[platform] = compose(
+                platform,
+                body=body,
+                link=social_link(post, settings, platform),
+                hashtags=post.tags,
+                own_text=bool(override),
+                mastodon_limit=settings.social.mastodon_limit,
             )
-        body = bodies[key]
-        snippets[platform] = compose(
-            platform,
-            body=" ".join(body.split()),
-            link=social_link(post, settings, platform),
-            handle=settings.social.handles[platform].handle,
-            hashtags=post.tags,
-            mastodon_limit=settings.social.mastodon_limit,
-        )
+        except NoRoom as problem:
+            raise PipelineError(
+                f"no room for a {platform} snippet: {str(problem).removeprefix(platform + ': ')}",
+                path=post.path,
+                field=f"social.{platform}",
+                hint=f"write the post's own text for {platform}, e.g. 'social: {{{platform}: \"One short sentence.\"}}'",
+            ) from None
     return snippets
 
 
@@ -104,11 +134,17 @@ QUEUE_COLUMNS = (
     "limit",
     "link",
     "note",
+    "image",
+    "posted_by_pipeline",
 )
 
 
 def queue_csv(rows: Sequence[tuple[Post, Mapping[str, SnippetData]]], settings: Settings) -> bytes:
-    """One row per platform and post, oldest release first, for a scheduler's bulk import."""
+    """One row per platform and post, oldest release first, for a scheduler's bulk import.
+
+    ``image`` is the picture for the post (Instagram needs one); ``posted_by_pipeline``
+    says which rows the pipeline posts itself at release (``[social.post.*]``): those
+    are not to be imported elsewhere."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(QUEUE_COLUMNS)
@@ -127,6 +163,8 @@ def queue_csv(rows: Sequence[tuple[Post, Mapping[str, SnippetData]]], settings: 
                 snippet["limit"],
                 social_link(post, settings, platform),
                 snippet["note"],
+                share_image_url(post, settings),
+                "yes" if platform in settings.social.post.platforms() else "",
             )
             # Staff open this file in a spreadsheet: no cell may run as a formula.
             writer.writerow(guard_cell(cell) if isinstance(cell, str) else cell for cell in cells)

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from pipeline.content.posts import Post
 from pipeline.ledger.releases import Approval, Hold, ReleaseRecord
+from pipeline.ledger.social_rows import SocialPause, SocialPost
 from pipeline.schedule.gate import approval_problem
 from pipeline.web.state import WebState
 
@@ -16,7 +17,7 @@ from pipeline.web.state import WebState
 @dataclass(frozen=True)
 class ChannelState:
     name: str
-    state: str  # words: "in the feed", "sent 3 of 3, 1 failed", "queued", "off"
+    state: str  # words: "in the feed", "sent 3 of 3, 1 failed", "posted on mastodon", "off"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,26 @@ def newsletter_state(web: WebState, campaign_id: int | None) -> str:
     return ", ".join(parts)
 
 
+# A direct post's ledger status in the desk's words (pipeline.posting moves it along).
+SOCIAL_WORDS = {"pending": "to post", "posting": "posting", "posted": "posted", "failed": "FAILED"}
+
+
+def social_state(rows: list[SocialPost], pauses: dict[str, SocialPause]) -> str:
+    """Each platform the pipeline posts to directly, with where its post stands; the
+    other platforms' snippets wait in the preview for staff to copy."""
+    if not rows:
+        return "snippets ready to copy (nothing is posted directly)"
+    parts = []
+    for row in sorted(rows, key=lambda r: r.platform):
+        if row.platform in pauses and row.status != "posted":
+            parts.append(f"{row.platform} PAUSED: {pauses[row.platform].reason}")
+        elif row.status == "failed":
+            parts.append(f"{row.platform} FAILED: {row.last_error or 'refused'}")
+        else:
+            parts.append(f"{row.platform} {SOCIAL_WORDS.get(row.status, row.status)}")
+    return "; ".join(parts)
+
+
 def post_state(
     web: WebState,
     post: Post,
@@ -57,6 +78,8 @@ def post_state(
     releases: dict[str, ReleaseRecord] | None = None,
     holds: dict[str, Hold] | None = None,
     approvals: dict[str, Approval] | None = None,
+    social: dict[str, list[SocialPost]] | None = None,
+    pauses: dict[str, SocialPause] | None = None,
 ) -> PostState:
     store = web.store
     release = releases.get(post.slug) if releases is not None else store.get_release(post.slug)
@@ -89,8 +112,12 @@ def post_state(
                     mailing = store.get_mailing(post.slug)
                     campaign_id = mailing.campaign_id if mailing else None
                     channels.append(ChannelState("newsletter", newsletter_state(web, campaign_id)))
+                elif name == "feed":
+                    channels.append(ChannelState(name, "in the feed"))
                 else:
-                    channels.append(ChannelState(name, "in the feed" if name == "feed" else "queued"))
+                    rows = social.get(post.slug, []) if social is not None else store.social_posts_for(post.slug)
+                    known = pauses if pauses is not None else store.platform_pauses()
+                    channels.append(ChannelState(name, social_state(rows, known)))
             elif name in release.skipped:
                 channels.append(ChannelState(name if name != "email" else "newsletter", "left out (backfill)"))
             else:

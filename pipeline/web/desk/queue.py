@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from pipeline.channels.templating import local_time
 from pipeline.errors import each_problem
+from pipeline.ledger.social_rows import SocialPost
 from pipeline.ledger.staff import StaffMember
 from pipeline.site.build import load_posts
 from pipeline.web.desk.pages import desk_page, when
@@ -22,7 +23,14 @@ def _queue(web: WebState) -> dict[str, object]:
     posts, errors = load_posts(web.settings)
     store = web.store
     releases, holds, approvals = store.list_releases(), store.list_holds(), store.list_approvals()
-    states = [post_state(web, p, releases=releases, holds=holds, approvals=approvals) for p in posts]
+    social: dict[str, list[SocialPost]] = {}
+    for row in store.social_posts_for():
+        social.setdefault(row.slug, []).append(row)
+    pauses = store.platform_pauses()
+    states = [
+        post_state(web, p, releases=releases, holds=holds, approvals=approvals, social=social, pauses=pauses)
+        for p in posts
+    ]
     by_stage: dict[str, list[PostState]] = {}
     for state in states:
         by_stage.setdefault(state.stage, []).append(state)
