@@ -33,7 +33,7 @@ from pipeline.channels.templating import make_environment
 from pipeline.config import Settings
 from pipeline.content.posts import Post, errors_for_slug, parse_post
 from pipeline.errors import PipelineError
-from pipeline.ledger.releases import Approval, ReleaseRecord
+from pipeline.ledger.releases import ReleaseRecord
 from pipeline.ledger.store import Store
 from pipeline.mail.sender import Summary, start_campaign
 from pipeline.mail.transports import Transport
@@ -74,16 +74,6 @@ class Release:
 
 
 # --- approvals ------------------------------------------------------------------------------
-
-
-def approve(store: Store, post: Post, by: str, now: datetime) -> Approval:
-    """Record that ``by`` approved ``post`` as its file is now (any later edit voids it)."""
-    name = " ".join(by.split())
-    if not name:
-        raise PipelineError("is empty", field="--by", hint="give the approver's name, e.g. --by 'Dr. Jameson'")
-    approval = Approval(slug=post.slug, by=name, at=now, content_hash=post.content_hash)
-    store.record_approval(approval)
-    return approval
 
 
 def approval_gate(settings: Settings, store: Store, now: datetime) -> ApprovalGate | None:

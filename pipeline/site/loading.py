@@ -1,5 +1,6 @@
 """Whole posts straight from their files, for the commands and pages that need every
-post's body at once (validate, the desk, the digest): no cache, no rendering."""
+post's body at once (validate, the desk, the digest): no cache, no rendering, and
+nothing imported that they do not need (the commands that list posts start fast)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from pathlib import Path
 from pipeline.config import Settings
 from pipeline.content.posts import Post, drop_clashing, errors_for_slug, parse_post, post_files
 from pipeline.errors import PipelineError
-from pipeline.site.worker import unreadable
+
+
+def unreadable(display: str, exc: OSError) -> PipelineError:
+    return PipelineError(
+        f"could not be read: {exc.strerror or exc}", path=display, hint="check the file and build again"
+    )
 
 
 def display(path: str, cwd: str) -> str:

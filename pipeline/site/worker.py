@@ -29,6 +29,7 @@ from pipeline.content.posts import Post, parse_post
 from pipeline.errors import PipelineError
 from pipeline.files import write_new
 from pipeline.site.cache import CacheEntry, light, long_lived_objects
+from pipeline.site.loading import unreadable
 from pipeline.site.plan import ApprovalGate, is_live, queue_window, wants_snippets
 from pipeline.site.publish import stage_fault
 
@@ -67,12 +68,6 @@ class Made:
 
 
 _worker: tuple[Run, jinja2.Environment] | None = None
-
-
-def unreadable(display: str, exc: OSError) -> PipelineError:
-    return PipelineError(
-        f"could not be read: {exc.strerror or exc}", path=display, hint="check the file and build again"
-    )
 
 
 def read_entry(
