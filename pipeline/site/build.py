@@ -21,9 +21,9 @@ are made (``pipeline.site.publish``): a build that fails leaves out/ as it was.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from pipeline.channels.templating import templates_fingerprint
@@ -31,11 +31,11 @@ from pipeline.config import Settings
 from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
 from pipeline.site import plan
-from pipeline.site.cache import CacheEntry, PostCache, existing_outputs, tree_stamp
+from pipeline.site.cache import CacheEntry, PostCache
 from pipeline.site.catalog import Catalog
 from pipeline.site.loading import find_post, full_posts, load_posts
 from pipeline.site.plan import ApprovalGate, ArchiveKeeper, is_live
-from pipeline.site.publish import Staging, build_lock, recover, stage_fault
+from pipeline.site.publish import Staging, build_lock, existing_outputs, recover, stage_fault, tree_stamp
 from pipeline.site.rendering import Rendered, render_clash_keepers, render_tasks
 from pipeline.site.shared import Shared
 
@@ -154,10 +154,12 @@ class _Build:
         entries = looked.entries
         catalog = None if whole else cache.catalog or Catalog.of(self.previous)
         keys = (
-            set(entries) | set(looked.reread) | set(looked.gone) if catalog is None else self._touched(looked, catalog)
+            set(entries) | set(looked.reread) | set(looked.gone)
+            if catalog is None
+            else plan.touched(looked, catalog, cache, self.previous, now)
         )
 
-        tasks = list(self._tasks(looked, keys, existing))
+        tasks = list(plan.tasks(looked, keys, existing, settings, now, self.gate))
         made = render_tasks(
             settings, now, self.gate, self.staging, cache.environment, entries, tasks, jobs, on_progress, want
         )
@@ -176,59 +178,20 @@ class _Build:
         def published(rel: str) -> bool:
             return catalog.claims[rel] > 0 or rel in shared_set
 
-        candidates = existing if existing is not None else self._maybe_stale(keys)
+        candidates = existing if existing is not None else plan.maybe_stale(cache, self.previous, keys)
         removed = sorted(rel for rel in candidates if plan.is_ours(rel) and not published(rel))
         kept = plan.keep_mailed_pages(
             settings.out_dir, removed, self.keeper, published, restore=self.listed, stage=self.stage
         )
         removed = [rel for rel in removed if rel not in kept]
-        self._forget_old_snippets(entries, entries.keys() if whole else keys)
+        plan.forget_old_snippets(entries, entries.keys() if whole else keys, plan.queue_window(settings, now))
         self._finish(entries, catalog, keys, whole, shared, shared_key, published, removed, kept)
         errors = [shared.error] if shared.error is not None else []
-        result = self._result(entries, catalog, None if only is None else looked.looked, errors)
+        result = _result(entries, catalog, None if only is None else looked.looked, errors, now, self.gate)
         result.rendered, result.reused = len(made.paths), len(entries) - len(made.paths)
         result.written, result.removed, result.kept = sorted(set(written)), removed, kept
         result.checked, result.newsletters = len(files), made.newsletters
         return result
-
-    # --- which keys, which tasks ------------------------------------------------------------
-
-    def _touched(self, looked: plan.Look, catalog: Catalog) -> set[str]:
-        """The keys a build of a few files looks at: those files, those a rescan changed,
-        the posts that fell due or left the social queue since the last build, and every
-        post sharing a slug with one of them."""
-        cache, now = self.cache, self.now
-        assert cache.built_at is not None
-        keys = set(looked.looked) | set(looked.reread) | cache.dirty
-        earlier, later = sorted((cache.built_at, now))
-        keys.update(catalog.dated(earlier - timedelta(hours=self.settings.scheduler.backfill_hours), later))
-        slugs = {catalog.slug_of(key) for key in keys} | {
-            entry.post.slug for key in keys if (entry := self.previous.get(key)) is not None and entry.post is not None
-        }
-        keys |= catalog.slug_mates(slug for slug in slugs if slug is not None)
-        return keys
-
-    def _tasks(
-        self, looked: plan.Look, keys: Iterable[str], existing: set[str] | None
-    ) -> Iterable[tuple[str, tuple[int, int, int], bytes | None]]:
-        """The files to read: new and changed ones, and posts whose files are missing or
-        whose snippets the social queue needs."""
-        for path, (stamp, raw) in looked.reread.items():
-            yield path, stamp, raw
-        window = plan.queue_window(self.settings, self.now)
-        for key in keys:
-            entry = looked.entries.get(key)
-            if entry is None or entry.post is None or key in looked.reread:
-                continue
-            post = entry.post
-            missing = not entry.outputs or (existing is not None and not existing.issuperset(entry.outputs))
-            if missing and entry.error is None and is_live(post, self.now, self.gate):
-                yield key, entry.stat, None  # released, and its files are missing (or were never made)
-                continue
-            # Snippets are kept only for posts the social queue can still list (a post's
-            # date never moves back into the window).
-            if entry.snippets is None and plan.wants_snippets(post, window):
-                yield key, entry.stat, None
 
     # --- what is published --------------------------------------------------------------
 
@@ -278,28 +241,6 @@ class _Build:
 
         return digest_key(self.now, self.settings)
 
-    def _maybe_stale(self, keys: Iterable[str]) -> set[str]:
-        """Files that may no longer be published, when out/ need not be listed: what the
-        looked-at entries made before, the rescans' orphans and the shared files."""
-        found = set(self.cache.orphans) | set(self.cache.shared_outputs)
-        for key in keys:
-            entry = self.previous.get(key)
-            if entry is not None:
-                found.update(entry.outputs)
-        return found
-
-    def _forget_old_snippets(self, entries: dict[str, CacheEntry], keys: Iterable[str]) -> None:
-        window = plan.queue_window(self.settings, self.now)
-        for key in list(keys):
-            entry = entries.get(key)
-            if (
-                entry is not None
-                and entry.snippets is not None
-                and entry.post is not None
-                and entry.post.date <= window
-            ):
-                entries[key] = dataclasses.replace(entry, snippets=None)  # out of the queue for good
-
     # --- publishing ---------------------------------------------------------------------
 
     def _finish(
@@ -346,30 +287,35 @@ class _Build:
             pending.commit(tree)
         cache.adopt(entries, shared_key, shared_outputs, shared.feed_keys, tree, catalog, self.now)
 
-    def _result(
-        self, entries: dict[str, CacheEntry], catalog: Catalog, looked: list[str] | None, errors: list[PipelineError]
-    ) -> BuildResult:
-        """What the build says about every post, or (a build of ``only``) about the files it looked at."""
-        keys = entries.keys() if looked is None else [key for key in looked if key in entries]
-        valid, slugs = [], set()
-        for key in keys:
-            entry = entries[key]
-            if entry.error is not None:
-                errors.append(entry.error)
-            elif entry.post is not None:
-                slugs.add(entry.post.slug)
-                if catalog.keeps_slug(key, entry.post):
-                    valid.append(entry.post)
-        errors += catalog.clashes(slugs, entries)
-        valid.sort(key=plan.by_date)
-        now, gate = self.now, self.gate
-        released = [p for p in valid if is_live(p, now, gate)]
-        withheld = [p for p in valid if p.is_released(now) and not is_live(p, now, gate)]
-        queued = [p for p in valid if not p.draft and p.date > now and (gate is None or gate.allows(p))]
-        return BuildResult(
-            posts=valid,
-            released=released,
-            queued=queued,
-            withheld=withheld,
-            errors=sorted(errors, key=lambda e: (e.path or "", e.line or 0)),
-        )
+
+def _result(
+    entries: dict[str, CacheEntry],
+    catalog: Catalog,
+    looked: list[str] | None,
+    errors: list[PipelineError],
+    now: datetime,
+    gate: ApprovalGate | None,
+) -> BuildResult:
+    """What the build says about every post, or (a build of ``only``) about the files it looked at."""
+    keys = entries.keys() if looked is None else [key for key in looked if key in entries]
+    valid, slugs = [], set()
+    for key in keys:
+        entry = entries[key]
+        if entry.error is not None:
+            errors.append(entry.error)
+        elif entry.post is not None:
+            slugs.add(entry.post.slug)
+            if catalog.keeps_slug(key, entry.post):
+                valid.append(entry.post)
+    errors += catalog.clashes(slugs, entries)
+    valid.sort(key=plan.by_date)
+    released = [p for p in valid if is_live(p, now, gate)]
+    withheld = [p for p in valid if p.is_released(now) and not is_live(p, now, gate)]
+    queued = [p for p in valid if not p.draft and p.date > now and (gate is None or gate.allows(p))]
+    return BuildResult(
+        posts=valid,
+        released=released,
+        queued=queued,
+        withheld=withheld,
+        errors=sorted(errors, key=lambda e: (e.path or "", e.line or 0)),
+    )

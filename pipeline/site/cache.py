@@ -28,7 +28,6 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -374,34 +373,3 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
-
-
-# --- out/ -----------------------------------------------------------------------------------
-
-_PER_POST_FOLDERS = ("newsletter", "archive", "social")
-
-
-def tree_stamp(out_dir: Path) -> tuple[int, ...]:
-    try:
-        return tuple(os.stat(out_dir / name).st_mtime_ns for name in ("", *_PER_POST_FOLDERS))
-    except FileNotFoundError:
-        return ()
-
-
-def existing_outputs(out_dir: Path) -> set[str]:
-    """Every file in out/ (hidden ones aside), relative to it."""
-    found: set[str] = set()
-
-    def walk(folder: str, prefix: str) -> None:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    walk(entry.path, f"{prefix}{entry.name}/")
-                else:
-                    found.add(prefix + entry.name)
-
-    if out_dir.is_dir():
-        walk(str(out_dir), "")
-    return found

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pipeline.config import Settings
 from pipeline.content.posts import Post, posts_folder_fault
-from pipeline.site.cache import CacheEntry, file_stamp
+from pipeline.site.cache import CacheEntry, PostCache, file_stamp
 
 if TYPE_CHECKING:
     from pipeline.site.catalog import Catalog
@@ -144,6 +144,72 @@ def look(
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# --- which keys, which tasks -------------------------------------------------------------------
+
+
+def touched(
+    looked: Look, catalog: Catalog, cache: PostCache, previous: Mapping[str, CacheEntry], now: datetime
+) -> set[str]:
+    """The keys a build of a few files looks at: those files, those a rescan changed,
+    the posts that fell due or left the social queue since the last build, and every
+    post sharing a slug with one of them."""
+    assert cache.built_at is not None
+    keys = set(looked.looked) | set(looked.reread) | cache.dirty
+    earlier, later = sorted((cache.built_at, now))
+    keys.update(catalog.dated(earlier - timedelta(hours=cache.settings.scheduler.backfill_hours), later))
+    slugs = {catalog.slug_of(key) for key in keys} | {
+        entry.post.slug for key in keys if (entry := previous.get(key)) is not None and entry.post is not None
+    }
+    keys |= catalog.slug_mates(slug for slug in slugs if slug is not None)
+    return keys
+
+
+def tasks(
+    looked: Look,
+    keys: Iterable[str],
+    existing: set[str] | None,
+    settings: Settings,
+    now: datetime,
+    gate: ApprovalGate | None,
+) -> Iterator[tuple[str, tuple[int, int, int], bytes | None]]:
+    """The files to read: new and changed ones, and posts whose files are missing or
+    whose snippets the social queue needs."""
+    yield from ((path, stamp, raw) for path, (stamp, raw) in looked.reread.items())
+    window = queue_window(settings, now)
+    for key in keys:
+        entry = looked.entries.get(key)
+        if entry is None or entry.post is None or key in looked.reread:
+            continue
+        post = entry.post
+        missing = not entry.outputs or (existing is not None and not existing.issuperset(entry.outputs))
+        if missing and entry.error is None and is_live(post, now, gate):
+            yield key, entry.stat, None  # released, and its files are missing (or were never made)
+            continue
+        # Snippets are kept only for posts the social queue can still list (a post's
+        # date never moves back into the window).
+        if entry.snippets is None and wants_snippets(post, window):
+            yield key, entry.stat, None
+
+
+def maybe_stale(cache: PostCache, previous: Mapping[str, CacheEntry], keys: Iterable[str]) -> set[str]:
+    """Files that may no longer be published, when out/ need not be listed: what the
+    looked-at entries made before, the rescans' orphans and the shared files."""
+    found = set(cache.orphans) | set(cache.shared_outputs)
+    for key in keys:
+        entry = previous.get(key)
+        if entry is not None:
+            found.update(entry.outputs)
+    return found
+
+
+def forget_old_snippets(entries: dict[str, CacheEntry], keys: Iterable[str], window: datetime) -> None:
+    """Snippets of posts out of the social queue for good are not worth keeping."""
+    for key in list(keys):
+        entry = entries.get(key)
+        if entry is not None and entry.snippets is not None and entry.post is not None and entry.post.date <= window:
+            entries[key] = dataclasses.replace(entry, snippets=None)
 
 
 # --- the shared files -------------------------------------------------------------------------
