@@ -138,6 +138,10 @@ class NewsletterSettings(_Strict):
 
 
 class Utm(_Strict):
+    # A [utm] table in pipeline.toml turns the tags on (enabled = false turns them off
+    # again): then social snippets and the newsletter's links to the clinic's own site
+    # carry them. Without the table no link carries any.
+    enabled: bool = True
     source: str = "{platform}"
     medium: str = "{medium}"
     campaign: str = "{slug}"
@@ -247,6 +251,27 @@ class DeliverySettings(_Strict):
     _envelope_from = field_validator("envelope_from")(email_address)
 
 
+class BouncesSettings(_Strict):
+    """Where bounces and complaints come back, and how the scheduler reads them."""
+
+    # The mailbox that bounces and feedback reports reach. A campaign message's envelope
+    # sender is LOCAL+TOKEN@DOMAIN of it (VERP), so the mailbox must take "+" sub-addresses.
+    # Default: delivery.envelope_from, else bounces@ the From domain.
+    address: str | None = None
+    verp: bool = True
+    # Read by `pipeline bounces process` and by the scheduler: a Maildir folder, or an
+    # IMAP mailbox (imaps://user@host[:port][/FOLDER]; password from PIPELINE_IMAP_PASSWORD).
+    maildir: Path | None = None
+    imap: str | None = None
+    # How often the scheduler reads the mailbox; unset: it does not.
+    poll_seconds: float | None = Field(None, gt=0)
+    # Temporary failures (4.x.x) that bounce an address: this many within this many days.
+    temporary_limit: int = Field(3, ge=1)
+    temporary_days: float = Field(30, gt=0)
+
+    _address = field_validator("address")(email_address)
+
+
 class SchedulerSettings(_Strict):
     rescan_seconds: float = Field(30, gt=0)
     digest_cron: str | None = None
@@ -264,11 +289,12 @@ class Settings(_Strict):
     paths: Paths = Paths()
     feed: FeedSettings
     newsletter: NewsletterSettings
-    utm: Utm = Utm()
+    utm: Utm = Utm(enabled=False)
     social: SocialSettings
     database: Database = Database()
     delivery: DeliverySettings = DeliverySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    bounces: BouncesSettings = BouncesSettings()
     # Where the file lives; relative paths in it are relative to this folder.
     root: Path = Path(".")
 
@@ -295,6 +321,21 @@ class Settings(_Strict):
     def envelope_sender(self) -> str:
         """MAIL FROM: ``delivery.envelope_from``, else ``newsletter.from_address``."""
         return self.delivery.envelope_from or self.newsletter.from_address
+
+    @property
+    def bounce_address(self) -> str:
+        """The bounce mailbox: ``bounces.address``, else ``delivery.envelope_from``, else
+        bounces@ the From domain."""
+        return self.bounces.address or self.delivery.envelope_from or f"bounces@{self.newsletter.from_domain}"
+
+    def verp_sender(self, token: str) -> str:
+        """The envelope sender of one campaign message: ``LOCAL+TOKEN@DOMAIN`` of the
+        bounce mailbox (or the mailbox itself with ``bounces.verp = false``)."""
+        address = self.bounce_address
+        if not self.bounces.verp:
+            return address
+        local, _, domain = address.rpartition("@")
+        return f"{local}+{token}@{domain}"
 
     @property
     def database_url(self) -> str:
@@ -340,7 +381,7 @@ def _line_of(text: str, loc: tuple[str | int, ...]) -> int | None:
     return None
 
 
-_ADDRESS_SETTINGS = ("email", "from_address", "reply_to", "envelope_from")
+_ADDRESS_SETTINGS = ("email", "from_address", "reply_to", "envelope_from", "address")
 
 
 def settings_from_mapping(data: dict[str, object], *, path: Path, source: str = "") -> Settings:

@@ -30,7 +30,7 @@ from pipeline.errors import PipelineError
 from pipeline.ledger import schema
 from pipeline.ledger.engine import make_engine
 from pipeline.ledger.store import Store
-from pipeline.ledger.tokens import SECRET_ENV, read_token
+from pipeline.ledger.tokens import SECRET_ENV, read_bounce_token, read_token
 from pipeline.mail.dkim import DkimSigner
 from pipeline.mail.doctor import check_message, diagnose, sample_message
 from pipeline.mail.message import from_wire, to_wire
@@ -80,7 +80,14 @@ def test_normal_send_to_200_subscribers(tmp_path: Path) -> None:
         for received in server.messages:
             message = received.parsed()
             assert message["To"].addresses[0].addr_spec == received.rcpt_to
-            assert received.mail_from == settings.newsletter.from_address
+            # VERP: the envelope sender names this delivery, signed (a bounce that quotes nothing still does).
+            local, _, domain = received.mail_from.partition("@")
+            assert domain == settings.newsletter.from_domain and local.startswith("bounces+")
+            assert read_bounce_token(local.removeprefix("bounces+"), SECRET.encode()) == (
+                campaign_id,
+                by_address[received.rcpt_to],
+            )
+            assert message["Feedback-ID"] == f"{newsletter.key}:{settings.newsletter.list_id}:jamesonprosthetics.com"
             message_ids.add(message["Message-ID"])
             link = str(message["List-Unsubscribe"]).strip("<>")
             token = link.removeprefix(urls.unsubscribe_url(settings, ""))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,39 +140,42 @@ def test_digest_lists_posts_newest_first(settings: Settings) -> None:
 
 
 def test_email_and_web_page_differ_only_in_their_slots(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.channels import newsletter as module
+    import pipeline.channels.newsletter as module
 
-    slots: list[tuple[str, bool, str]] = []  # (slot, web, text) as the renderer made them
-    render = module.render_template
-
-    def recording(env: object, name: str, context: dict[str, object]) -> str:
-        text = render(env, name, context)  # type: ignore[arg-type]
-        if name.startswith("newsletter/slots/"):
-            slots.append((name.rsplit("/", 1)[1].removesuffix(".html"), bool(context["web"]), text.strip("\n")))
-        return text
-
-    monkeypatch.setattr(module, "render_template", recording)
+    # Without [utm]: with it, the e-mail's links to the site also carry its tags.
+    settings = settings.model_copy(update={"utm": settings.utm.model_copy(update={"enabled": False})})
+    env = make_environment(settings)
     post = parse_post(POST.encode(), "posts/slots.md", settings)
-    newsletter = render_post_newsletter(post, settings, make_environment(settings))
+    # Every slot as it was rendered, per version.
+    slots: dict[tuple[str, bool], str] = {}
+    real = module.render_template
+
+    def spy(env: Any, name: str, context: Any) -> str:
+        rendered = real(env, name, context)
+        if name.startswith("newsletter/slots/"):
+            slots[(name.rsplit("/", 1)[1].removesuffix(".html"), bool(context["web"]))] = rendered.strip("\n")
+        return rendered
+
+    monkeypatch.setattr(module, "render_template", spy)
+    newsletter = render_post_newsletter(post, settings, env)
     assert "View in browser" in newsletter.html and "View in browser" not in newsletter.web_html
     assert f"/unsubscribe/{TOKEN_PLACEHOLDER}" in newsletter.html
     assert "/unsubscribe/" not in newsletter.web_html and "/subscribe" in newsletter.web_html
     assert "__SLOT_" not in newsletter.html and "__SLOT_" not in newsletter.web_html
-    assert {name for name, _web, _text in slots} >= {"view_in_browser", "subscription"}
+    names = {name for name, _web in slots}
+    assert {"view_in_browser", "subscription", "web_head", "site_nav", "preheader"} <= names
 
-    # Put each version's slot texts back to their markers, the longest first (a short one
-    # may sit inside a long one): what is left is one and the same compiled page.
-    pages = {}
+    # Put each version's slot texts back to their markers: what is left is one and the same page.
+    pages = []
     for page, web in ((newsletter.html, False), (newsletter.web_html, True)):
-        for name, _web, text in sorted((s for s in slots if s[1] == web), key=lambda s: -len(s[2])):
-            if text:  # an empty slot leaves nothing to put back
+        for name in sorted(names, key=lambda n: -len(slots[(n, web)])):
+            text = slots[(name, web)]
+            if text:  # a slot empty in one version: nothing to put back
                 assert page.count(text) == 1, (name, web)
                 page = page.replace(text, f"__SLOT_{name}__")
-        pages[web] = page
-    empty = {name for name, _web, text in slots if not text}
-    email_page, web_page = pages[False], pages[True]
-    for name in empty:  # a slot empty in one version has no marker left there: drop it from both
-        email_page, web_page = email_page.replace(f"__SLOT_{name}__", ""), web_page.replace(f"__SLOT_{name}__", "")
+        pages.append(page)
+    empty = {name for (name, _web), text in slots.items() if not text}
+    email_page, web_page = (re.sub("|".join(f"__SLOT_{n}__" for n in empty) or "^$", "", p) for p in pages)
     assert email_page == web_page
 
 
@@ -207,5 +212,9 @@ def test_footer_links_to_clinic_contact_url_only_when_it_is_set(settings: Settin
     assert build(booked, NOW).errors == []
     html = (booked.out_dir / "newsletter/sockets.html").read_text()
     text = (booked.out_dir / "newsletter/sockets.txt").read_text()
-    assert '<a href="https://jamesonprosthetics.com/book" style="color:#0b5c8a;">Contact us</a>' in html
-    assert "Contact us: https://jamesonprosthetics.com/book" in text
+    tagged = "https://jamesonprosthetics.com/book?utm_source=newsletter&utm_medium=email&utm_campaign=sockets"
+    assert (
+        f'<a href="{tagged.replace("&", "&amp;")}" style="text-decoration: underline;color: #0b5c8a">Contact us</a>'
+        in html
+    )
+    assert f"Contact us:\n{tagged}" in text

@@ -259,7 +259,7 @@ def test_a_contact_link_leads_to_the_clinic_without_a_contact_page(settings: Set
     assert settings.clinic.contact_url is None
     post = parse_post(CONTACT_POST.encode(), "posts/x.md", settings)
     assert '<a href="mailto:jamesonprosthetics@gmail.com" rel="noopener">book a socket check</a>' in post.body_html
-    assert "book a socket check (jamesonprosthetics@gmail.com)" in post.body_text
+    assert "book a socket check [1]" in post.body_text and "[1] jamesonprosthetics@gmail.com" in post.body_text
     assert 'href="mailto:jamesonprosthetics@gmail.com"' in post.summary_html
 
 
@@ -268,7 +268,7 @@ def test_a_contact_link_follows_clinic_contact_url(settings: Settings) -> None:
     booked = settings.model_copy(update={"clinic": clinic})
     post = parse_post(CONTACT_POST.encode(), "posts/x.md", booked)
     assert '<a href="https://jamesonprosthetics.com/book" rel="noopener">book a socket check</a>' in post.body_html
-    assert "book a socket check (https://jamesonprosthetics.com/book)" in post.body_text
+    assert "book a socket check [1]" in post.body_text and "[1] https://jamesonprosthetics.com/book" in post.body_text
     # Other unknown schemes stay refused by the sanitiser, as before.
     other = parse_post(b"---\ntitle: x\ndate: 2026-01-01\n---\n[x](bogus:y)\n", "posts/x.md", booked)
     assert "bogus" not in other.body_html

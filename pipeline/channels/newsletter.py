@@ -19,9 +19,10 @@ from markupsafe import Markup
 from mjml import mjml2html
 
 from pipeline import urls
-from pipeline.channels.templating import render_template
+from pipeline.channels.templating import render_template, utm_site_links
 from pipeline.config import Settings
 from pipeline.content.dates import to_utc_iso
+from pipeline.content.plaintext import wrap_text
 from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
 
@@ -76,6 +77,7 @@ class DigestItem:
     url: str
 
 
+TOKEN_MAX_LENGTH = 64  # tokens.py's longest subscriber token
 _WHITESPACE_RUN = re.compile(r"\n\s*\n+")
 
 
@@ -87,7 +89,9 @@ def compile_mjml(source: str, template: str) -> str:
 
 
 def _tidy_text(text: str) -> str:
-    # Templates leave stray blank lines where optional parts are empty.
+    # Templates leave stray blank lines where optional parts are empty; every line is
+    # kept to 78 columns, counting the unsubscribe token at its longest.
+    text = wrap_text(text, stand_in=(urls.TOKEN_PLACEHOLDER, TOKEN_MAX_LENGTH))
     return _WHITESPACE_RUN.sub("\n\n", text).strip() + "\n"
 
 
@@ -107,7 +111,67 @@ def _fill(slots: dict[str, str], match: re.Match[str]) -> str:
     return slots[match.group(1)]
 
 
-def _render_both(env: jinja2.Environment, name: str, context: dict[str, object]) -> tuple[str, str, str]:
+# Landmarks around groups of MJML sections: mj-raw cannot hold half an element, so the
+# template writes these markers and they become tags after the compile.
+_LANDMARK = re.compile(r"__(OPEN|CLOSE)_(header|main|footer)__")
+# MJML wraps the body in <div role="article" aria-label="SUBJECT">: named, that wrapper is
+# content of its own, so a <main> that opens just inside it (as the template asks) opens
+# just outside it instead, and everything the reader sees is inside the landmark.
+_MAIN_AROUND_WRAPPER = re.compile(
+    r"(<body\b[^>]*>)(<div\b[^>]*\brole=\"article\"[^>]*>)__OPEN_main__(.*)__CLOSE_main__(</div>)(</body>)", re.DOTALL
+)
+
+
+def _landmark(match: re.Match[str]) -> str:
+    if match.group(1) == "CLOSE":
+        return f"</{match.group(2)}>"
+    return '<main id="content">' if match.group(2) == "main" else f"<{match.group(2)}>"
+
+
+def _landmarks(compiled: str) -> str:
+    # id="content": the web page's "Skip to content" link (slot site_nav) leads here.
+    compiled = _MAIN_AROUND_WRAPPER.sub(r'\1<main id="content">\2\3\4</main>\5', compiled, count=1)
+    return _LANDMARK.sub(_landmark, compiled)
+
+
+# The template's own style block (mj-style) starts with this comment: its rules are the
+# ones written into the elements. MJML's resets stay in <style> only (inlined on every
+# table cell they would double the page's size).
+INLINE_MARKER = "/* inlined into the elements */"
+_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
+# An attribute value holding < or >: legal in HTML5, which the inliner writes, but old
+# mail parsers may take it for a tag, so it is written as &lt; / &gt; again.
+_HIDDEN_SLOT = re.compile(r"<!--(__SLOT_[a-z][a-z0-9_]*__)-->")
+_ATTRIBUTE_WITH_ANGLES = re.compile(r'="([^"<>]*[<>][^"]*)"')
+
+
+def _inline_styles(compiled: str) -> str:
+    """The article's styles (headings, paragraph spacing, link colour) written into each
+    element's style attribute too (css-inline), for mail clients that drop <style>; the
+    <style> blocks stay, for the media queries (narrow screens, dark mode) and Outlook's
+    class rules that cannot be inlined."""
+    import css_inline  # ~10 ms to load: only when a newsletter is compiled
+
+    ours = next((css for css in _STYLE_BLOCK.findall(compiled) if INLINE_MARKER in css), "")
+    if not ours:
+        return compiled
+    inliner = css_inline.CSSInliner(
+        inline_style_tags=False, keep_style_tags=True, extra_css=ours, load_remote_stylesheets=False
+    )
+    # A slot's marker in <head> is text, which an HTML parser moves into <body>: it
+    # crosses the inliner as a comment, and comes back as it was.
+    head_end = compiled.find("</head>")
+    if head_end > 0:
+        compiled = _SLOT.sub(lambda m: f"<!--{m.group(0)}-->", compiled[:head_end]) + compiled[head_end:]
+    inlined = _HIDDEN_SLOT.sub(r"\1", inliner.inline(compiled))
+    return _ATTRIBUTE_WITH_ANGLES.sub(
+        lambda m: '="' + m.group(1).replace("<", "&lt;").replace(">", "&gt;") + '"', inlined
+    )
+
+
+def _render_both(
+    env: jinja2.Environment, name: str, context: dict[str, object], *, settings: Settings, campaign: str
+) -> tuple[str, str, str]:
     """The e-mail HTML, the web page's HTML and the text part.
 
     The MJML template is rendered and compiled once. Where the two versions differ, it
@@ -117,6 +181,7 @@ def _render_both(env: jinja2.Environment, name: str, context: dict[str, object])
     """
     mjml_name = f"newsletter/{name}.mjml"
     compiled = compile_mjml(render_template(env, mjml_name, {**context, "slot": _slot}), mjml_name)
+    compiled = _inline_styles(_landmarks(compiled))
     names = sorted(set(_SLOT.findall(compiled)))
     versions = []
     for web in (False, True):
@@ -126,8 +191,10 @@ def _render_both(env: jinja2.Environment, name: str, context: dict[str, object])
             for slot in names
         }
         versions.append(_SLOT.sub(functools.partial(_fill, filled), compiled))
-    text = _tidy_text(render_template(env, f"newsletter/{name}.txt", context))
-    return versions[0], versions[1], text
+    # The e-mail's links to the clinic's own site carry UTM tags when [utm] asks for them;
+    # the web page's do not (a visit from it is no visit from the e-mail).
+    text = _tidy_text(utm_site_links(render_template(env, f"newsletter/{name}.txt", context), settings, slug=campaign))
+    return utm_site_links(versions[0], settings, slug=campaign), versions[1], text
 
 
 def _links(settings: Settings, web_url: str) -> dict[str, object]:
@@ -164,7 +231,7 @@ def render_post_newsletter(post: Post, settings: Settings, env: jinja2.Environme
         "post_url": web_url,
         **_links(settings, web_url),
     }
-    html, web_html, text = _render_both(env, "post", context)
+    html, web_html, text = _render_both(env, "post", context, settings=settings, campaign=post.slug)
     newsletter = Newsletter(
         key=post.slug,
         subject=post.subject,
@@ -201,7 +268,7 @@ def render_digest(posts: Sequence[Post], settings: Settings, env: jinja2.Environ
         "preheader": preheader,
         **_links(settings, web_url),
     }
-    html, web_html, text = _render_both(env, "digest", context)
+    html, web_html, text = _render_both(env, "digest", context, settings=settings, campaign=key)
     newsletter = Newsletter(
         key=key,
         subject=subject,

@@ -50,7 +50,9 @@ def with_utm(url: str, *, source: str, medium: str, campaign: str) -> str:
 
 
 def utm_link(settings: Settings, url: str, *, platform: str, medium: str, slug: str) -> str:
-    """``url`` with the UTM tags ``[utm]`` in pipeline.toml asks for."""
+    """``url`` with the UTM tags ``[utm]`` in pipeline.toml asks for (none without it)."""
+    if not settings.utm.enabled:
+        return url
     fields = {"platform": platform, "medium": medium, "slug": slug}
     return with_utm(
         url,
@@ -58,6 +60,36 @@ def utm_link(settings: Settings, url: str, *, platform: str, medium: str, slug: 
         medium=settings.utm.medium.format(**fields),
         campaign=settings.utm.campaign.format(**fields),
     )
+
+
+_HREF = re.compile(r"""(<a\b[^>]*?\bhref=")([^"]*)(")""", re.IGNORECASE)
+
+
+def _site_links(settings: Settings) -> re.Pattern[str]:
+    # An address of the clinic's own site, up to a quote, a space, a bracket or the end.
+    return re.compile(re.escape(settings.clinic.base_url) + r"""(?:/[^\s"'<>()\[\]]*)?""")
+
+
+def utm_site_links(text: str, settings: Settings, *, slug: str) -> str:
+    """Every link in ``text`` (HTML or plain) to the clinic's own site tagged for the
+    newsletter, when ``[utm]`` is enabled; links elsewhere are never touched (a tag on
+    someone else's page tells them nothing they need). The unsubscribe link is left as
+    it is: it carries the subscriber's token, and nothing about a visit."""
+    if not settings.utm.enabled:
+        return text
+
+    site = _site_links(settings)
+
+    def tag(url: str, html: bool) -> str:
+        if "/unsubscribe/" in url or "/confirm/" in url or not site.fullmatch(url):
+            return url
+        # In HTML the ampersands of a query are written &amp;: undo, tag, redo.
+        tagged = utm_link(settings, url.replace("&amp;", "&"), platform="newsletter", medium="email", slug=slug)
+        return tagged.replace("&", "&amp;") if html else tagged
+
+    if text.lstrip().startswith("<"):  # HTML: links only, never what loads (an image's src)
+        return _HREF.sub(lambda m: m.group(1) + tag(m.group(2), True) + m.group(3), text)
+    return site.sub(lambda m: tag(m.group(0), False), text)
 
 
 def make_environment(settings: Settings) -> jinja2.Environment:

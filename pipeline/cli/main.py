@@ -38,7 +38,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Send one proof copy of SLUG's newsletter to ADDRESS, whatever its state (a draft, a post dated in the "
         "future, one held for approval).",
     ),
-    "doctor": ("pipeline.cli.send", "Check SLUG's newsletter as it would be sent (offline) and list every problem."),
+    "doctor": (
+        "pipeline.cli.send",
+        "Check SLUG's newsletter as it would be sent and list every problem; with --dns, also the sender "
+        "authentication records in DNS.",
+    ),
     "subscribers": ("pipeline.cli.subscribers", "Manage the newsletter's subscribers."),
     "schedule": ("pipeline.cli.schedule", "The scheduler that releases queued posts at their time."),
     "queue": ("pipeline.cli.schedule", "List upcoming releases, held and overdue ones (loudly), and recent releases."),
@@ -56,6 +60,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Serve the subscribe form, confirm and unsubscribe links, the newsletter archive and the feeds.",
     ),
     "social": ("pipeline.cli.social", "Direct posting to Mastodon and Bluesky ([social.post.*] in pipeline.toml)."),
+    "dkim": ("pipeline.cli.dkim", "Sender authentication: the DKIM key the newsletter is signed with."),
+    "bounces": ("pipeline.cli.bounces", "Bounces and complaints that come back after a newsletter went out."),
     "staff": (
         "pipeline.cli.staff",
         "Staff accounts for the desk (/desk/): editors, approvers (clinicians) and admins.",

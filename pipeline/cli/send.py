@@ -319,6 +319,11 @@ def _print_summary(summary: delivery.Summary, transport: Transport) -> None:
         console.print(f"{summary.sent} sent in {summary.seconds:.1f} s ({rate:.0f}/s)")
 
     for c in summary.campaigns:
+        if c.rates is not None and c.rates.attempted:
+            console.print(f"{c.key}: {c.rates.describe()}", markup=False, soft_wrap=True)
+            for warning in c.rates.warnings():
+                console.print(f"warning: {c.key}: {warning}", markup=False, soft_wrap=True)
+    for c in summary.campaigns:
         for line in c.advice():
             console.print(line, markup=False)
     if summary.remaining and not summary.paused:
@@ -353,28 +358,61 @@ def send_test_command(settings: Settings, slug: str, to: str, transport_spec: st
 
 @click.command("doctor")
 @config_option
-@click.argument("slug")
+@click.argument("slug", required=False)
+@click.option("--dns", "check_dns", is_flag=True, help="Also look up the DKIM, SPF and DMARC records in DNS.")
+@click.option(
+    "--nameserver",
+    metavar="IP[:PORT]",
+    help="With --dns: ask this DNS server instead of the system's (e.g. your provider's, before the change spreads).",
+)
+@click.option(
+    "--dns-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Seconds to wait per lookup."
+)
 @pass_settings
-def doctor_command(settings: Settings, slug: str) -> None:
-    """Check SLUG's newsletter as it would be sent (offline) and list every problem.
+def doctor_command(
+    settings: Settings, slug: str | None, check_dns: bool, nameserver: str | None, dns_timeout: float
+) -> None:
+    """Check SLUG's newsletter as it would be sent and list every problem; with --dns,
+    also the sender authentication records in DNS.
 
     Works on drafts and on posts dated in the future. Checks headers, one-click
     unsubscribe, DKIM coverage and alignment, HTML size, plain-text part, postal
-    address and unsubscribe link. Exits 1 if any. Also lists the social handles
+    address and unsubscribe link; with --dns, that the DKIM record holds the configured
+    key, that SPF allows the relay for an envelope domain aligned with From, and that
+    DMARC is published. Exits 1 if any problem is found. Also lists the social handles
     the clinic has not confirmed.
     """
-    post = find_post(settings, slug)
-    newsletter = render_post_newsletter(post, settings, make_environment(settings))
-    problems = diagnose(settings, newsletter)
+    from pipeline.mail import dns_check
+
+    if slug is None and not check_dns:
+        raise PipelineError("say what to check", field="doctor", hint="pipeline doctor SLUG, or pipeline doctor --dns")
+    problems: list[str] = []
+    if slug is not None:
+        post = find_post(settings, slug)
+        newsletter = render_post_newsletter(post, settings, make_environment(settings))
+        problems += diagnose(settings, newsletter)
+    if check_dns:
+        resolver = dns_check.make_resolver(nameserver, timeout=dns_timeout)
+        for finding in dns_check.check_dns(settings, resolver):
+            if finding.ok:
+                click.echo(f"ok: {finding.record}: {finding.message}")
+            else:
+                problems.append(f"{finding.record}: {finding.message}")
     for problem in problems:
         click.echo(f"problem: {problem}")
     for handle in settings.social.handles.values():
         if not handle.confirmed:  # not a newsletter problem, but staff should know
             click.echo(f"unconfirmed handle: {handle.handle} (left out of every snippet until confirmed = true)")
+    if not check_dns:
+        for note in dns_check.offline_notes(settings):
+            click.echo(f"note: {note}")
+    what = f"the newsletter for {slug}" if slug else "the DNS records"
+    if slug and check_dns:
+        what += " and the DNS records"
     if problems:
-        click.echo(f"{len(problems)} problem(s) in the newsletter for {slug}")
+        click.echo(f"{len(problems)} problem(s) in {what}")
         raise click.exceptions.Exit(1)
-    click.echo(f"no problems found in the newsletter for {slug}")
+    click.echo(f"no problems found in {what}")
 
 
 COMMANDS: list[click.Command] = [send_command, send_test_command, doctor_command]

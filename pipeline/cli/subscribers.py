@@ -79,16 +79,31 @@ def remove_command(settings: Settings, email: str, forget: bool) -> None:
 @click.option("--status", type=_STATUS, help="Only subscribers with this status.")
 @pass_settings
 def list_command(settings: Settings, status: str | None) -> None:
-    """List subscribers (a table on a terminal, tab-separated lines otherwise)."""
+    """List subscribers (a table on a terminal, tab-separated lines otherwise).
+
+    A bounced or complained subscriber's line ends with the date (UTC) and the reason.
+    """
     with Store.open(settings) as store:
         rows = store.iter_subscribers(status)
         if not sys.stdout.isatty():
             for sub in rows:
-                click.echo(f"{sub.email}\t{sub.name or ''}\t{sub.status}\t{to_utc_iso(sub.created_at)}")
+                line = f"{sub.email}\t{sub.name or ''}\t{sub.status}\t{to_utc_iso(sub.created_at)}"
+                if sub.status_changed_at is not None or sub.status_reason:
+                    changed = to_utc_iso(sub.status_changed_at) if sub.status_changed_at else ""
+                    line += f"\t{changed}\t{' '.join((sub.status_reason or '').split())}"
+                click.echo(line)
             return
-        table = Table("e-mail", "name", "status", "since (UTC)", box=None)
+        table = Table("e-mail", "name", "status", "since (UTC)", "when (UTC)", "why", box=None)
         for sub in rows:
-            table.add_row(sub.email, sub.name or "", sub.status, f"{sub.created_at:%Y-%m-%d %H:%M}")
+            changed = f"{sub.status_changed_at:%Y-%m-%d %H:%M}" if sub.status_changed_at else ""
+            table.add_row(
+                sub.email,
+                sub.name or "",
+                sub.status,
+                f"{sub.created_at:%Y-%m-%d %H:%M}",
+                changed,
+                sub.status_reason or "",
+            )
         Console(highlight=False).print(table)
 
 

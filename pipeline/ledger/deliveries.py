@@ -128,7 +128,12 @@ _FINAL = (  # failed or bounced
 _BOUNCE_SUBSCRIBER = (
     update(subscribers)
     .where(subscribers.c.id == bindparam("b_id"), subscribers.c.status == "active")
-    .values(status="bounced", updated_at=bindparam("now", type_=_TIME))
+    .values(
+        status="bounced",
+        updated_at=bindparam("now", type_=_TIME),
+        status_reason=bindparam("b_reply"),
+        status_changed_at=bindparam("now", type_=_TIME),
+    )
 )
 
 
@@ -177,7 +182,7 @@ def record(ex: Executor, outcomes: Sequence[Outcome], now: datetime) -> None:
         elif o.status in ("failed", "bounced"):
             rows["final"].append({"b_id": o.delivery_id, "b_status": o.status, "b_reply": o.reply, "now": at})
             if o.status == "bounced":
-                rows["bounced"].append({"b_id": o.subscriber_id, "now": at})
+                rows["bounced"].append({"b_id": o.subscriber_id, "b_reply": f"refused: {o.reply}", "now": at})
         else:
             raise ValueError(f"unknown outcome {o.status!r}")
     for name, statement in (

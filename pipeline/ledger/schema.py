@@ -8,6 +8,7 @@ from sqlalchemy import Column, Index, Integer, MetaData, String, Table
 
 from pipeline.ledger.columns import UTCDateTime
 from pipeline.ledger.migrations import (
+    define_bounces_0007,
     define_delivery_tables_0003,
     define_release_records,
     define_social_posts,
@@ -48,6 +49,8 @@ scheduler_lock = Table(
     Column("heartbeat_at", UTCDateTime),
     Column("expires_at", UTCDateTime),
 )
+define_bounces_0007(metadata)  # 0007: bounce_events, and subscribers.status_reason / status_changed_at
+bounce_events = metadata.tables["bounce_events"]
 staff = metadata.tables["staff"]
 staff_sessions = metadata.tables["staff_sessions"]
 audit_log = metadata.tables["audit_log"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pipeline.config import Settings
 from pipeline.ledger import migrations
 from pipeline.ledger.audit import AuditLog
+from pipeline.ledger.bounce_rows import BounceRecords
 from pipeline.ledger.campaigns import CampaignRows
 from pipeline.ledger.delivery_rows import DeliveryRows
 from pipeline.ledger.engine import BUSY_TIMEOUT_SECONDS, Ledger, make_engine
@@ -33,6 +34,7 @@ class Store(
     StaffRecords,
     AuditLog,
     SocialRows,
+    BounceRecords,
 ):
     """The ledger. Open with ``Store.open(settings)``; use as a context manager or call ``close()``."""
 

@@ -27,6 +27,9 @@ class Subscriber:
     confirmed_at: datetime | None
     unsubscribed_at: datetime | None
     updated_at: datetime
+    # Why and when the status last became bounced or complained (None for the others).
+    status_reason: str | None = None
+    status_changed_at: datetime | None = None
 
     @property
     def is_active(self) -> bool:
@@ -74,6 +77,8 @@ def _subscriber(row: Row[Any]) -> Subscriber:
         confirmed_at=row.confirmed_at,
         unsubscribed_at=row.unsubscribed_at,
         updated_at=row.updated_at,
+        status_reason=row.status_reason,
+        status_changed_at=row.status_changed_at,
     )
 
 
@@ -136,7 +141,9 @@ class SubscriberRows(LedgerPart):
                     found[row.email_key] = _subscriber(row)
         return found
 
-    def set_subscriber_status(self, subscriber_id: int, status: str, *, now: datetime | None = None) -> Subscriber:
+    def set_subscriber_status(
+        self, subscriber_id: int, status: str, *, now: datetime | None = None, reason: str | None = None
+    ) -> Subscriber:
         """Change a subscriber's status, stamping confirmed_at / unsubscribed_at.
 
         Used by confirm (pending -> active), one-click unsubscribe, bounces and
@@ -152,6 +159,9 @@ class SubscriberRows(LedgerPart):
             if row.status == status:
                 return _subscriber(row)
             changes: dict[str, Any] = {"status": status, "updated_at": now}
+            # The reason belongs to a bounce or a complaint; any other status clears it.
+            changes["status_reason"] = reason if status in ("bounced", "complained") else None
+            changes["status_changed_at"] = now if status in ("bounced", "complained") else None
             if status == "active":
                 changes["confirmed_at"] = now
                 changes["unsubscribed_at"] = None

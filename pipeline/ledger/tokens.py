@@ -264,6 +264,39 @@ def read_token(
     return subscriber_id
 
 
+# --- the envelope sender's token (VERP) ----------------------------------------------
+
+BOUNCE_PURPOSE = "bounce"
+
+
+def make_bounce_token(campaign_id: int, subscriber_id: int, secret: bytes, issued_at: datetime | int) -> str:
+    """The token in a delivery's envelope sender (``bounces+TOKEN@domain``): which
+    campaign and subscriber a returned message is about, even when the bounce quotes
+    nothing of the message. Signed like the other tokens, with a purpose of its own, so
+    nobody can forge a bounce for an address they do not own; and only characters a
+    mailbox's local part may hold (RFC 5321 dot-atom)."""
+    if campaign_id < 0 or subscriber_id < 0:
+        raise ValueError("ids must not be negative")
+    issued = int(issued_at.timestamp()) if isinstance(issued_at, datetime) else issued_at
+    return sign_at(secret, BOUNCE_PURPOSE, f"{campaign_id:x}-{subscriber_id:x}", issued)
+
+
+def read_bounce_token(token: str, secret: bytes) -> tuple[int, int] | None:
+    """(campaign id, subscriber id) of an authentic bounce token, or None. Bounces come
+    back days later: the token does not expire."""
+    found = unsign(secret, BOUNCE_PURPOSE, token)
+    if found is None:
+        return None
+    campaign_hex, dash, subscriber_hex = found[0].partition("-")
+    try:
+        campaign_id, subscriber_id = int(campaign_hex, 16), int(subscriber_hex, 16)
+    except ValueError:
+        return None
+    if not dash or found[0] != f"{campaign_id:x}-{subscriber_id:x}":
+        return None
+    return campaign_id, subscriber_id
+
+
 def token_issued_at(purpose: str, token: str, secret: bytes) -> datetime:
     """When an authentic token was issued (whatever its age); ``TokenError`` otherwise."""
     return datetime.fromtimestamp(_read(purpose, token, secret)[1], UTC)

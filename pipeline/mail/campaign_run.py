@@ -42,7 +42,7 @@ from pipeline.ledger.campaigns import LEASE_SECONDS, Campaign
 from pipeline.ledger.deliveries import Claim, DeliverySession, Outcome
 from pipeline.ledger.engine import utcnow
 from pipeline.ledger.store import Store
-from pipeline.ledger.tokens import make_token
+from pipeline.ledger.tokens import make_bounce_token, make_token
 from pipeline.mail.dkim import DkimSigner
 from pipeline.mail.message import MessageTemplate, message_id_for
 from pipeline.mail.results import CampaignResult, Progress, ProgressCallback
@@ -152,7 +152,6 @@ class CampaignRun:
         # Pacing: one message per 1/rate seconds across all threads (the one limiter).
         self.limiter = RateLimiter(1, 1.0 / rate) if rate > 0 else None
         self.breaker = CircuitBreaker(settings.delivery.pause_failure_share)
-        self.sender = settings.envelope_sender
         self.counts: dict[str, int] = {}
 
     # --- the claiming loop (this thread only touches the ledger) -------------------------
@@ -199,6 +198,7 @@ class CampaignRun:
         self.result.held = counts["held"]
         self.result.held_addresses = self.store.held_deliveries(self.campaign.id, limit=20)
         self.result.problems = self.store.problem_deliveries(self.campaign.id, limit=20)
+        self.result.rates = self.store.campaign_rates(self.campaign.id)
 
     def _loop(self, session: DeliverySession) -> None:
         window = max_in_flight(self.settings)
@@ -321,13 +321,16 @@ class CampaignRun:
                 outcomes: list[Outcome] = []
                 if not self.stop.is_set():
                     try:
-                        items = [(claim.email, functools.partial(self._message, claim)) for claim in job]
+                        items = [
+                            (self._envelope_sender(claim), claim.email, functools.partial(self._message, claim))
+                            for claim in job
+                        ]
                         with contextlib.closing(
-                            connection.send_many(self.sender, items, self.limiter.wait if self.limiter else None)
+                            connection.send_many(items, self.limiter.wait if self.limiter else None)
                         ) as replies:
                             for reply in replies:
                                 if reply.sender_refused:  # about us, not about this recipient
-                                    self._pause(sender_refused(self.sender, reply))
+                                    self._pause(sender_refused(items[len(outcomes)][0], reply))
                                     break
                                 outcomes.append(self._outcome(job[len(outcomes)], reply))
                     except PipelineError as exc:
@@ -339,6 +342,12 @@ class CampaignRun:
                 self.outcomes.put(outcomes)
         finally:
             connection.close()
+
+    def _envelope_sender(self, claim: Claim) -> str:
+        """MAIL FROM for one delivery: the bounce mailbox with this delivery's signed
+        token (VERP), so a bounce names its delivery even when it quotes nothing."""
+        token = make_bounce_token(self.campaign.id, claim.subscriber_id, self.secret, self.campaign.issued_at)
+        return self.settings.verp_sender(token)
 
     def _message(self, claim: Claim) -> bytes:
         token = make_token("unsubscribe", claim.subscriber_id, self.secret, self.campaign.issued_at)

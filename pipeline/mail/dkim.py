@@ -31,6 +31,7 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
     b"list-id",
     b"list-unsubscribe",
     b"list-unsubscribe-post",
+    b"feedback-id",
     b"mime-version",
     b"content-type",
 )

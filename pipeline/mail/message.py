@@ -141,6 +141,7 @@ class MessageTemplate:
             _header("List-Id", f"{_clean_header_value(settings.clinic.name)} <{news.list_id}>"),
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             _header("X-Campaign", newsletter.key),
+            _header("Feedback-ID", feedback_id(newsletter.key, news.list_id, news.from_domain)),
             b"MIME-Version: 1.0\r\n",
             f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'.encode(),
         ]
@@ -240,6 +241,12 @@ def _check_placeholders(raw: bytes, segments: list[bytes]) -> None:
             )
     if raw.count(b"\r\n") != raw.count(b"\n"):
         raise PipelineError("the message has bare line feeds", field="template")
+
+
+def feedback_id(campaign: str, list_id: str, sender: str) -> str:
+    """Gmail's Feedback-ID (campaign:list:sender): its postmaster tools and feedback loop
+    report complaint rates per value. Colons separate the fields, so none inside one."""
+    return ":".join(" ".join(part.replace(":", "-").split()) for part in (campaign, list_id, sender))
 
 
 def message_id_for(campaign_id: int, subscriber_id: int, from_domain: str) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipeline.ledger.bounce_rows import CampaignRates
+
 RESUME = "pipeline send --resume"
 FORCE = "pipeline send --resume --force"
 
@@ -32,6 +34,7 @@ class CampaignResult:
     held_now: int = 0  # of which this run held (found in flight after a second crash)
     held_addresses: list[tuple[str, str]] = field(default_factory=list)  # (address, why)
     released: int = 0  # held deliveries sent again because of --force
+    rates: CampaignRates | None = None  # the whole campaign's bounce and complaint rates so far
 
     def advice(self) -> list[str]:
         """What stopped this campaign and how to continue, in words; empty if nothing did."""

@@ -23,9 +23,11 @@ _RECEIVE_BYTES = 65536
 _ENVELOPE = (MAIL, RCPT, DATA)
 
 Pace = Callable[[], None]
-# (recipient, message): the message as bytes, or a function that builds it when its
-# turn comes (so building overlaps the network wait instead of delaying the first send).
-Item = tuple[str, bytes | Callable[[], bytes]]
+# (envelope sender, recipient, message): the sender is per message (VERP: each names its
+# delivery, so a bounce that quotes nothing still says whose it is); the message as
+# bytes, or a function that builds it when its turn comes (so building overlaps the
+# network wait instead of delaying the first send).
+Item = tuple[str, str, bytes | Callable[[], bytes]]
 
 
 def content(message: bytes | Callable[[], bytes]) -> bytes:
@@ -186,7 +188,7 @@ class SmtpClient(smtplib.SMTP):
             self.close()  # the answer stands; the next message reconnects
         return failure or _reply(replies[-1], _ENVELOPE[len(replies) - 1])
 
-    def transactions(self, sender: str, items: Sequence[Item], pace: Pace | None) -> Iterator[Reply]:
+    def transactions(self, items: Sequence[Item], pace: Pace | None) -> Iterator[Reply]:
         """Several transactions on this connection, one reply per item, in order; each
         within ``transaction_timeout`` (time spent in ``pace`` not counted).
 
@@ -199,26 +201,27 @@ class SmtpClient(smtplib.SMTP):
             return
         try:
             if not self.has_extn("pipelining"):
-                for recipient, message in items:
+                for sender, recipient, message in items:
                     if pace is not None:
                         pace()
                     yield self.transaction(sender, recipient, content(message))
                 return
-            yield from self._pipelined(sender, items, pace)
+            yield from self._pipelined(items, pace)
         finally:
             self.end()
 
-    def _pipelined(self, sender: str, items: Sequence[Item], pace: Pace | None) -> Iterator[Reply]:
+    def _pipelined(self, items: Sequence[Item], pace: Pace | None) -> Iterator[Reply]:
         body = " BODY=8BITMIME" if self.has_extn("8bitmime") else ""
 
         def envelope(index: int) -> bytes:
             if index >= len(items):
                 return b""
-            return f"MAIL FROM:<{sender}>{body}\r\nRCPT TO:<{items[index][0]}>\r\nDATA\r\n".encode("ascii")
+            sender, recipient, _message = items[index]
+            return f"MAIL FROM:<{sender}>{body}\r\nRCPT TO:<{recipient}>\r\nDATA\r\n".encode("ascii")
 
         self.begin(MAIL)
         self.send(envelope(0))
-        upcoming = content(items[0][1])
+        upcoming = content(items[0][2])
         for index in range(len(items)):
             self.begin(MAIL)
             message = upcoming
@@ -240,7 +243,7 @@ class SmtpClient(smtplib.SMTP):
                     self.read_reply()
                 self.read_reply()
             if index + 1 < len(items):
-                upcoming = content(items[index + 1][1])  # while the server works
+                upcoming = content(items[index + 1][2])  # while the server works
             yield _reply(self._read(DATA), DATA) if accepted else failure or _reply(replies[2], DATA)
 
 

@@ -69,9 +69,10 @@ class Connection(Protocol):
         Raises ``TransportError`` when the transport is unusable (after reconnecting).
         """
 
-    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Generator[Reply, None, None]:
-        """Hand over (recipient, message) pairs in order, yielding each one's reply as it
-        comes; ``pace`` is called before each message goes out (the rate limit).
+    def send_many(self, items: Sequence[Item], pace: Pace | None = None) -> Generator[Reply, None, None]:
+        """Hand over (envelope sender, recipient, message) items in order, yielding each
+        one's reply as it comes; ``pace`` is called before each message goes out (the
+        rate limit).
 
         Raises ``TransportError`` when the transport is unusable; the replies already
         yielded stand, and the messages after them were not (knowingly) delivered.
@@ -142,8 +143,8 @@ class _OutboxConnection:
     def send(self, sender: str, recipient: str, message: bytes) -> Reply:
         return Reply(250, f"2.0.0 saved in the outbox as {self._outbox.deliver(message)}", "DATA")
 
-    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Generator[Reply, None, None]:
-        for recipient, message in items:
+    def send_many(self, items: Sequence[Item], pace: Pace | None = None) -> Generator[Reply, None, None]:
+        for sender, recipient, message in items:
             if pace is not None:
                 pace()
             yield self.send(sender, recipient, _content(message))
@@ -222,10 +223,10 @@ class SmtpConnection:
         self._client: SmtpClient | None = None
 
     def send(self, sender: str, recipient: str, message: bytes) -> Reply:
-        (reply,) = self.send_many(sender, [(recipient, message)])  # consumed to the end
+        (reply,) = self.send_many([(sender, recipient, message)])  # consumed to the end
         return reply
 
-    def send_many(self, sender: str, items: Sequence[Item], pace: Pace | None = None) -> Generator[Reply, None, None]:
+    def send_many(self, items: Sequence[Item], pace: Pace | None = None) -> Generator[Reply, None, None]:
         done = 0
         failures = 0
         complete = False
@@ -234,7 +235,7 @@ class SmtpConnection:
                 try:
                     if self._client is None:
                         self._client = self.transport.connect()
-                    for reply in self._client.transactions(sender, items[done:], pace):
+                    for reply in self._client.transactions(items[done:], pace):
                         done += 1
                         failures = 0
                         yield reply

@@ -148,6 +148,27 @@ def delivery_job(config_path: str) -> None:
         )  # fmt: skip
 
 
+def bounces_job(config_path: str) -> None:
+    """Read the bounce mailbox (``[bounces] poll_seconds``): the same as ``pipeline bounces process``."""
+    from pipeline.ledger.tokens import load_secret
+    from pipeline.mail.bounce_mailbox import open_mailbox, process_mailbox
+
+    with guard("bounces"), job_runtime(config_path) as rt:
+        result = process_mailbox(rt.store, rt.settings, open_mailbox(rt.settings), secret=load_secret(rt.settings))
+        if result.read:
+            log.info("bounces: %s", result.summary())
+        # Kept messages stay unread and are read again each time: say so when their number changes.
+        kept = f"bounces-kept:{len(result.kept)}"
+        if result.kept and kept not in rt.reported:
+            rt.reported.add(kept)
+            log.warning(
+                "bounces: %d message(s) in %s are not reports about our deliveries and stay unread; "
+                "pipeline bounces process lists them",
+                len(result.kept),
+                result.mailbox,
+            )
+
+
 def social_job(config_path: str) -> None:
     """Post released posts to the platforms with direct posting on (pipeline.posting)."""
     from pipeline.posting.owed import owe_recent

@@ -64,6 +64,7 @@ from pipeline.schedule.jobs import (
     JOB_DEFAULTS,
     RELEASE_PREFIX,
     Runtime,
+    bounces_job,
     campaign_job,
     delivery_job,
     digest_job,
@@ -135,6 +136,14 @@ def _housekeeping(rt: Runtime, trigger: CronTrigger | None, now: datetime) -> No
         ref(delivery_job), IntervalTrigger(seconds=settings.scheduler.delivery_seconds), id="delivery",
         name="resume and retry deliveries", next_run_time=now, executor=DELIVERY_EXECUTOR, **common,
     )  # fmt: skip
+    if settings.bounces.poll_seconds is not None:
+        scheduler.add_job(
+            ref(bounces_job), IntervalTrigger(seconds=settings.bounces.poll_seconds), id="bounces",
+            name="read the bounce mailbox", next_run_time=now, **common,
+        )  # fmt: skip
+    elif scheduler.get_job("bounces") is not None:
+        scheduler.remove_job("bounces")
+        log.info("bounces: no longer read (no bounces.poll_seconds)")
     if settings.social.post.platforms():
         scheduler.add_job(
             ref(social_job), IntervalTrigger(seconds=settings.scheduler.delivery_seconds), id="social",

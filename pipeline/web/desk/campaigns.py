@@ -75,6 +75,7 @@ def _campaigns(web: WebState, running: set[int]) -> list[dict[str, object]]:
                 "total": sum(counts.values()),
                 "running": campaign.id in running,
                 "problems": web.store.problem_deliveries(campaign.id, limit=50),
+                "rates": web.store.campaign_rates(campaign.id),
             }
         )
     return rows

@@ -16,7 +16,7 @@ from pipeline.ledger.staff import StaffMember
 from pipeline.ledger.subscriber_rows import Subscriber
 from pipeline.ledger.subscribers import add_subscriber, export_csv, remove_subscriber
 from pipeline.mail.confirm import send_confirmation
-from pipeline.web.desk.pages import desk_page, see
+from pipeline.web.desk.pages import desk_page, see, when
 from pipeline.web.state import WebState, text_field, web_state
 
 SEARCH_LIMIT = 50
@@ -36,14 +36,27 @@ def _search(web: WebState, text: str) -> list[Subscriber]:
     return found
 
 
+RECENT_LIMIT = 20
+
+
+def _recently_lost(web: WebState) -> list[tuple[Subscriber, str]]:
+    """The latest bounced and complained subscribers, with when (in the clinic's zone)."""
+    lost = [s for status in ("bounced", "complained") for s in web.store.iter_subscribers(status)]
+    lost.sort(key=lambda s: s.status_changed_at or s.updated_at, reverse=True)
+    return [(s, when(web, s.status_changed_at) if s.status_changed_at else "") for s in lost[:RECENT_LIMIT]]
+
+
 def _page(request: Request, staff: StaffMember, *, status: int = 200, **extra: object) -> Response:
     web = web_state(request)
     query = request.query_params.get("q", "")
+    results = _search(web, query) if query else None
     context = {
         "title": "Subscribers",
         "counts": web.store.count_subscribers(),
+        "lost": _recently_lost(web),
+        "dates": {s.id: when(web, s.status_changed_at) for s in results or [] if s.status_changed_at},
         "query": query,
-        "results": _search(web, query) if query else None,
+        "results": results,
         "limit": SEARCH_LIMIT,
         "problem": None,
         "email": "",
