@@ -31,8 +31,9 @@ from pipeline.config import Settings
 from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
 from pipeline.site import plan
-from pipeline.site.cache import CacheEntry, PostCache
+from pipeline.site.cache import PostCache
 from pipeline.site.catalog import Catalog
+from pipeline.site.entry import CacheEntry
 from pipeline.site.loading import find_post, full_posts, load_posts
 from pipeline.site.plan import ApprovalGate, ArchiveKeeper, is_live
 from pipeline.site.publish import Staging, build_lock, existing_outputs, recover, stage_fault, tree_stamp

@@ -25,47 +25,24 @@ import os
 import pickle
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from pipeline.channels.templating import make_environment
 from pipeline.config import Settings
-from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
 from pipeline.faults import os_fault
 from pipeline.files import write_new
+from pipeline.site.entry import CacheEntry
 
 if TYPE_CHECKING:
     from pipeline.site.catalog import Catalog
 
 CACHE_VERSION = 7  # 7: snapshot + records; the inode in each stat; parse and render keys apart
 NAME = "build-cache.pickle"
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One post file as last read. Replaced, never changed: a build that fails leaves the
-    cache it started from untouched."""
-
-    stat: tuple[int, int, int]  # (mtime_ns, size, inode) of the file when it was read
-    digest: str  # sha256 of its bytes
-    post: Post | None  # without bodies (a post in the feeds keeps its HTML body: see shared.py)
-    error: PipelineError | None
-    outputs: tuple[str, ...] = ()  # the files made of these bytes, relative to out/
-    snippets: Mapping[str, Mapping[str, Any]] | None = None  # for the social queue
-
-
-def light(post: Post, *, keep_html: bool = False) -> Post:
-    """``post`` without the bodies the cache does not need (they are large)."""
-    return dataclasses.replace(post, body_markdown="", body_html=post.body_html if keep_html else "", body_text="")
-
-
-def file_stamp(info: os.stat_result) -> tuple[int, int, int]:
-    return (info.st_mtime_ns, info.st_size, info.st_ino)
 
 
 @contextlib.contextmanager

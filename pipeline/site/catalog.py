@@ -16,7 +16,7 @@ from datetime import datetime
 
 from pipeline.content.posts import Post, check_unique_slugs
 from pipeline.errors import PipelineError
-from pipeline.site.cache import CacheEntry
+from pipeline.site.entry import CacheEntry
 
 _Dated = tuple[datetime, str, str]  # (date, slug, key)
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from pipeline.config import Settings
 from pipeline.content.posts import Post, drop_clashing
 from pipeline.errors import PipelineError
-from pipeline.site.cache import CacheEntry, PostCache
+from pipeline.site.cache import PostCache
 from pipeline.site.catalog import Catalog
+from pipeline.site.entry import CacheEntry
 from pipeline.site.loading import display
 from pipeline.site.plan import list_post_files
 from pipeline.site.publish import build_lock

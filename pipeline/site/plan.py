@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from pipeline.config import Settings
 from pipeline.content.posts import Post, posts_folder_fault
-from pipeline.site.cache import CacheEntry, PostCache, file_stamp
+from pipeline.site.cache import PostCache
+from pipeline.site.entry import CacheEntry, file_stamp
 
 if TYPE_CHECKING:
     from pipeline.site.catalog import Catalog

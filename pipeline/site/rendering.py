@@ -14,8 +14,8 @@ import jinja2
 
 from pipeline.config import Settings
 from pipeline.content.posts import Post
-from pipeline.site.cache import CacheEntry
 from pipeline.site.catalog import Catalog
+from pipeline.site.entry import CacheEntry
 from pipeline.site.loading import display, full_posts
 from pipeline.site.plan import ApprovalGate, by_date, is_live
 from pipeline.site.publish import Staging

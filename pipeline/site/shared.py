@@ -20,7 +20,7 @@ from pipeline.config import Settings
 from pipeline.content.posts import Post, parse_post
 from pipeline.errors import PipelineError
 from pipeline.files import has_bytes
-from pipeline.site.cache import CacheEntry, light
+from pipeline.site.entry import CacheEntry, light
 from pipeline.site.plan import Planned
 
 

@@ -28,7 +28,8 @@ from pipeline.config import Settings
 from pipeline.content.posts import Post, parse_post
 from pipeline.errors import PipelineError
 from pipeline.files import write_new
-from pipeline.site.cache import CacheEntry, light, long_lived_objects
+from pipeline.site.cache import long_lived_objects
+from pipeline.site.entry import CacheEntry, light
 from pipeline.site.loading import unreadable
 from pipeline.site.plan import ApprovalGate, is_live, queue_window, wants_snippets
 from pipeline.site.publish import stage_fault
