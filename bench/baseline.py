@@ -31,7 +31,10 @@ class Code:
     root: Path
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(self.root), "PYTHONUNBUFFERED": "1", **extra}
+        # Byte code cached, as an installed package has it: a shell that sets
+        # PYTHONDONTWRITEBYTECODE would have every module of ours compiled at every start.
+        environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        return {**environ, "PYTHONPATH": str(self.root), "PYTHONUNBUFFERED": "1", **extra}
 
     def pipeline(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "pipeline", *args]

@@ -99,7 +99,8 @@ def make_post(index: int, rng: random.Random, words: int, start: datetime) -> st
         f"date: {date:%Y-%m-%d %H:%M}\n"
         f"author: Jameson Prosthetics clinical team\n"
         f"tags: [{', '.join(tags)}]\n"
-        f"summary: {paragraph(rng, 30)}\n"
+        # Two sentences: a snippet keeps whole ones, and its first must fit X with the link.
+        f"summary: {paragraph(rng, 12)} {paragraph(rng, 16)}\n"
         "sources:\n"
         f"  - title: Study {index} on {rng.choice(WORDS)}\n"
         f"    url: https://pubmed.ncbi.nlm.nih.gov/{10_000_000 + index}/\n"

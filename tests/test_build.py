@@ -13,6 +13,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from pipeline.channels.templating import make_environment
 from pipeline.cli.main import cli
 from pipeline.config import Settings
 from pipeline.site.build import build
@@ -177,14 +178,17 @@ def test_a_build_leaves_the_garbage_collector_as_it_found_it(settings: Settings)
 
 
 def test_a_post_deleted_while_the_build_runs_is_reported_not_a_crash(settings: Settings) -> None:
-    from pipeline.site.build import _init_worker, _process, _Run, _Task
+    from pipeline.site.worker import Run, Task, make, run_tasks
 
-    _init_worker(_Run(settings, NOW, None, None))
+    run = Run(settings, NOW, None, str(settings.out_dir / ".staging"))
     gone = str(settings.posts_dir / "2026-11-03-gone.md")
-    entry = _process(_Task(gone, "posts/2026-11-03-gone.md", (1, 1), None))  # listed, then deleted
+    task = Task(gone, "posts/2026-11-03-gone.md", (1, 1, 1), None)  # listed, then deleted
+    [made] = run_tasks([task], run, make_environment(settings), jobs=1)
+    entry = made.entry
     assert entry.post is None and entry.error is not None
     assert str(entry.error).startswith("posts/2026-11-03-gone.md: could not be read: No such file or directory")
-    assert entry.stat == (0, 0)  # never matches a real file: read again by the next build
+    assert entry.stat == (0, 0, 0)  # never matches a real file: read again by the next build
+    assert str(make(task).entry.error) == str(entry.error)  # the same, run directly
 
 
 def test_new_writes_a_draft_that_is_never_released_with_its_placeholders(project: Path) -> None:

@@ -8,11 +8,13 @@ import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
+import pytest
 
 from pipeline.cli.main import COMMANDS, cli
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_project
 
 
 def every_command() -> list[tuple[str, click.Command]]:
@@ -56,6 +58,44 @@ def test_help_loads_no_command_and_a_command_loads_only_its_own() -> None:
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     assert "pipeline.cli.subscribers" in loaded
     assert not [m for m in loaded if m.startswith(("pipeline.cli.send", "pipeline.cli.publish", "pipeline.site"))]
+
+
+# Each staff command imports what it uses: these layers (and what they load) stay out.
+_NOT_FOR_STAFF_COMMANDS = (
+    "pipeline.site.build",
+    "pipeline.mail",
+    "pipeline.channels.newsletter",
+    "pipeline.schedule.release",
+    "pipeline.schedule.runner",
+    "apscheduler",
+    "jinja2",
+    "mjml",
+    "dkim",
+    "dns",
+)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("subscribers", "count"), ("subscribers", "list"), ("queue",), ("approve", "no-such-post", "--by", "Dr. Lee")],
+)
+def test_a_staff_command_loads_neither_the_build_nor_the_send_layer(command: tuple[str, ...], tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    probe = (
+        "import json, sys\n"
+        "from pipeline.cli.main import cli\n"
+        "try:\n"
+        "    cli.main(sys.argv[1:], prog_name='pipeline')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, *command], capture_output=True, text=True, cwd=project, timeout=60
+    )
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "pipeline.ledger.store" in loaded  # it did run
+    assert [m for m in loaded if m.startswith(_NOT_FOR_STAFF_COMMANDS)] == []
 
 
 def test_every_command_is_documented_in_the_readme() -> None:

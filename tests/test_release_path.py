@@ -25,7 +25,7 @@ from pipeline.content.posts import parse_post
 from pipeline.ledger.store import Store
 from pipeline.ledger.subscribers import add_subscriber
 from pipeline.ledger.tokens import SECRET_ENV
-from pipeline.schedule import release
+from pipeline.schedule import gate, release
 from pipeline.schedule.digest import send_digest
 from tests.conftest import make_project
 from tests.test_scheduler import at, configure, mails, mails_about, write_post
@@ -128,7 +128,7 @@ def test_send_of_an_approved_post_then_an_edit_voids_the_approval(tmp_path: Path
     project, settings = held_project(tmp_path)
     path = project / "posts" / "held-back.md"
     with Store.open(settings) as store:
-        release.approve(store, parse_post(path.read_bytes(), str(path), settings), "Dr. Lee", datetime.now(UTC))
+        gate.approve(store, parse_post(path.read_bytes(), str(path), settings), "Dr. Lee", datetime.now(UTC))
     path.write_text(path.read_text().replace("News for", "Edited news for"))
     run = pipeline(project, "send", "held-back", "--yes")
     assert run.returncode == 1 and "the approval by Dr. Lee" in run.stderr and "is void" in run.stderr

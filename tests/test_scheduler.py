@@ -34,7 +34,7 @@ from pipeline.ledger.releases import FIRST_RUN_KEY
 from pipeline.ledger.store import Store
 from pipeline.ledger.subscribers import add_subscriber
 from pipeline.mail.transports import transport_from_spec
-from pipeline.schedule import release
+from pipeline.schedule import gate, release
 from pipeline.schedule.digest import send_digest
 from pipeline.schedule.runner import JOBSTORE_TABLE, digest_trigger
 from tests.conftest import ROOT, make_project
@@ -453,7 +453,7 @@ def test_approval_gate_holds_unapproved_and_changed_posts(tmp_path: Path, runnin
     scheduler.wait_for("queued edited-after")
     with Store.open(settings) as store:
         for path in (approved, edited):
-            release.approve(store, parse_post(path.read_bytes(), str(path), settings), "Dr. Lee", datetime.now(UTC))
+            gate.approve(store, parse_post(path.read_bytes(), str(path), settings), "Dr. Lee", datetime.now(UTC))
     edited.write_text(edited.read_text() + "\nA late correction.\n")
 
     held = scheduler.wait_for("HELD: unapproved")
@@ -520,7 +520,7 @@ def test_a_held_post_stays_out_of_the_feed_while_another_is_released(settings: S
     now = datetime.now(UTC)
     with Store.open(gated) as store:
         store.first_run_at(now - timedelta(days=1))
-        release.approve(store, parse_post(approved.read_bytes(), str(approved), gated), "Dr. Lee", now)
+        gate.approve(store, parse_post(approved.read_bytes(), str(approved), gated), "Dr. Lee", now)
         outcomes = release.release_posts(gated, ["held-back", "cleared"], now, store=store)
     assert [o.status for o in outcomes] == ["held", "released"]
     feed = (project / "out" / "feed.xml").read_text()

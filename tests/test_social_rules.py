@@ -165,6 +165,8 @@ def test_threads_counts_emoji_as_utf8_bytes() -> None:
     assert measure("threads", SANTA) == 11
     assert measure("threads", FAMILY) == 25
     assert measure("threads", "中文") == 2
+    assert measure("threads", "café “ok” 中文") == 12  # no emoji: one per UTF-16 unit
+    assert measure("threads", "é 😷") == 6
 
 
 @pytest.mark.parametrize("platform", ["linkedin", "facebook", "instagram"])

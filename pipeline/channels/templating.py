@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
@@ -20,15 +19,12 @@ from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 import jinja2
 
 from pipeline.config import Settings
+from pipeline.content.dates import local_time
 from pipeline.errors import PipelineError
 
 
 def _autoescape(name: str | None) -> bool:
     return not (name or "").endswith(".txt")
-
-
-def local_time(moment: datetime, settings: Settings, fmt: str = "%B %-d, %Y") -> str:
-    return moment.astimezone(settings.clinic.zone).strftime(fmt)
 
 
 _QUERY_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")  # what urlencode leaves as it is
@@ -166,7 +162,9 @@ def _template_frame(exc: BaseException) -> tuple[str | None, int | None]:
 
 def templates_fingerprint(settings: Settings) -> str:
     """Hash of every template and the settings: any change invalidates the render cache."""
-    digest = hashlib.sha256(settings.model_dump_json().encode())
+    # Not where the configuration file lives: the scheduler names it by its absolute path,
+    # a command by the path it was given, and neither changes an output.
+    digest = hashlib.sha256(settings.model_dump_json(exclude={"root"}).encode())
     root = settings.templates_dir
     for path in sorted(root.rglob("*")):
         if path.is_file():

@@ -77,7 +77,7 @@ def build_command(
             "published (a draft, renamed or deleted): links in that e-mail keep working"
         )
     report_warnings(result.warnings)
-    from pipeline.channels.social.snippets import unconfirmed_handle_warnings
+    from pipeline.channels.social.mentions import unconfirmed_handle_warnings
 
     report_warnings(unconfirmed_handle_warnings(settings))
     report_errors(result.errors)

@@ -17,11 +17,10 @@ from pipeline.content.edit import edit_post, format_date
 from pipeline.errors import PipelineError
 from pipeline.ledger.locks import DatabaseLock
 from pipeline.ledger.store import Store
-from pipeline.schedule import release, runner
-from pipeline.schedule.gate import approval_problem, backfill_reason
+from pipeline.schedule.gate import approval_problem, approve, backfill_reason
 from pipeline.schedule.singleton import describe
 from pipeline.schedule.when import local, relative
-from pipeline.site.build import find_post, load_posts
+from pipeline.site.loading import find_post, load_posts
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -68,6 +67,8 @@ def run_command(settings: Settings, transport_spec: str | None, verbose: bool) -
     across restarts; rescans posts/ every scheduler.rescan_seconds; resumes
     unfinished deliveries; sends the optional digest. Only one runs per database.
     """
+    from pipeline.schedule import runner  # APScheduler and the release path: for this command only
+
     ctx = click.get_current_context()
     config_path = Path(ctx.params.get("config_path") or DEFAULT_CONFIG)
     ctx.exit(runner.run(settings, config_path, transport_spec=transport_spec, verbose=verbose))
@@ -256,7 +257,7 @@ def approve_command(settings: Settings, slug: str, by: str) -> None:
     now = datetime.now(UTC)
     with Store.open(settings) as store:
         _refuse_if_released(store, slug, settings)
-        approval = release.approve(store, post, by, now)
+        approval = approve(store, post, by, now)
     click.echo(f"{slug} approved by {approval.by} at {local(now, settings)} (content {post.content_hash[:12]})")
     if not settings.scheduler.require_approval:
         click.echo("  note: scheduler.require_approval is false, so posts are released without approval anyway")

@@ -14,9 +14,6 @@ from pipeline.config import Settings
 from pipeline.content.dates import to_utc_iso
 from pipeline.ledger.columns import FREQUENCIES, SUBSCRIBER_STATUSES
 from pipeline.ledger.store import Store
-from pipeline.ledger.subscribers import add_subscriber, export_csv, import_csv, remove_subscriber
-from pipeline.mail.confirm import send_confirmation
-from pipeline.mail.transports import transport_from_spec
 
 console = Console(stderr=True, highlight=False)
 _STATUS = click.Choice(SUBSCRIBER_STATUSES)
@@ -54,6 +51,11 @@ def add_command(
     frequency: str | None,
 ) -> None:
     """Add EMAIL as an active subscriber (staff hold the consent), or pending with --confirm."""
+    # Each command imports what it alone uses: `subscribers count` loads no mail layer.
+    from pipeline.ledger.subscribers import add_subscriber
+    from pipeline.mail.confirm import send_confirmation
+    from pipeline.mail.transports import transport_from_spec
+
     transport = transport_from_spec(transport_spec, settings) if confirm else None
     with Store.open(settings) as store:
         before = store.get_subscriber_by_email(email)
@@ -83,6 +85,8 @@ def add_command(
 @pass_settings
 def remove_command(settings: Settings, email: str, forget: bool) -> None:
     """Unsubscribe EMAIL: it gets no more mail and no import can re-add it."""
+    from pipeline.ledger.subscribers import remove_subscriber
+
     with Store.open(settings) as store:
         subscriber = remove_subscriber(store, email, forget=forget)
     click.echo(f"{subscriber.email}: {'forgotten' if forget else 'unsubscribed'}")
@@ -161,6 +165,8 @@ def import_command(settings: Settings, file: Path) -> None:
     'frequency' is 'each' (the default) or 'digest', for new subscribers: an existing
     one keeps their own choice.
     """
+    from pipeline.ledger.subscribers import import_csv
+
     with Store.open(settings) as store:
         report = import_csv(store, settings, file)
     for problem in report.rejected:
@@ -185,6 +191,8 @@ def import_command(settings: Settings, file: Path) -> None:
 @pass_settings
 def export_command(settings: Settings, file: Path, status: str | None) -> None:
     """Write subscribers to a CSV FILE (email, name, status, source, dates in UTC, frequency)."""
+    from pipeline.ledger.subscribers import export_csv
+
     with Store.open(settings) as store:
         count = export_csv(store, file, status=status)
     click.echo(f"{count} subscriber(s) written to {file}")

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -70,3 +74,8 @@ def parse_datetime(value: object, zone: ZoneInfo) -> datetime:
 
 def to_utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def local_time(moment: datetime, settings: Settings, fmt: str = "%B %-d, %Y") -> str:
+    """``moment`` in the clinic's zone, as ``fmt`` says."""
+    return moment.astimezone(settings.clinic.zone).strftime(fmt)

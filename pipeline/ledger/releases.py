@@ -99,6 +99,11 @@ class ReleaseRecords(LedgerPart):
         """Every release, keyed by slug, oldest release first."""
         return {r.slug: r for r in self._releases(None)}
 
+    def released_slugs(self) -> frozenset[str]:
+        """The slug of every release: what the scheduler's rescan asks (one column, no records)."""
+        with self._read() as conn:
+            return frozenset(conn.execute(select(releases.c.slug)).scalars())
+
     def _releases(self, condition: Any) -> list[ReleaseRecord]:
         query = select(releases).order_by(releases.c.released_at, releases.c.slug)
         channels_query = select(publications.c.slug, publications.c.channel).order_by(publications.c.id)

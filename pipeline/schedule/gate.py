@@ -20,7 +20,9 @@ from datetime import datetime, timedelta
 
 from pipeline.config import Settings
 from pipeline.content.posts import Post
+from pipeline.errors import PipelineError
 from pipeline.ledger.releases import Approval
+from pipeline.ledger.store import Store
 from pipeline.schedule.when import local, span
 
 
@@ -91,3 +93,13 @@ def decide(
     )
     skipped = tuple(c for c in ("email", "social") if c in post.channels and c not in channels)
     return Decision("release", channels=channels, skipped=skipped, backfill=backfill)
+
+
+def approve(store: Store, post: Post, by: str, now: datetime) -> Approval:
+    """Record that ``by`` approved ``post`` as its file is now (any later edit voids it)."""
+    name = " ".join(by.split())
+    if not name:
+        raise PipelineError("is empty", field="--by", hint="give the approver's name, e.g. --by 'Dr. Jameson'")
+    approval = Approval(slug=post.slug, by=name, at=now, content_hash=post.content_hash)
+    store.record_approval(approval)
+    return approval

@@ -109,7 +109,7 @@ def release_job(config_path: str, slug: str) -> None:
         handed_off = rt.scheduler is not None
         outcome = release.release_post(
             rt.settings, slug, datetime.now(UTC), store=rt.store, transport=rt.transport, jobs=1,
-            deliver_now=not handed_off,
+            deliver_now=not handed_off, index=rt.index,
         )  # fmt: skip
         if handed_off and outcome.campaign_id is not None:
             rt.requests.put(("deliver", outcome.campaign_id, slug))

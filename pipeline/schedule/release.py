@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pipeline.channels.newsletter import render_post_newsletter
+from pipeline.channels.newsletter import Newsletter, render_post_newsletter
 from pipeline.channels.templating import make_environment
 from pipeline.config import Settings
 from pipeline.content.posts import Post, errors_for_slug, parse_post
 from pipeline.errors import PipelineError
-from pipeline.ledger.releases import Approval, ReleaseRecord
+from pipeline.ledger.releases import ReleaseRecord
 from pipeline.ledger.store import Store
 from pipeline.mail.sender import Summary, start_campaign
 from pipeline.mail.transports import Transport
@@ -43,6 +43,7 @@ from pipeline.schedule.gate import Decision, approval_problem, decide
 from pipeline.schedule.sending import deliver_campaign
 from pipeline.schedule.when import local, span
 from pipeline.site.build import ApprovalGate, build, find_post
+from pipeline.site.index import PostIndex
 
 log = logging.getLogger("pipeline.release")
 
@@ -77,16 +78,6 @@ class Release:
 # --- approvals ------------------------------------------------------------------------------
 
 
-def approve(store: Store, post: Post, by: str, now: datetime) -> Approval:
-    """Record that ``by`` approved ``post`` as its file is now (any later edit voids it)."""
-    name = " ".join(by.split())
-    if not name:
-        raise PipelineError("is empty", field="--by", hint="give the approver's name, e.g. --by 'Dr. Jameson'")
-    approval = Approval(slug=post.slug, by=name, at=now, content_hash=post.content_hash)
-    store.record_approval(approval)
-    return approval
-
-
 def approval_gate(settings: Settings, store: Store, now: datetime) -> ApprovalGate | None:
     """What the build may publish under ``require_approval`` (None when it is off):
     exactly the approved versions of posts, so a held post never reaches the feed."""
@@ -109,11 +100,13 @@ def release_post(
     deliver_now: bool = True,
     jobs: int | None = None,
     explicit: bool = False,
+    index: PostIndex | None = None,
 ) -> Release:
     """Release one post (see the module doc). Repeat-safe: a second call is a no-op."""
     return release_posts(
-        settings, [slug], now, store=store, transport=transport, deliver_now=deliver_now, jobs=jobs, explicit=explicit
-    )[0]
+        settings, [slug], now, store=store, transport=transport, deliver_now=deliver_now, jobs=jobs,
+        explicit=explicit, index=index,
+    )[0]  # fmt: skip
 
 
 def release_posts(
@@ -126,14 +119,17 @@ def release_posts(
     deliver_now: bool = True,
     jobs: int | None = None,
     explicit: bool = False,
+    index: PostIndex | None = None,
 ) -> list[Release]:
     """Release several posts after one build (start-up catch-up, backfill). With
-    ``explicit`` (``pipeline send``): each post is to be e-mailed now, backfill or not."""
+    ``explicit`` (``pipeline send``): each post is to be e-mailed now, backfill or not.
+    ``index``: the scheduler's, whose cache the build renders from without listing or
+    parsing the archive (it looks at these posts' files alone)."""
     own_store = store is None
     store = store or Store.open(settings)
     try:
         with release_lock:
-            outcomes = _release_locked(settings, store, slugs, now, jobs, explicit)
+            outcomes = _release_locked(settings, store, slugs, now, jobs, explicit, index)
         if deliver_now:
             for outcome in outcomes:
                 if outcome.campaign_id is not None:
@@ -145,7 +141,13 @@ def release_posts(
 
 
 def _release_locked(
-    settings: Settings, store: Store, slugs: Sequence[str], now: datetime, jobs: int | None, explicit: bool
+    settings: Settings,
+    store: Store,
+    slugs: Sequence[str],
+    now: datetime,
+    jobs: int | None,
+    explicit: bool,
+    index: PostIndex | None,
 ) -> list[Release]:
     first_run = store.first_run_at(now)
     outcomes: dict[str, Release] = {}
@@ -162,8 +164,9 @@ def _release_locked(
     if todo:
         # The gate keeps unapproved posts out of every output, not just out of the mail.
         result = build(
-            settings, now, jobs=jobs, gate=approval_gate(settings, store, now), keeper=MailedPages(settings, store)
-        )
+            settings, now, jobs=jobs, gate=approval_gate(settings, store, now), keeper=MailedPages(settings, store),
+            cache=index.cache if index else None, only=index.files(todo) if index else None, newsletters=todo,
+        )  # fmt: skip
         by_slug = {post.slug: post for post in result.posts}
         for slug in todo:
             post = by_slug.get(slug)
@@ -178,7 +181,7 @@ def _release_locked(
                 settings=settings,
                 explicit=explicit,
             )
-            outcomes[slug] = _release_one(settings, store, post, decision, now)
+            outcomes[slug] = _release_one(settings, store, post, decision, now, result.newsletters.get(slug))
     return [outcomes[slug] for slug in dict.fromkeys(slugs)]
 
 
@@ -189,7 +192,9 @@ def _not_found(slug: str, errors: Iterable[PipelineError]) -> Release:
     return Release(slug, "missing", f"{slug} not released: no post with this slug in posts/ any more")
 
 
-def _release_one(settings: Settings, store: Store, post: Post, decision: Decision, now: datetime) -> Release:
+def _release_one(
+    settings: Settings, store: Store, post: Post, decision: Decision, now: datetime, newsletter: Newsletter | None
+) -> Release:
     slug = post.slug
     if decision.status == "held":
         return _hold(settings, store, post, now, decision.reason)
@@ -209,7 +214,7 @@ def _release_one(settings: Settings, store: Store, post: Post, decision: Decisio
         return Release(slug, "already", f"{slug} was released by another process meanwhile")
     if "social" in decision.channels:  # posted by the social job, after the newsletter is started
         owe_posts(settings, store, slug, post.date, now)
-    campaign_id = _make_newsletter(settings, store, post, now) if "email" in decision.channels else None
+    campaign_id = _make_newsletter(settings, store, post, now, newsletter) if "email" in decision.channels else None
 
     lateness = now - post.date
     when = f"{span(lateness)} after its time" if lateness < timedelta(hours=1) else f"{span(lateness)} late"
@@ -250,10 +255,21 @@ def _mail_released(
     return _say(Release(slug, "released", message, channels=("email",), campaign_id=campaign_id))
 
 
-def _make_newsletter(settings: Settings, store: Store, post: Post, now: datetime) -> int:
+def _make_newsletter(
+    settings: Settings, store: Store, post: Post, now: datetime, newsletter: Newsletter | None = None
+) -> int:
     """Render the newsletter from the post's bytes as decided, create its campaign and name
-    it on the e-mail publication. The file is read again for its body: if it changed
-    since the decision, nothing is made (the next pass decides on the new bytes)."""
+    it on the e-mail publication. ``newsletter``: the build's, rendered from the very
+    bytes decided on. Else the file is read again for its body: if it changed since the
+    decision, nothing is made (the next pass decides on the new bytes)."""
+    if newsletter is None:
+        newsletter = _render_newsletter(settings, post)
+    campaign_id = start_campaign(store, settings, newsletter, kind="post", now=now)
+    store.attach_campaign(post.slug, campaign_id)
+    return campaign_id
+
+
+def _render_newsletter(settings: Settings, post: Post) -> Newsletter:
     path = Path(post.path)
     if not path.is_absolute() and not path.exists():
         path = settings.posts_dir / path.name
@@ -265,10 +281,7 @@ def _make_newsletter(settings: Settings, store: Store, post: Post, now: datetime
             path=post.path,
             hint="run `pipeline send --resume`",
         )
-    newsletter = render_post_newsletter(full, settings, make_environment(settings))
-    campaign_id = start_campaign(store, settings, newsletter, kind="post", now=now)
-    store.attach_campaign(post.slug, campaign_id)
-    return campaign_id
+    return render_post_newsletter(full, settings, make_environment(settings))
 
 
 def complete_owed(settings: Settings, store: Store, now: datetime) -> list[Release]:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from pipeline.channels.templating import local_time
 from pipeline.config import Settings
+from pipeline.content.dates import local_time
 from pipeline.errors import PipelineError
 from pipeline.ledger.engine import utcnow
 from pipeline.ledger.locks import DatabaseLock, LockHolder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from apscheduler.jobstores.base import JobLookupError
@@ -57,7 +57,7 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
     # queue it a second time).
     active = set(rt.active)
     jobs = {job.id: job for job in scheduler.get_jobs() if job.id.startswith(RELEASE_PREFIX)}
-    released = store.list_releases()
+    released = store.released_slugs()
     held = store.list_holds()
     first_run = store.first_run_at(now)
     wanted: dict[str, Post] = {}
@@ -82,7 +82,7 @@ def _sync(rt: Runtime, now: datetime, *, startup: bool) -> None:
         log.info("catching up: %d post(s) whose time passed long ago (backfill)", len(backfill))
         release.release_posts(
             settings, [p.slug for p in backfill], now, store=store, transport=rt.transport,
-            jobs=None if startup else 1,
+            jobs=None if startup else 1, index=rt.index,
         )  # fmt: skip
 
     for slug, post in sorted(wanted.items(), key=lambda item: item[1].date):
@@ -132,7 +132,7 @@ def _why_gone(
     slug: str,
     posts: list[Post],
     errors: list[PipelineError],
-    released: Mapping[str, object],
+    released: Collection[str],
     held: Mapping[str, object],
 ) -> str:
     post = next((p for p in posts if p.slug == slug), None)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pipeline.channels.templating import local_time
 from pipeline.config import Settings
+from pipeline.content.dates import local_time
 
 
 def local(moment: datetime, settings: Settings) -> str:

@@ -1,91 +1,56 @@
 """load -> select -> render -> write, and nothing else.
 
-Renders are cached by content: a post whose file, templates and settings are
-unchanged is not parsed or rendered again and its outputs are not rewritten
-(a file whose size and mtime are unchanged is not even read). Feeds, the social
-queue and the digest are cheap and are rebuilt every time, but written only when
-their bytes change. Per-post work runs on every core.
+Renders are cached by content (``pipeline.site.cache``): a post whose file, templates
+and settings are unchanged is not parsed or rendered again and its files are not
+rewritten (a file whose size, mtime and inode are unchanged is not even read). The
+feeds, the social queue and the digest are rendered when what they are made of
+changed, and written only where their bytes changed. A large build renders on every
+core (``pipeline.site.worker``).
 
-Every file is written into a staging folder and published with the others once
-all are made (``pipeline.site.publish``): a build that fails leaves out/ as it was.
+A build lists every post file and looks at every entry of the cache. Given the
+scheduler's cache and ``only`` (the files of the posts it releases), it looks at those
+files alone and at the entries they and the clock touch: posts that fell due or left
+the social queue since the last build, those that share a slug with them, those a
+rescan changed. The cache, which the scheduler's rescans keep fresh, stands for the
+rest, so a release costs the same whatever the archive holds.
+
+Every file is written into a staging folder and published with the others once all
+are made (``pipeline.site.publish``): a build that fails leaves out/ as it was.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import difflib
-import gc
-import hashlib
-import os
-import pickle
-import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-import jinja2
-
-from pipeline.channels.feed import newest_first
-from pipeline.channels.templating import make_environment, templates_fingerprint
+from pipeline.channels.templating import templates_fingerprint
 from pipeline.config import Settings
-from pipeline.content.posts import (
-    Post,
-    drop_clashing,
-    errors_for_slug,
-    parse_post,
-    post_files,
-    posts_folder_fault,
-)
+from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
-from pipeline.faults import os_fault
-from pipeline.files import has_bytes, write_new
-from pipeline.site.publish import Staging, build_lock, recover, stage_fault
+from pipeline.site import plan
+from pipeline.site.cache import PostCache
+from pipeline.site.catalog import Catalog
+from pipeline.site.entry import CacheEntry
+from pipeline.site.loading import find_post, full_posts, load_posts
+from pipeline.site.plan import ApprovalGate, ArchiveKeeper, is_live
+from pipeline.site.publish import Staging, build_lock, existing_outputs, recover, stage_fault, tree_stamp
+from pipeline.site.rendering import Rendered, render_clash_keepers, render_tasks
+from pipeline.site.shared import Shared
 
-CACHE_VERSION = 6  # 5: Post.warnings; 6: publishing through out/.staging
-PARALLEL_THRESHOLD = 64  # below this many posts to render, a process pool costs more than it saves
-DIGEST_DAYS = 7
+if TYPE_CHECKING:
+    from pipeline.channels.newsletter import Newsletter
 
-
-@dataclass
-class CacheEntry:
-    stat: tuple[int, int]  # (mtime_ns, size) of the file when it was read
-    digest: str  # sha256 of its bytes
-    post: Post | None  # without bodies (they are large; re-read when needed)
-    error: PipelineError | None
-    outputs: tuple[str, ...] = ()  # the files it wrote, relative to out/
-    snippets: dict[str, Mapping[str, Any]] | None = None  # for the social queue
-
-
-@dataclass(frozen=True)
-class ApprovalGate:
-    """With ``require_approval``: a post dated after ``since`` (the first run) is published
-    only as the file that was approved, i.e. its (slug, content hash) is in ``approved``."""
-
-    since: datetime
-    approved: frozenset[tuple[str, str]]
-
-    def allows(self, post: Post) -> bool:
-        return post.date < self.since or (post.slug, post.content_hash) in self.approved
-
-
-class ArchiveKeeper(Protocol):
-    """The ledger's word on archive pages that must stay online: those of posts that were
-    e-mailed (a link in a sent newsletter never breaks), even when the post has since
-    become a draft, been renamed or deleted. Asked only when the build would remove an
-    archive page, or restore pages on a cold build, so a plain rebuild never opens it."""
-
-    def mailed(self) -> frozenset[str]:
-        """Slugs of every post that was e-mailed."""
-
-    def page(self, slug: str) -> bytes | None:
-        """The archive page as it was mailed, or None when the ledger does not hold it."""
+__all__ = ["ApprovalGate", "ArchiveKeeper", "BuildResult", "build", "find_post", "full_posts", "load_posts"]
 
 
 @dataclass
 class BuildResult:
+    """What a build did. A build of ``only`` some files reports on their posts alone in
+    ``posts``, ``released``, ``queued``, ``withheld`` and ``errors``."""
+
     posts: list[Post]  # every valid post, bodies stripped
     released: list[Post]
     queued: list[Post]
@@ -96,6 +61,10 @@ class BuildResult:
     written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # archive pages of mailed posts that are no longer published
+    checked: int = 0  # post files looked at (compared with the cache)
+    # The newsletters of the posts named in ``build(newsletters=...)`` that this build
+    # rendered in its own process, from exactly the bytes its ``posts`` were parsed from.
+    newsletters: dict[str, Newsletter] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -107,284 +76,6 @@ class BuildResult:
         return [w for p in sorted(self.posts, key=lambda p: p.path) for w in p.warnings]
 
 
-def _light(post: Post) -> Post:
-    return dataclasses.replace(post, body_markdown="", body_html="", body_text="")
-
-
-# --- per-post work (runs in worker processes) ---------------------------------
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What every task of one build shares: sent to each worker once, not with each task."""
-
-    settings: Settings
-    now: datetime
-    gate: ApprovalGate | None
-    staging: str  # every file goes into this folder first (see pipeline.site.publish)
-
-
-_worker: tuple[_Run, jinja2.Environment] | None = None
-
-
-def _init_worker(run: _Run) -> None:
-    global _worker
-    env = make_environment(run.settings)
-    env.auto_reload = False  # templates do not change during a build
-    _worker = (run, env)
-
-
-@dataclass(frozen=True)
-class _Task:
-    path: str
-    display: str  # the path as messages show it
-    stat: tuple[int, int]
-    raw: bytes | None  # the file's bytes when the build has read them already, else read by the worker
-
-
-def _by_date(post: Post) -> tuple[datetime, str]:
-    return post.date, post.slug
-
-
-def _queue_window(settings: Settings, now: datetime) -> datetime:
-    """The social queue lists posts dated after this (queued ones and those released
-    within the backfill window); older ones are never queued for social."""
-    return now - timedelta(hours=settings.scheduler.backfill_hours)
-
-
-def _wants_snippets(post: Post, window: datetime) -> bool:
-    """Whether the social queue may list ``post``, so its snippets are worth keeping."""
-    return not post.draft and "social" in post.channels and post.date > window
-
-
-def _live(post: Post, now: datetime, gate: ApprovalGate | None) -> bool:
-    """Released at ``now``: due, not a draft, and approved where approval is required."""
-    return post.is_released(now) and (gate is None or gate.allows(post))
-
-
-def _unreadable(display: str, exc: OSError) -> PipelineError:
-    return PipelineError(
-        f"could not be read: {exc.strerror or exc}", path=display, hint="check the file and build again"
-    )
-
-
-def _process(task: _Task) -> CacheEntry:
-    """Parse one file; when it is released, render and write its outputs."""
-    assert _worker is not None
-    run, env = _worker
-    settings = run.settings
-    try:
-        raw = task.raw if task.raw is not None else Path(task.path).read_bytes()
-    except OSError as exc:  # deleted or made unreadable since the folder was listed
-        return CacheEntry((0, 0), "", post=None, error=_unreadable(task.display, exc))  # a stat no file has: read again
-    try:
-        post = parse_post(raw, task.display, settings)
-    except PipelineError as error:
-        return CacheEntry(task.stat, hashlib.sha256(raw).hexdigest(), post=None, error=error)
-    entry = CacheEntry(task.stat, post.content_hash, post=_light(post), error=None)
-    # The renderers (MJML, twitter-text, the e-mail package) load only in a build that
-    # renders something: a rebuild with nothing to do is mostly start-up time.
-    from pipeline.site.outputs import post_outputs, post_snippets
-
-    try:
-        snippets = None
-        if not post.draft and "social" in post.channels:
-            snippets = post_snippets(post, settings, env)
-            if _wants_snippets(post, _queue_window(settings, run.now)):
-                entry.snippets = snippets
-        if not _live(post, run.now, run.gate):
-            return entry
-        outputs = post_outputs(post, settings, env, snippets)
-    except PipelineError as error:  # this post's own mistake: reported, the others go on
-        entry.error = error
-        return entry
-    for rel, data in outputs.items():
-        try:
-            write_new(f"{run.staging}/{rel}", data)
-        except OSError as exc:  # a full or read-only disk: the whole build stops, out/ untouched
-            raise stage_fault(exc, settings.out_dir, rel) from None
-    entry.outputs = tuple(outputs)
-    return entry
-
-
-# --- the cache ------------------------------------------------------------------
-
-
-def _cache_path(settings: Settings) -> Path:
-    return settings.state_dir / "build-cache.pickle"
-
-
-@dataclass
-class Cache:
-    entries: dict[str, CacheEntry] = field(default_factory=dict)  # by absolute post path
-    shared_key: str = ""  # what the feeds, queue and digest were last built from
-    shared_outputs: tuple[str, ...] = ()
-    # mtimes of out/ and its per-post folders after the build: while they are unchanged,
-    # no file was added or removed there, and out/ need not be listed again.
-    tree: tuple[int, ...] = ()
-
-
-@contextlib.contextmanager
-def _long_lived_objects() -> Iterator[None]:
-    """For creating many objects that live as long as the build and hold no reference cycles.
-
-    A large archive's cache is some 200,000 objects. The cycle collector would walk them
-    all as they are made and again at each of its later passes, a third of a no-op build:
-    it is paused while they are made, and they are then put out of its sight
-    (gc.freeze). They are still freed as usual once nothing refers to them.
-    """
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-        gc.freeze()
-    finally:
-        if collecting:
-            gc.enable()
-
-
-# The cache file starts with out/'s tree stamp, of fixed size, then the pickled cache:
-# the cache is written before publishing (a full state disk fails the build while
-# out/ is untouched), and the stamp, known only after publishing, is filled in then.
-_TREE = struct.Struct("<B4q")  # how many stamps, then up to four
-
-
-def _load_cache(settings: Settings, fingerprint: str) -> Cache:
-    try:
-        with _cache_path(settings).open("rb") as handle, _long_lived_objects():
-            count, *stamps = _TREE.unpack(handle.read(_TREE.size))
-            version, stored_fingerprint, out_dir, cache = pickle.load(handle)
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, struct.error):
-        return Cache()  # no cache, or one from another version: build from scratch
-    if version != CACHE_VERSION or stored_fingerprint != fingerprint or out_dir != str(settings.out_dir.resolve()):
-        return Cache()
-    cache.tree = tuple(stamps[:count])
-    return cache  # type: ignore[no-any-return]
-
-
-class _PendingCache:
-    """The new cache, written to a temporary file; ``commit`` stamps and renames it."""
-
-    def __init__(self, settings: Settings, fingerprint: str, cache: Cache) -> None:
-        self.path = _cache_path(settings)
-        # One name, not one per process: builds take turns (build_lock), and a file left by
-        # a crash is simply written over by the next build.
-        self.tmp = f"{self.path.parent}/.{self.path.name}.tmp"
-        state = (CACHE_VERSION, fingerprint, str(settings.out_dir.resolve()), dataclasses.replace(cache, tree=()))
-        try:
-            write_new(self.tmp, _TREE.pack(0, 0, 0, 0, 0) + pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-        except OSError as exc:
-            self.discard()
-            raise os_fault(exc, path=self.path.parent, doing=f"cannot write {self.path.name}") from None
-
-    def commit(self, tree: tuple[int, ...]) -> None:
-        try:
-            fd = os.open(self.tmp, os.O_WRONLY)
-            try:
-                os.pwrite(fd, _TREE.pack(len(tree), *tree, *(0,) * (4 - len(tree))), 0)  # overwrites: no new space
-            finally:
-                os.close(fd)
-            os.replace(self.tmp, self.path)
-        except OSError as exc:
-            self.discard()
-            raise os_fault(
-                exc, path=self.path.parent, doing=f"out/ is published, but cannot save {self.path.name}"
-            ) from None
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
-
-
-def _post_files(posts_dir: Path) -> list[tuple[str, os.stat_result]]:
-    """(absolute path, stat) of every post file, sorted; one scandir, no per-file Path objects."""
-    folder = os.path.abspath(posts_dir)
-    try:
-        with os.scandir(folder) as found:
-            files = [(entry.path, entry.stat()) for entry in found if entry.name.endswith(".md") and entry.is_file()]
-    except OSError as exc:  # missing or unreadable: never taken for a folder without posts
-        raise posts_folder_fault(exc, posts_dir) from None
-    return sorted(files)
-
-
-_PER_POST_FOLDERS = ("newsletter", "archive", "social")
-
-
-def _tree_stamp(out_dir: Path) -> tuple[int, ...]:
-    try:
-        return tuple(os.stat(out_dir / name).st_mtime_ns for name in ("", *_PER_POST_FOLDERS))
-    except FileNotFoundError:
-        return ()
-
-
-def _existing_outputs(out_dir: Path) -> set[str]:
-    found: set[str] = set()
-
-    def walk(folder: str, prefix: str) -> None:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    walk(entry.path, f"{prefix}{entry.name}/")
-                else:
-                    found.add(prefix + entry.name)
-
-    if out_dir.is_dir():
-        walk(str(out_dir), "")
-    return found
-
-
-# --- loading ------------------------------------------------------------------------
-
-
-def _display(path: Path, cwd: str) -> str:
-    text = str(path)
-    return text[len(cwd) + 1 :] if text.startswith(cwd + os.sep) else text
-
-
-def load_posts(settings: Settings, *, posts_dir: Path | None = None) -> tuple[list[Post], list[PipelineError]]:
-    """Every valid post (full, with bodies) and every error; slugs checked for clashes."""
-    cwd = os.getcwd()
-    posts, errors = [], []
-    for path in post_files(posts_dir or settings.posts_dir):
-        display = _display(path.absolute(), cwd)
-        try:
-            posts.append(parse_post(path.read_bytes(), display, settings))
-        except PipelineError as error:
-            errors.append(error)
-        except OSError as exc:  # one unreadable post never hides the others' problems
-            errors.append(_unreadable(display, exc))
-    kept, clashes = drop_clashing(posts)
-    return kept, sorted(errors + clashes, key=lambda e: (e.path or "", e.line or 0))
-
-
-def find_post(settings: Settings, slug: str) -> Post:
-    """The post with this slug (drafts and future posts included), or one error saying why not:
-    the post's own error if its file is broken, else the closest slug there is."""
-    posts, errors = load_posts(settings)
-    post = next((p for p in posts if p.slug == slug), None)
-    if post is not None:
-        return post
-    broken = errors_for_slug(errors, slug)
-    if broken:
-        raise broken[0]
-    close = difflib.get_close_matches(slug, [p.slug for p in posts], n=1)
-    raise PipelineError(
-        f"no post with slug {slug!r}",
-        field="slug",
-        hint=f"did you mean {close[0]!r}?" if close else "`pipeline queue` lists the queued posts",
-    )
-
-
-def full_posts(settings: Settings, light_posts: Iterable[Post]) -> list[Post]:
-    """Re-read the bodies of a few posts (feeds, digests) from their files."""
-    return [parse_post(Path(light.path).read_bytes(), light.path, settings) for light in light_posts]
-
-
-# --- the build --------------------------------------------------------------------
-
-
 def build(
     settings: Settings,
     now: datetime,
@@ -393,276 +84,239 @@ def build(
     on_progress: Callable[[int, int], None] | None = None,
     gate: ApprovalGate | None = None,
     keeper: ArchiveKeeper | None = None,
+    cache: PostCache | None = None,
+    only: Sequence[str] | None = None,
+    newsletters: Collection[str] = (),
 ) -> BuildResult:
     """Render every post released at ``now`` into out/, and publish it whole.
 
+    ``cache``: a post cache kept in memory (the scheduler's), else the one in state/ is
+    read. ``only``: look at these post files alone and trust ``cache`` for the others.
+    ``newsletters``: slugs whose newsletters to hand back (``BuildResult.newsletters``).
     Raises a ``PipelineError`` (a ``FileFault`` for a full or read-only disk) when the
     build cannot finish; out/ is then exactly as it was.
     """
-    try:
-        with build_lock(settings.state_dir):
-            recover(settings.out_dir)
-            staging = Staging(settings.out_dir)
-            try:
-                return _build(settings, now, staging, jobs=jobs, on_progress=on_progress, gate=gate, keeper=keeper)
-            except BaseException:
-                staging.discard()
-                raise
-    finally:
-        # The collector sees the cache again once it is no longer needed: in a process
-        # that goes on (the scheduler) nothing stays out of its sight for good.
-        gc.unfreeze()
-
-
-def _build(
-    settings: Settings,
-    now: datetime,
-    staging: Staging,
-    *,
-    jobs: int | None,
-    on_progress: Callable[[int, int], None] | None,
-    gate: ApprovalGate | None,
-    keeper: ArchiveKeeper | None,
-) -> BuildResult:
-    out_dir = settings.out_dir
-    fingerprint = templates_fingerprint(settings)
-    cache = _load_cache(settings, fingerprint)
-    previous = cache.entries
-    tree = _tree_stamp(out_dir)
-    listed = not (tree and tree == cache.tree)  # out/ changed (or is new) since the last build
-    if listed:
-        existing = _existing_outputs(out_dir)
-    else:
-        existing = {rel for e in previous.values() for rel in e.outputs} | set(cache.shared_outputs)
-    cwd = os.getcwd()
-
-    entries: dict[str, CacheEntry] = {}
-    tasks: list[_Task] = []
-    changed = False  # anything to write back to the cache?
-    # Snippets are kept only for posts the social queue can still list (a post's date
-    # never moves back into the window).
-    window = _queue_window(settings, now)
-    for key, info in _post_files(settings.posts_dir):
-        stat = (info.st_mtime_ns, info.st_size)
-        cached = previous.get(key)
-        raw = b""
-        if cached is not None and cached.stat != stat:
-            changed = True
-            try:
-                raw = Path(key).read_bytes()
-            except OSError:
-                cached = None  # gone or unreadable since listed: the worker reports it
-            else:
-                digest = hashlib.sha256(raw).hexdigest()
-                cached = dataclasses.replace(cached, stat=stat) if cached.digest == digest else None
-        if cached is not None:
-            post = cached.post
-            live = post is not None and cached.error is None and _live(post, now, gate)
-            needs_snippets = post is not None and _wants_snippets(post, window)
-            if (not live or (cached.outputs and existing.issuperset(cached.outputs))) and (
-                cached.snippets is not None or not needs_snippets
-            ):
-                entries[key] = cached
-                continue
-        # A file not read yet is read (and hashed) by the worker that parses it.
-        tasks.append(_Task(key, _display(Path(key), cwd), stat, raw or None))
-
-    rendered = {task.path for task in tasks}
-    for done, (key, entry) in enumerate(_run(tasks, _Run(settings, now, gate, str(staging.root)), jobs), start=1):
-        entries[key] = entry
-        if on_progress:
-            on_progress(done, len(tasks))
-    staged = {rel for key in rendered for rel in entries[key].outputs}  # before the outputs of clashes are dropped
-
-    def stage(rel: str, data: bytes) -> None:
+    with build_lock(settings.state_dir):
+        recover(settings.out_dir)
+        if cache is None or cache.settings != settings:
+            cache, only = PostCache(settings), None
+        cache.current()
+        staging = Staging(settings.out_dir)
         try:
-            staging.write(rel, data)
+            return _Build(settings, now, staging, cache, gate, keeper).run(only, jobs, on_progress, newsletters)
+        except BaseException:
+            staging.discard()
+            cache.catalog = None  # it may have been updated for entries the cache never adopted
+            raise
+
+
+class _Build:
+    """One build's steps, over the cache keys it looks at: every key, or those ``only`` touches."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        now: datetime,
+        staging: Staging,
+        cache: PostCache,
+        gate: ApprovalGate | None,
+        keeper: ArchiveKeeper | None,
+    ) -> None:
+        self.settings, self.now, self.staging, self.cache, self.gate, self.keeper = (
+            settings, now, staging, cache, gate, keeper,
+        )  # fmt: skip
+        self.fingerprint = templates_fingerprint(settings)
+        cache.use_templates(self.fingerprint)
+        self.previous = cache.entries
+        self.tree = tree_stamp(settings.out_dir)
+        self.listed = not (self.tree and self.tree == cache.tree)  # out/ changed (or is new) since the last build
+        self.staged: set[str] = set()
+
+    def stage(self, rel: str, data: bytes) -> None:
+        try:
+            self.staging.write(rel, data)
         except OSError as exc:
-            raise stage_fault(exc, out_dir, rel) from None
-        staged.add(rel)
+            raise stage_fault(exc, self.settings.out_dir, rel) from None
+        self.staged.add(rel)
 
-    valid, clashes = drop_clashing([e.post for e in entries.values() if e.post is not None and e.error is None])
-    clashing = {e.path for e in clashes}
-    errors = [e.error for e in entries.values() if e.error is not None] + clashes
-    valid.sort(key=_by_date)
-    released = [p for p in valid if _live(p, now, gate)]
-    withheld = [p for p in valid if p.is_released(now) and not _live(p, now, gate)]
-    queued = [p for p in valid if not p.draft and p.date > now and (gate is None or gate.allows(p))]
-
-    # Outputs of posts that are live now; anything else in our folders is stale.
-    outputs: set[str] = set()
-    written: list[str] = []
-    for key, entry in entries.items():
-        if (
-            entry.post is None
-            or entry.error is not None
-            or entry.post.path in clashing
-            or not _live(entry.post, now, gate)
-        ):
-            # Not published now: its files are pruned below, and it renders afresh once it is.
-            entry.outputs = ()
-            continue
-        outputs.update(entry.outputs)
-        if key in rendered:
-            written.extend(entry.outputs)
-
-    made: list[jinja2.Environment] = []
-
-    def env_or_new() -> jinja2.Environment:
-        if not made:
-            made.append(make_environment(settings))
-        return made[0]
-
-    # A clashing post rendered in this run may have written over the files of the post
-    # that keeps the slug: render the keeper again.
-    overwritten = {
-        e.post.slug for k, e in entries.items() if k in rendered and e.post is not None and e.post.path in clashing
-    }
-    for post in full_posts(settings, [p for p in released if p.slug in overwritten]):
-        from pipeline.site.outputs import post_outputs  # loaded only if there is such a post
-
-        for rel, data in post_outputs(post, settings, env_or_new()).items():
-            stage(rel, data)
-
-    snippets = {e.post.path: e.snippets for e in entries.values() if e.post is not None and e.snippets is not None}
-    digests = {e.post.path: e.digest for e in entries.values() if e.post is not None}
-    plan = _plan_shared(settings, released, queued, now)
-    shared_key = hashlib.sha256(
-        repr(
-            (
-                fingerprint,
-                {name: [(p.path, digests[p.path]) for p in posts] for name, posts in plan.items()},
-                _digest_key(now, settings),
-            )
-        ).encode()
-    ).hexdigest()
-    if shared_key == cache.shared_key and existing.issuperset(cache.shared_outputs):
-        shared = list(cache.shared_outputs)  # nothing they depend on changed: not even rendered
-    else:
-        shared = []
-        from pipeline.site.outputs import shared_outputs
-
-        queue = [(p, snippets[p.path]) for p in plan["queue"] if p.path in snippets]
-        made_shared, digest_error = shared_outputs(
-            settings, env_or_new(), full_posts(settings, plan["feed"]), queue, plan["digest"], now
+    def run(
+        self,
+        only: Sequence[str] | None,
+        jobs: int | None,
+        on_progress: Callable[[int, int], None] | None,
+        want: Collection[str],
+    ) -> BuildResult:
+        settings, cache, now = self.settings, self.cache, self.now
+        whole = only is None or self.listed or cache.built_at is None
+        # What out/ holds: listed when it changed behind our back, else what the cache says.
+        existing = existing_outputs(settings.out_dir) if self.listed else cache.claimed() if whole else None
+        files = plan.list_post_files(settings.posts_dir) if only is None else plan.stat_post_files(only)
+        looked = plan.look(self.previous, files, whole=only is None)
+        entries = looked.entries
+        catalog = None if whole else cache.catalog or Catalog.of(self.previous)
+        keys = (
+            set(entries) | set(looked.reread) | set(looked.gone)
+            if catalog is None
+            else plan.touched(looked, catalog, cache, self.previous, now)
         )
-        if digest_error is not None:
-            errors.append(digest_error)
-        for rel, data in made_shared.items():
-            if not has_bytes(out_dir / rel, data):  # unchanged files keep their mtime
-                stage(rel, data)
-                written.append(rel)
-            shared.append(rel)
-    outputs.update(shared)
 
-    removed = sorted(rel for rel in existing - outputs if _is_ours(rel))
-    kept = _keep_mailed_pages(out_dir, removed, keeper, outputs, restore=listed, stage=stage)
-    removed = [rel for rel in removed if rel not in kept]
-    outputs.update(kept)
+        tasks = list(plan.tasks(looked, keys, existing, settings, now, self.gate))
+        made = render_tasks(
+            settings, now, self.gate, self.staging, cache.environment, entries, tasks, jobs, on_progress, want
+        )
+        self.staged = {rel for key in made.paths for rel in entries[key].outputs}
+        if catalog is None:
+            catalog = Catalog.of(entries)
+        else:
+            for key in keys:
+                catalog.update(key, entries.get(key))
+        written = self._decide(entries, catalog, keys, made)
+        render_clash_keepers(settings, entries, catalog, made.paths, cache.environment, self.stage, now, self.gate)
+        shared, shared_key = self._shared(entries, catalog, made, existing)
+        written += shared.written
+        shared_set = set(shared.outputs)
 
-    for entry in entries.values():
-        if entry.snippets is not None and entry.post is not None and entry.post.date <= window:
-            entry.snippets = None  # out of the queue for good: not worth keeping
-            changed = True
-    publishing = bool(staged or removed)
-    pending = None
-    if (
-        publishing
-        or changed
-        or tasks
-        or shared_key != cache.shared_key
-        or entries.keys() != previous.keys()
-        or tree != cache.tree
-    ):
-        # Written before publishing, so a full state disk fails the build while out/ is untouched.
-        pending = _PendingCache(settings, fingerprint, Cache(entries, shared_key, tuple(shared)))
-    try:
-        staging.publish(drop=staged - outputs, remove=removed)
-    except BaseException:
+        def published(rel: str) -> bool:
+            return catalog.claims[rel] > 0 or rel in shared_set
+
+        candidates = existing if existing is not None else plan.maybe_stale(cache, self.previous, keys)
+        removed = sorted(rel for rel in candidates if plan.is_ours(rel) and not published(rel))
+        kept = plan.keep_mailed_pages(
+            settings.out_dir, removed, self.keeper, published, restore=self.listed, stage=self.stage
+        )
+        removed = [rel for rel in removed if rel not in kept]
+        plan.forget_old_snippets(entries, entries.keys() if whole else keys, plan.queue_window(settings, now))
+        self._finish(entries, catalog, keys, whole, shared, shared_key, published, removed, kept)
+        errors = [shared.error] if shared.error is not None else []
+        result = _result(entries, catalog, None if only is None else looked.looked, errors, now, self.gate)
+        result.rendered, result.reused = len(made.paths), len(entries) - len(made.paths)
+        result.written, result.removed, result.kept = sorted(set(written)), removed, kept
+        result.checked, result.newsletters = len(files), made.newsletters
+        return result
+
+    # --- what is published --------------------------------------------------------------
+
+    def _decide(self, entries: dict[str, CacheEntry], catalog: Catalog, keys: set[str], made: Rendered) -> list[str]:
+        """Which posts are published now: the entries of the others forget their files
+        (pruned below; made again once they are). Returns the files this build made."""
+        slugs = {entry.post.slug for key in keys if (entry := entries.get(key)) is not None and entry.post is not None}
+        keys |= catalog.slug_mates(slugs)  # a post that now shares a slug with a new file may lose it
+        written: list[str] = []
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            post = entry.post
+            if (
+                post is None
+                or entry.error is not None
+                or not catalog.keeps_slug(key, post)
+                or not is_live(post, self.now, self.gate)
+            ):
+                if entry.outputs:
+                    entries[key] = dataclasses.replace(entry, outputs=())
+                    catalog.update(key, entries[key])
+            elif key in made.paths:
+                written += entry.outputs
+        return written
+
+    def _shared(
+        self, entries: dict[str, CacheEntry], catalog: Catalog, made: Rendered, existing: set[str] | None
+    ) -> tuple[Shared, str]:
+        cache = self.cache
+        shared_plan = plan.shared_plan(self.settings, catalog, entries, self.now, self.gate)
+        key = plan.shared_key(self.fingerprint, shared_plan, entries, self._digest_name(shared_plan))
+        if key == cache.shared_key and (existing is None or existing.issuperset(cache.shared_outputs)):
+            return Shared(list(cache.shared_outputs), feed_keys=cache.feed_keys), key  # not even rendered
+        from pipeline.site.shared import make_shared
+
+        return make_shared(
+            self.settings, cache.environment, shared_plan, entries, made.newest, cache.feed_keys, self.now, self.stage
+        ), key
+
+    def _digest_name(self, shared_plan: dict[str, plan.Planned]) -> str:
+        """The digest's name, which changes with the clinic's date (there is none without posts)."""
+        if not shared_plan["digest"]:
+            return ""
+        from pipeline.channels.newsletter import digest_key  # with MJML: only when a digest is made
+
+        return digest_key(self.now, self.settings)
+
+    # --- publishing ---------------------------------------------------------------------
+
+    def _finish(
+        self,
+        entries: dict[str, CacheEntry],
+        catalog: Catalog,
+        keys: set[str],
+        whole: bool,
+        shared: Shared,
+        shared_key: str,
+        published: Callable[[str], bool],
+        removed: list[str],
+        kept: list[str],
+    ) -> None:
+        """Save the cache, publish out/, then mark the cache as describing it."""
+        cache, previous = self.cache, self.previous
+        if whole:
+            changed = entries.keys() != previous.keys() or any(previous.get(k) is not e for k, e in entries.items())
+        else:
+            changed = any(previous.get(key) is not entries.get(key) for key in keys)
+        pending = None
+        shared_outputs = tuple(shared.outputs)
+        if (
+            self.staged
+            or removed
+            or changed
+            or cache.dirty
+            or shared_key != cache.shared_key
+            or self.tree != cache.tree
+        ):
+            # Written before publishing, so a full state disk fails the build while out/ is untouched.
+            pending = cache.save(
+                entries, shared_key, shared_outputs, shared.feed_keys, self.now, changed=None if whole else keys
+            )
+        try:
+            drop = {rel for rel in self.staged if not published(rel) and rel not in kept}
+            self.staging.publish(drop=drop, remove=removed)
+        except BaseException:
+            if pending is not None:
+                pending.discard()
+            raise
+        tree = tree_stamp(self.settings.out_dir) if self.staged or removed else self.tree
         if pending is not None:
-            pending.discard()
-        raise
-    if pending is not None:
-        pending.commit(_tree_stamp(out_dir) if publishing else tree)
+            pending.commit(tree)
+        cache.adopt(entries, shared_key, shared_outputs, shared.feed_keys, tree, catalog, self.now)
+
+
+def _result(
+    entries: dict[str, CacheEntry],
+    catalog: Catalog,
+    looked: list[str] | None,
+    errors: list[PipelineError],
+    now: datetime,
+    gate: ApprovalGate | None,
+) -> BuildResult:
+    """What the build says about every post, or (a build of ``only``) about the files it looked at."""
+    keys = entries.keys() if looked is None else [key for key in looked if key in entries]
+    valid, slugs = [], set()
+    for key in keys:
+        entry = entries[key]
+        if entry.error is not None:
+            errors.append(entry.error)
+        elif entry.post is not None:
+            slugs.add(entry.post.slug)
+            if catalog.keeps_slug(key, entry.post):
+                valid.append(entry.post)
+    errors += catalog.clashes(slugs, entries)
+    valid.sort(key=plan.by_date)
+    released = [p for p in valid if is_live(p, now, gate)]
+    withheld = [p for p in valid if p.is_released(now) and not is_live(p, now, gate)]
+    queued = [p for p in valid if not p.draft and p.date > now and (gate is None or gate.allows(p))]
     return BuildResult(
         posts=valid,
         released=released,
         queued=queued,
         withheld=withheld,
         errors=sorted(errors, key=lambda e: (e.path or "", e.line or 0)),
-        rendered=len(rendered),
-        reused=len(entries) - len(rendered),
-        written=sorted(set(written)),
-        removed=removed,
-        kept=kept,
     )
-
-
-def _keep_mailed_pages(
-    out_dir: Path,
-    removed: list[str],
-    keeper: ArchiveKeeper | None,
-    outputs: set[str],
-    *,
-    restore: bool,
-    stage: Callable[[str, bytes], None],
-) -> list[str]:
-    """Archive pages of e-mailed posts that this build no longer makes: kept where they
-    are, or (when out/ was changed behind our back, e.g. wiped) written back from the ledger."""
-    if keeper is None or not (restore or any(rel.startswith("archive/") for rel in removed)):
-        return []
-    kept = []
-    for slug in sorted(keeper.mailed()):
-        rel = f"archive/{slug}.html"
-        if rel in outputs:
-            continue  # still published: the build made it
-        if rel in removed:
-            kept.append(rel)
-            continue
-        if restore and not (out_dir / rel).exists():
-            page = keeper.page(slug)
-            if page is not None:
-                stage(rel, page)
-                kept.append(rel)
-    return kept
-
-
-def _run(tasks: list[_Task], run: _Run, jobs: int | None) -> Iterable[tuple[str, CacheEntry]]:
-    workers = jobs or os.cpu_count() or 1
-    if len(tasks) < PARALLEL_THRESHOLD or workers == 1:
-        _init_worker(run)
-        for task in tasks:
-            yield task.path, _process(task)
-        return
-    from concurrent.futures import ProcessPoolExecutor
-
-    with (
-        ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(run,)) as pool,
-        _long_lived_objects(),  # the cache entries the workers send back
-    ):
-        chunk = max(1, min(32, len(tasks) // (workers * 8)))
-        results = pool.map(_process, tasks, chunksize=chunk)
-        yield from zip((task.path for task in tasks), results, strict=True)
-
-
-_OUR_FOLDERS = ("newsletter/", "archive/", "social/")
-_OUR_FILES = ("feed.xml", "atom.xml", "feed.json")
-
-
-def _is_ours(rel: str) -> bool:
-    """Only files this build makes are pruned; anything else in out/ is left alone."""
-    return rel.startswith(_OUR_FOLDERS) or rel in _OUR_FILES
-
-
-def _digest_key(now: datetime, settings: Settings) -> str:
-    return now.astimezone(settings.clinic.zone).strftime("%Y-%m-%d")
-
-
-def _plan_shared(settings: Settings, released: list[Post], queued: list[Post], now: datetime) -> dict[str, list[Post]]:
-    """Which posts the feeds, the social queue and the digest are made of."""
-    window = _queue_window(settings, now)
-    return {
-        "feed": newest_first([p for p in released if "feed" in p.channels], settings.feed.max_items),
-        "queue": [p for p in released if p.date > window] + queued,
-        "digest": [p for p in released if p.date > now - timedelta(days=DIGEST_DAYS) and "email" in p.channels],
-    }

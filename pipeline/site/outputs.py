@@ -26,10 +26,16 @@ def post_snippets(post: Post, settings: Settings, env: jinja2.Environment) -> di
 
 
 def post_outputs(
-    post: Post, settings: Settings, env: jinja2.Environment, snippets: Mapping[str, Mapping[str, Any]] | None = None
+    post: Post,
+    settings: Settings,
+    env: jinja2.Environment,
+    snippets: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    newsletter: Newsletter | None = None,
 ) -> dict[str, bytes]:
-    """Every file one released post contributes."""
-    newsletter = render_post_newsletter(post, settings, env)
+    """Every file one released post contributes (from its newsletter and snippets when
+    the caller has them already)."""
+    newsletter = newsletter or render_post_newsletter(post, settings, env)
     if "email" in post.channels:
         outputs = newsletter_outputs(newsletter, settings)
     else:

@@ -168,3 +168,34 @@ def _move_tree(source: str, target: str, *, top: bool = False) -> None:
             _move_tree(entry.path, destination)
         else:
             os.replace(entry.path, destination)
+
+
+# --- out/ -----------------------------------------------------------------------------------
+
+_PER_POST_FOLDERS = ("newsletter", "archive", "social")
+
+
+def tree_stamp(out_dir: Path) -> tuple[int, ...]:
+    try:
+        return tuple(os.stat(out_dir / name).st_mtime_ns for name in ("", *_PER_POST_FOLDERS))
+    except FileNotFoundError:
+        return ()
+
+
+def existing_outputs(out_dir: Path) -> set[str]:
+    """Every file in out/ (hidden ones aside), relative to it."""
+    found: set[str] = set()
+
+    def walk(folder: str, prefix: str) -> None:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    walk(entry.path, f"{prefix}{entry.name}/")
+                else:
+                    found.add(prefix + entry.name)
+
+    if out_dir.is_dir():
+        walk(str(out_dir), "")
+    return found

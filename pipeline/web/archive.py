@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 
-from pipeline.channels.templating import local_time
+from pipeline.content.dates import local_time
 from pipeline.web.cards import share_card
 from pipeline.web.state import WebState, web_state
 

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 import regex
 
+from pipeline import DEFAULT_CONFIG
+from pipeline.config import Settings
+from pipeline.errors import PipelineError
+
 # A mention as any of the platforms writes one: @name, @name@server, @name.domain.
 _MENTION = regex.compile(r"(?<![\w@/])@[\w]+(?:[.-]+\w+)*(?:@\w+(?:[.-]+\w+)*)?(?![\w@])")
 
@@ -59,3 +63,21 @@ def clean_mentions(text: str, platform: str, handles: Mapping[str, ClinicHandle]
 
 def unconfirmed(handles: Mapping[str, ClinicHandle]) -> list[ClinicHandle]:
     return [h for h in handles.values() if not h.confirmed]
+
+
+def clinic_handles(settings: Settings) -> dict[str, ClinicHandle]:
+    return {p: ClinicHandle(p, h.handle, h.confirmed) for p, h in settings.social.handles.items()}
+
+
+def unconfirmed_handle_warnings(settings: Settings) -> list[PipelineError]:
+    """One warning per handle the clinic has not confirmed: it is left out of every snippet.
+    Here rather than with the snippets, so a build with nothing to render never loads them."""
+    return [
+        PipelineError(
+            f"{h.platform} handle {h.handle} is not confirmed: no snippet names it",
+            path=settings.root / DEFAULT_CONFIG,
+            field=f"social.handles.{h.platform}.confirmed",
+            hint="once the clinic has checked that the account is theirs, set confirmed = true",
+        )
+        for h in unconfirmed(clinic_handles(settings))
+    ]

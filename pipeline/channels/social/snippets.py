@@ -18,9 +18,9 @@ from typing import Any
 
 import jinja2
 
-from pipeline import DEFAULT_CONFIG, urls
+from pipeline import urls
 from pipeline.channels.social.compose import NoRoom, Snippet, compose
-from pipeline.channels.social.mentions import ClinicHandle, clean_mentions, unconfirmed, usable_handles
+from pipeline.channels.social.mentions import clean_mentions, clinic_handles, usable_handles
 from pipeline.channels.templating import render_template, utm_link
 from pipeline.config import PLATFORMS, Settings
 from pipeline.content.dates import to_utc_iso
@@ -38,23 +38,6 @@ def share_image_url(post: Post, settings: Settings) -> str:
 
 def social_link(post: Post, settings: Settings, platform: str) -> str:
     return utm_link(settings, urls.post_url(settings, post.slug), platform=platform, medium="social", slug=post.slug)
-
-
-def clinic_handles(settings: Settings) -> dict[str, ClinicHandle]:
-    return {p: ClinicHandle(p, h.handle, h.confirmed) for p, h in settings.social.handles.items()}
-
-
-def unconfirmed_handle_warnings(settings: Settings) -> list[PipelineError]:
-    """One warning per handle the clinic has not confirmed: it is left out of every snippet."""
-    return [
-        PipelineError(
-            f"{h.platform} handle {h.handle} is not confirmed: no snippet names it",
-            path=settings.root / DEFAULT_CONFIG,
-            field=f"social.handles.{h.platform}.confirmed",
-            hint="once the clinic has checked that the account is theirs, set confirmed = true",
-        )
-        for h in unconfirmed(clinic_handles(settings))
-    ]
 
 
 def _template_for(env: jinja2.Environment, platform: str) -> str:

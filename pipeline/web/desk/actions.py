@@ -17,7 +17,7 @@ from pipeline.errors import PipelineError
 from pipeline.ledger.audit import audit_csv
 from pipeline.ledger.staff import StaffMember
 from pipeline.mail.sender import send_test
-from pipeline.schedule import plans, release
+from pipeline.schedule import gate, plans, release
 from pipeline.schedule.when import local
 from pipeline.site.build import find_post
 from pipeline.web.desk.pages import desk_page, see
@@ -134,7 +134,7 @@ async def approve(request: Request, staff: StaffMember) -> Response:
                 "the post changed after you opened it, so you have not read what would be approved",
                 hint="read the post again, then approve",
             )
-        approval = release.approve(web.store, post, staff.name, web.now())
+        approval = gate.approve(web.store, post, staff.name, web.now())
         audit(web, staff, "approve", slug, approval.content_hash, f"approved as {post.path} reads now")
 
     try:

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from pipeline.channels.templating import local_time
+from pipeline.content.dates import local_time
 from pipeline.ledger.staff import StaffMember
 from pipeline.schedule.when import relative
 from pipeline.web.desk.auth import CSRF_FIELD, sessions

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pipeline.channels.templating import local_time
+from pipeline.content.dates import local_time
 from pipeline.errors import each_problem
 from pipeline.ledger.social_rows import SocialPost
 from pipeline.ledger.staff import StaffMember
