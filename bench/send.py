@@ -124,6 +124,7 @@ def personalisation_rate(settings: Settings, newsletter: Newsletter, count: int)
             to_address=f"reader{i}@example.com",
             to_name=f"Reader {i}",
             token=make_token("unsubscribe", i, SECRET, issued),
+            manage_token=make_token("manage", i, SECRET, issued),
             message_id=message_id_for(1, i, domain),
             date=datetime.now(UTC),
         )
