@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.errors import PipelineError
@@ -57,6 +57,41 @@ def _campaign(row: Row[Any]) -> Campaign:
     )
 
 
+def insert_campaign(
+    conn: Connection, *, key: str, kind: str, subject: str, content: str, audience: str, now: datetime
+) -> int:
+    """A new campaign row, sending from ``now``: its id."""
+    result = conn.execute(
+        insert(campaigns).values(
+            key=key,
+            kind=kind,
+            subject=subject,
+            content=content,
+            status="sending",
+            created_at=now,
+            audience=audience,
+        )
+    )
+    assert result.inserted_primary_key is not None
+    return int(result.inserted_primary_key[0])
+
+
+def add_pending_deliveries(conn: Connection, campaign_id: int, now: datetime, *where: ColumnElement[bool]) -> None:
+    """A pending delivery of ``campaign_id`` for each active subscriber matching ``where``.
+    INSERT ... SELECT: the database copies the list itself, so a campaign to 100,000
+    subscribers never holds them in Python memory."""
+    recipients = select(
+        literal(campaign_id),
+        subscribers.c.id,
+        literal("pending"),
+        literal(0),
+        literal(now, columns.UTCDateTime()),
+    ).where(subscribers.c.status == "active", *where)
+    conn.execute(
+        insert(deliveries).from_select(["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], recipients)
+    )
+
+
 class CampaignRows(LedgerPart):
     """Campaigns and their leases (mixed into ``Store``)."""
 
@@ -89,35 +124,11 @@ class CampaignRows(LedgerPart):
             return existing, False
         try:
             with self._write() as conn:
-                result = conn.execute(
-                    insert(campaigns).values(
-                        key=key,
-                        kind=kind,
-                        subject=subject,
-                        content=content,
-                        status="sending",
-                        created_at=now,
-                        audience=audience,
-                    )
+                campaign_id = insert_campaign(
+                    conn, key=key, kind=kind, subject=subject, content=content, audience=audience, now=now
                 )
-                assert result.inserted_primary_key is not None
-                campaign_id = result.inserted_primary_key[0]
-                # INSERT ... SELECT: the database copies the active list itself, so a
-                # campaign to 100,000 subscribers never holds them in Python memory.
-                recipients = select(
-                    literal(campaign_id),
-                    subscribers.c.id,
-                    literal("pending"),
-                    literal(0),
-                    literal(now, columns.UTCDateTime()),
-                ).where(subscribers.c.status == "active")
-                if audience == "each":
-                    recipients = recipients.where(subscribers.c.frequency == "each")
-                conn.execute(
-                    insert(deliveries).from_select(
-                        ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], recipients
-                    )
-                )
+                only_each = [subscribers.c.frequency == "each"] if audience == "each" else []
+                add_pending_deliveries(conn, campaign_id, now, *only_each)
                 if audience == "each" and owed_slug is not None:
                     # Every active subscriber the campaign left out, rather than "frequency is
                     # digest" read again: on PostgreSQL each statement reads its own snapshot,

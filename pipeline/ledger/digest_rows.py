@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, exists, insert, literal, select, update
+from sqlalchemy import and_, exists, select, update
 
-from pipeline.ledger import columns
-from pipeline.ledger.campaigns import Campaign, _campaign
+from pipeline.ledger.campaigns import Campaign, _campaign, add_pending_deliveries, insert_campaign
 from pipeline.ledger.engine import LedgerPart, chunks, utcnow
 from pipeline.ledger.schema import campaigns, deliveries, digest_items, subscribers
 
@@ -75,32 +74,17 @@ class DigestRows(LedgerPart):
         made = []
         with self._write() as conn:
             for group in groups:
-                result = conn.execute(
-                    insert(campaigns).values(
-                        key=group.key,
-                        kind="digest",
-                        subject=group.subject,
-                        content=group.content,
-                        status="sending",
-                        created_at=now,
-                        audience="digest",
-                    )
+                campaign_id = insert_campaign(
+                    conn,
+                    key=group.key,
+                    kind="digest",
+                    subject=group.subject,
+                    content=group.content,
+                    audience="digest",
+                    now=now,
                 )
-                assert result.inserted_primary_key is not None
-                campaign_id = result.inserted_primary_key[0]
                 for ids in chunks(sorted(group.subscriber_ids)):
-                    recipients = select(
-                        literal(campaign_id),
-                        subscribers.c.id,
-                        literal("pending"),
-                        literal(0),
-                        literal(now, columns.UTCDateTime()),
-                    ).where(subscribers.c.id.in_(ids), subscribers.c.status == "active")
-                    conn.execute(
-                        insert(deliveries).from_select(
-                            ["campaign_id", "subscriber_id", "status", "attempts", "updated_at"], recipients
-                        )
-                    )
+                    add_pending_deliveries(conn, campaign_id, now, subscribers.c.id.in_(ids))
                     carried = exists().where(
                         deliveries.c.campaign_id == campaign_id,
                         deliveries.c.subscriber_id == digest_items.c.subscriber_id,
