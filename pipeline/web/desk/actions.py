@@ -4,6 +4,7 @@ audit log's export. Each goes through the same code as its command (``requeue``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +41,16 @@ def action_problem(request: Request, staff: StaffMember, slug: str, error: Pipel
     words = f"{error.message} ({error.hint})" if error.hint else error.message
     context = {"title": "Not done", "slug": slug, "problem": words, "choices": [], **extra}
     return desk_page(request, staff, "problem.html", context, status=400)
+
+
+async def on_post_page(request: Request, staff: StaffMember, slug: str, work: Callable[[], str]) -> Response:
+    """Run ``work`` (the ledger, the post file, the mail: blocking) off the event loop,
+    then back to the post's page with the note it returns, or its problem in words."""
+    try:
+        note = await run_in_threadpool(work)
+    except PipelineError as error:
+        return action_problem(request, staff, slug, error)
+    return see(f"/desk/posts/{slug}", note)
 
 
 def audit(web: WebState, staff: StaffMember, action: str, slug: str, content_hash: str | None, detail: str) -> None:
@@ -90,30 +101,23 @@ async def schedule(request: Request, staff: StaffMember) -> Response:
         audit(web, staff, "schedule", slug, updated.content_hash, f"release at {local(updated.date, web.settings)}")
         return "scheduled"
 
-    try:
-        note = await run_in_threadpool(work)
-    except PipelineError as error:
-        return action_problem(request, staff, slug, error)
-    return see(f"/desk/posts/{slug}", note)
+    return await on_post_page(request, staff, slug, work)
 
 
 async def unschedule(request: Request, staff: StaffMember) -> Response:
     web = web_state(request)
     slug = request.path_params["slug"]
 
-    def work() -> None:
+    def work() -> str:
         post = find_post(web.settings, slug)
         refuse_if_released(web, slug)
         if post.draft:
             raise PipelineError(f"{slug} is already a draft", hint="it will not be released")
         updated = edit_post(web.settings, post, {"draft": "true"})
         audit(web, staff, "unschedule", slug, updated.content_hash, "back to draft")
+        return "unscheduled"
 
-    try:
-        await run_in_threadpool(work)
-    except PipelineError as error:
-        return action_problem(request, staff, slug, error)
-    return see(f"/desk/posts/{slug}", "unscheduled")
+    return await on_post_page(request, staff, slug, work)
 
 
 # --- approve -----------------------------------------------------------------------------------
@@ -126,7 +130,7 @@ async def approve(request: Request, staff: StaffMember) -> Response:
     slug = request.path_params["slug"]
     shown = text_field((await web.read_form(request)).get("content_hash"))
 
-    def work() -> None:
+    def work() -> str:
         post = find_post(web.settings, slug)
         refuse_if_released(web, slug)
         if post.content_hash != shown:
@@ -136,12 +140,9 @@ async def approve(request: Request, staff: StaffMember) -> Response:
             )
         approval = gate.approve(web.store, post, staff.name, web.now())
         audit(web, staff, "approve", slug, approval.content_hash, f"approved as {post.path} reads now")
+        return "approved"
 
-    try:
-        await run_in_threadpool(work)
-    except PipelineError as error:
-        return action_problem(request, staff, slug, error)
-    return see(f"/desk/posts/{slug}", "approved")
+    return await on_post_page(request, staff, slug, work)
 
 
 # --- proof -------------------------------------------------------------------------------------
@@ -152,17 +153,14 @@ async def proof(request: Request, staff: StaffMember) -> Response:
     web = web_state(request)
     slug = request.path_params["slug"]
 
-    def work() -> None:
+    def work() -> str:
         post = find_post(web.settings, slug)
         newsletter = render_post_newsletter(post, web.settings, web.env)
         send_test(web.settings, web.transport, newsletter, staff.email, now=web.now())
         audit(web, staff, "proof", slug, post.content_hash, f"proof sent to {staff.email}")
+        return "proof"
 
-    try:
-        await run_in_threadpool(work)
-    except PipelineError as error:
-        return action_problem(request, staff, slug, error)
-    return see(f"/desk/posts/{slug}", "proof")
+    return await on_post_page(request, staff, slug, work)
 
 
 # --- send now (admins) ---------------------------------------------------------------------------
