@@ -10,6 +10,7 @@ this virtualenv's packages, so REF must not need a package this one lacks.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -63,6 +64,17 @@ def checkout(ref: str) -> Code:
             capture_output=True,
         )
     return Code(f"baseline {commit}", folder)
+
+
+def add_baseline_option(parser: argparse.ArgumentParser) -> None:
+    """``--baseline [REF]``: the same for every bench."""
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        nargs="?",
+        const=DEFAULT_BASELINE,
+        help=f"also measure this commit, side by side (default when given without REF: {DEFAULT_BASELINE})",
+    )
 
 
 def versions(baseline: str | None) -> list[Code]:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import CORPUS, DEFAULT_BASELINE, Code, machine_speed, table, versions
+from baseline import CORPUS, Code, add_baseline_option, machine_speed, table, versions
 
 WORDS = [
     "prosthesis",
@@ -160,13 +160,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=600)
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--runs", type=int, default=3, help="runs of each figure; the best is reported")
-    parser.add_argument(
-        "--baseline",
-        metavar="REF",
-        nargs="?",
-        const=DEFAULT_BASELINE,
-        help=f"also measure this commit, side by side (default when given without REF: {DEFAULT_BASELINE})",
-    )
+    add_baseline_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
     args = parser.parse_args()
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import CORPUS, DEFAULT_BASELINE, Code, machine_speed, table, versions
+from baseline import CORPUS, Code, add_baseline_option, machine_speed, table, versions
 from build import make_post
 
 ZONE = ZoneInfo("America/New_York")
@@ -163,13 +163,7 @@ def main() -> None:
     parser.add_argument("--lead", type=float, default=3.0, help="seconds from start to the first release")
     parser.add_argument("--subscribers", type=int, default=20)
     parser.add_argument("--archive", type=int, default=0, help="posts released before the measurement")
-    parser.add_argument(
-        "--baseline",
-        metavar="REF",
-        nargs="?",
-        const=DEFAULT_BASELINE,
-        help=f"also measure this commit, side by side (default when given without REF: {DEFAULT_BASELINE})",
-    )
+    add_baseline_option(parser)
     parser.add_argument("--log", type=Path, help="keep each scheduler's log in this folder")
     args = parser.parse_args()
 

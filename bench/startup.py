@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baseline import CORPUS, DEFAULT_BASELINE, machine_speed, table, versions
+from baseline import CORPUS, add_baseline_option, machine_speed, table, versions
 
 COMMANDS = (
     ("--help",),
@@ -53,7 +53,7 @@ def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--baseline", metavar="REF", nargs="?", const=DEFAULT_BASELINE)
+    add_baseline_option(parser)
     args = parser.parse_args()
     codes = versions(args.baseline)
     reference = pelican()
