@@ -30,7 +30,7 @@ from pipeline.ledger.tokens import SECRET_ENV
 from pipeline.web.desk.auth import SESSION_COOKIE
 from tests.conftest import make_project
 from tests.live_server import LiveServer, free_port, live_server, set_base_url
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_chromium
+from tests.test_browser import ARTIFACTS, launch_chromium, require_chromium
 from tests.test_scheduler import Scheduler, configure, mails
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -71,14 +71,8 @@ def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Live
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launch_chromium() as chromium:
+        yield chromium
 
 
 class Checks:

@@ -23,7 +23,7 @@ from pipeline.ledger.tokens import SECRET_ENV, make_token
 from pipeline.site.build import build, load_posts
 from tests.conftest import make_project
 from tests.live_server import free_port, live_server
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, NOW, POSTS, require_chromium
+from tests.test_browser import ARTIFACTS, NOW, POSTS, launch_chromium, require_chromium
 
 pytestmark = pytest.mark.browser
 SECRET = "presentation-test-secret-0123456789abcdef"
@@ -85,18 +85,8 @@ def newsletters(settings: Settings) -> dict[str, Newsletter]:
 
 @pytest.fixture(scope="module")
 def chromium(project: tuple[Path, Settings]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch_chromium("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1") as browser:
+        yield browser
 
 
 class Axe:

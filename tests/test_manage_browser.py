@@ -25,7 +25,7 @@ from pipeline.ledger.tokens import SECRET_ENV, load_secret, make_token
 from pipeline.schedule.release import release_post
 from tests.conftest import make_project
 from tests.live_server import LiveServer, free_port, live_server, set_base_url
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, VIEWPORTS, require_chromium, wait_for_mail
+from tests.test_browser import ARTIFACTS, VIEWPORTS, launch_chromium, require_chromium, wait_for_mail
 from tests.test_scheduler import configure, write_post
 
 pytestmark = pytest.mark.browser
@@ -60,14 +60,8 @@ def mailed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
 
 @pytest.fixture(scope="module")
 def browser(mailed: tuple[LiveServer, Settings]) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launch_chromium() as chromium:
+        yield chromium
 
 
 def manage_links(message: EmailMessage) -> tuple[str, str]:
