@@ -1,7 +1,10 @@
 """The pipeline CLI with one injected fault of the machine, set by the FAULT variable:
 
-- ``enospc:TEXT``: creating any file whose path contains TEXT fails with ENOSPC, as
-  on a disk that is full (a stand-in for a small filesystem where none can be mounted);
+- ``enospc:NAME``: creating any file in a folder named NAME, or any file named NAME or
+  NAME.* (a hidden temporary ``.NAME.*`` too), fails with ENOSPC, as on a disk that is
+  full (a stand-in for a small filesystem where none can be mounted). Whole names, not
+  substrings: a random temporary name such as jinja2's ``…cacheyw8p40xf.tmp`` must not
+  match ``p40`` by chance;
 - ``crash-after:N``: the process dies (``os._exit(99)``, as from SIGKILL: no cleanup
   runs) at its Nth rename or replace of a file into ``out/`` (not into its staging
   folder), i.e. in the middle of publishing out/.
@@ -24,8 +27,12 @@ kind, _, argument = os.environ["FAULT"].partition(":")
 if kind == "enospc":
     _open = os.open
 
+    def _names(path: Any) -> list[str]:
+        return [part.lstrip(".") for part in Path(os.fspath(path)).parts]
+
     def _open_on_a_full_disk(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
-        if flags & os.O_CREAT and argument in os.fspath(path):
+        names = _names(path)
+        if flags & os.O_CREAT and any(name == argument or name.startswith(argument + ".") for name in names):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
         return _open(path, flags, mode, dir_fd=dir_fd)
 
