@@ -16,6 +16,7 @@ Facebook keeps the body to 500 characters.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -68,6 +69,13 @@ class Snippet:
             "truncated": self.truncated,
             "hashtags": list(self.hashtags),
         }
+
+
+@functools.lru_cache(maxsize=16)
+def _sentences(body: str) -> tuple[str, ...]:
+    # A post's platforms mostly share one body (social/body.txt): split it once, not
+    # once per platform. Small: only the bodies of the post being composed come back.
+    return tuple(sentences(body))
 
 
 def _check_link(link: str) -> None:
@@ -126,8 +134,7 @@ def compose(
     _check_link(link)
     if isinstance(hashtags, str):
         raise TypeError("hashtags must be a sequence of tag strings, not one string")
-    parts = [" ".join(body.split())] if own_text else sentences(body)
-    parts = [part for part in parts if part]
+    parts = [part for part in ([" ".join(body.split())] if own_text else _sentences(body)) if part]
     if not parts:
         raise NoRoom(platform, f"{platform}: the text is empty")
     tags = _platform_tags(rules, hashtags, " ".join(parts))
@@ -137,8 +144,9 @@ def compose(
         text_body = " ".join(limited[:kept])
         for kept_tags in range(len(tags), -1, -1):
             text = _layout(platform, text_body, link_text, tags[:kept_tags])
-            if rules.fits(text):
-                return _snippet(rules, text, link, link_text, tags[:kept_tags], truncated=kept < len(parts))
+            length = rules.length_if_fits(text)
+            if length is not None:
+                return _snippet(rules, text, length, link, link_text, tags[:kept_tags], truncated=kept < len(parts))
     smallest = _layout(platform, parts[0], link_text, [])
     what = "its own social text" if own_text else "its first sentence"
     raise NoRoom(
@@ -148,13 +156,15 @@ def compose(
     )
 
 
-def _snippet(rules: Rules, text: str, link: str, link_text: str, tags: Sequence[str], *, truncated: bool) -> Snippet:
+def _snippet(
+    rules: Rules, text: str, length: int, link: str, link_text: str, tags: Sequence[str], *, truncated: bool
+) -> Snippet:
     bluesky = rules.platform == "bluesky"
     instagram = rules.platform == "instagram"
     return Snippet(
         platform=rules.platform,
         text=text,
-        length=rules.measure(text),
+        length=length,
         limit=rules.limit,
         unit=rules.unit,
         link_in_text=not instagram,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ def hashtags_in(text: str) -> int:
     return len(BODY_HASHTAG.findall(text))
 
 
+@functools.lru_cache(maxsize=1024)  # a clinic's posts share a few dozen tags; each is made once
 def _hashtag_name(tag: str) -> str:
     """The hashtag's name for ``tag``, as ``make_hashtags`` makes it, or "" with no letter."""
     words = _TAG_WORD.findall(_APOSTROPHES.sub("", unicodedata.normalize("NFC", tag)))

@@ -237,13 +237,17 @@ class Rules:
     max_bytes: int | None = None
     body_soft_limit: int | None = None
 
-    def fits(self, text: str) -> bool:
-        """Whether ``text`` is within all of the platform's limits."""
-        if self.measure(text) > self.limit:
-            return False
+    def length_if_fits(self, text: str) -> int | None:
+        """``text``'s measured length when it is within all of the platform's limits, else
+        None (the length comes back so that a snippet is measured once, not twice)."""
+        length = self.measure(text)
+        if length > self.limit:
+            return None
         if self.max_bytes is not None and len(text.encode("utf-8")) > self.max_bytes:
-            return False
-        return self.max_links is None or len(link_urls(text)) <= self.max_links
+            return None
+        if self.max_links is not None and len(link_urls(text)) > self.max_links:
+            return None
+        return length
 
 
 def rules_for(platform: str, mastodon_limit: int = 500) -> Rules:
