@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import jinja2
+
 from pipeline.channels.newsletter import Newsletter, render_post_newsletter
 from pipeline.channels.templating import make_environment
 from pipeline.config import Settings
@@ -181,7 +183,11 @@ def _release_locked(
                 settings=settings,
                 explicit=explicit,
             )
-            outcomes[slug] = _release_one(settings, store, post, decision, now, result.newsletters.get(slug))
+            # A post that fell due with another was rendered by that one's build, which kept
+            # only its own newsletter: this one's is made with the scheduler's loaded templates.
+            made = result.newsletters.get(slug)
+            env = index.cache.environment() if index else None
+            outcomes[slug] = _release_one(settings, store, post, decision, now, made, env)
     return [outcomes[slug] for slug in dict.fromkeys(slugs)]
 
 
@@ -193,7 +199,13 @@ def _not_found(slug: str, errors: Iterable[PipelineError]) -> Release:
 
 
 def _release_one(
-    settings: Settings, store: Store, post: Post, decision: Decision, now: datetime, newsletter: Newsletter | None
+    settings: Settings,
+    store: Store,
+    post: Post,
+    decision: Decision,
+    now: datetime,
+    newsletter: Newsletter | None,
+    env: jinja2.Environment | None,
 ) -> Release:
     slug = post.slug
     if decision.status == "held":
@@ -214,7 +226,9 @@ def _release_one(
         return Release(slug, "already", f"{slug} was released by another process meanwhile")
     if "social" in decision.channels:  # posted by the social job, after the newsletter is started
         owe_posts(settings, store, slug, post.date, now)
-    campaign_id = _make_newsletter(settings, store, post, now, newsletter) if "email" in decision.channels else None
+    campaign_id = (
+        _make_newsletter(settings, store, post, now, newsletter, env) if "email" in decision.channels else None
+    )
 
     lateness = now - post.date
     when = f"{span(lateness)} after its time" if lateness < timedelta(hours=1) else f"{span(lateness)} late"
@@ -256,20 +270,26 @@ def _mail_released(
 
 
 def _make_newsletter(
-    settings: Settings, store: Store, post: Post, now: datetime, newsletter: Newsletter | None = None
+    settings: Settings,
+    store: Store,
+    post: Post,
+    now: datetime,
+    newsletter: Newsletter | None = None,
+    env: jinja2.Environment | None = None,
 ) -> int:
     """Render the newsletter from the post's bytes as decided, create its campaign and name
     it on the e-mail publication. ``newsletter``: the build's, rendered from the very
     bytes decided on. Else the file is read again for its body: if it changed since the
-    decision, nothing is made (the next pass decides on the new bytes)."""
+    decision, nothing is made (the next pass decides on the new bytes). ``env``: the
+    templates to render it with, when the caller has them loaded already."""
     if newsletter is None:
-        newsletter = _render_newsletter(settings, post)
+        newsletter = _render_newsletter(settings, post, env)
     campaign_id = start_campaign(store, settings, newsletter, kind="post", now=now)
     store.attach_campaign(post.slug, campaign_id)
     return campaign_id
 
 
-def _render_newsletter(settings: Settings, post: Post) -> Newsletter:
+def _render_newsletter(settings: Settings, post: Post, env: jinja2.Environment | None) -> Newsletter:
     path = Path(post.path)
     if not path.is_absolute() and not path.exists():
         path = settings.posts_dir / path.name
@@ -281,7 +301,7 @@ def _render_newsletter(settings: Settings, post: Post) -> Newsletter:
             path=post.path,
             hint="run `pipeline send --resume`",
         )
-    return render_post_newsletter(full, settings, make_environment(settings))
+    return render_post_newsletter(full, settings, env or make_environment(settings))
 
 
 def complete_owed(settings: Settings, store: Store, now: datetime) -> list[Release]:
