@@ -34,7 +34,8 @@ from collections.abc import Sequence
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.ledger.campaigns import LEASE_SECONDS, Campaign
+from pipeline.ledger.campaign_leases import LEASE_SECONDS
+from pipeline.ledger.campaigns import Campaign
 from pipeline.ledger.deliveries import DeliverySession, Outcome
 from pipeline.ledger.engine import utcnow
 from pipeline.ledger.store import Store
