@@ -1,6 +1,7 @@
 """``pipeline.toml`` -> typed, validated settings.
 
-Every option is declared once below with its type. Loading checks every key,
+Every option is declared once with its type: below, and the mail and social sections
+in config_mail.py and config_social.py. Loading checks every key,
 reports every bad one at once and then stops; secrets are never read from the
 file, only from the environment.
 """
@@ -13,31 +14,39 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from pipeline import DEFAULT_CONFIG
+from pipeline.config_base import Strict, email_address
+from pipeline.config_mail import BouncesSettings, DeliverySettings, NewsletterSettings
+from pipeline.config_social import PLATFORMS, BlueskyPosting, DirectPosting, Handle, MastodonPosting, SocialSettings
 from pipeline.errors import ConfigError, PipelineErrors
 
-PLATFORMS = ("x", "mastodon", "bluesky", "threads", "linkedin", "facebook", "instagram")
+# Every name `from pipeline.config import ...` offers, wherever its section now lives.
+__all__ = [
+    "PLATFORMS",
+    "BlueskyPosting",
+    "BouncesSettings",
+    "Clinic",
+    "Database",
+    "DeliverySettings",
+    "DirectPosting",
+    "FeedSettings",
+    "Handle",
+    "MastodonPosting",
+    "NewsletterSettings",
+    "Paths",
+    "SchedulerSettings",
+    "Settings",
+    "SocialSettings",
+    "Utm",
+    "email_address",
+    "load_settings",
+    "settings_from_mapping",
+]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def email_address(value: str) -> str:
-    """A bare e-mail address (no display name), checked by email-validator without DNS:
-    a syntax check, so loading the configuration never waits on the network."""
-    from email_validator import EmailNotValidError, validate_email  # ~30 ms: only when a config is loaded
-
-    try:
-        validate_email(value, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"{value!r} is not an e-mail address: {exc}") from None
-    return value
-
-
-class Clinic(_Strict):
+class Clinic(Strict):
     name: str
     street: str
     city: str
@@ -100,14 +109,14 @@ class Clinic(_Strict):
         return f"{self.street}, {self.city}, {self.region} {self.postal_code}"
 
 
-class Paths(_Strict):
+class Paths(Strict):
     posts: Path = Path("posts")
     templates: Path = Path("templates")
     out: Path = Path("out")
     state: Path = Path("state")
 
 
-class FeedSettings(_Strict):
+class FeedSettings(Strict):
     title: str
     description: str
     max_items: int = Field(20, ge=1, le=1000)
@@ -123,21 +132,7 @@ class FeedSettings(_Strict):
         return value
 
 
-class NewsletterSettings(_Strict):
-    from_name: str
-    from_address: str
-    reply_to: str | None = None
-    list_id: str
-    max_html_bytes: int = Field(102_000, ge=1000)
-
-    _addresses = field_validator("from_address", "reply_to")(email_address)
-
-    @property
-    def from_domain(self) -> str:
-        return self.from_address.rpartition("@")[2].lower()
-
-
-class Utm(_Strict):
+class Utm(Strict):
     # A [utm] table in pipeline.toml turns the tags on (enabled = false turns them off
     # again): then social snippets and the newsletter's links to the clinic's own site
     # carry them. Without the table no link carries any.
@@ -147,132 +142,14 @@ class Utm(_Strict):
     campaign: str = "{slug}"
 
 
-class Handle(_Strict):
-    handle: str
-    confirmed: bool = False
-
-
-class MastodonPosting(_Strict):
-    server: str  # https://mastodon.social; the token is PIPELINE_MASTODON_TOKEN
-    visibility: str = Field("public", pattern="^(public|unlisted|private)$")
-
-    @field_validator("server")
-    @classmethod
-    def _server(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
-            raise ValueError(f"server must be the server's address, e.g. https://mastodon.social, not {value!r}")
-        return value.rstrip("/")
-
-
-class BlueskyPosting(_Strict):
-    handle: str  # jamesonprosthetics.bsky.social; the app password is PIPELINE_BLUESKY_APP_PASSWORD
-    service: str = "https://bsky.social"  # the account's PDS (its entryway for bsky.social accounts)
-
-    @field_validator("handle")
-    @classmethod
-    def _handle(cls, value: str) -> str:
-        return value.strip().lstrip("@")
-
-    @field_validator("service")
-    @classmethod
-    def _service(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
-            raise ValueError(f"service must be an http(s) URL, not {value!r}")
-        return value.rstrip("/")
-
-
-class DirectPosting(_Strict):
-    """Opt-in, per platform: the pipeline posts released posts there itself."""
-
-    mastodon: MastodonPosting | None = None
-    bluesky: BlueskyPosting | None = None
-    # Attempts at one post (429, 5xx, network) before it waits for the next pass.
-    max_attempts: int = Field(4, ge=1, le=20)
-    retry_base_seconds: float = Field(2.0, ge=0)
-
-    def platforms(self) -> tuple[str, ...]:
-        return tuple(p for p in ("mastodon", "bluesky") if getattr(self, p) is not None)
-
-
-class SocialSettings(_Strict):
-    mastodon_limit: int = Field(500, ge=100)
-    handles: dict[str, Handle]
-    post: DirectPosting = DirectPosting()
-
-    @field_validator("handles")
-    @classmethod
-    def _handles(cls, value: dict[str, Handle]) -> dict[str, Handle]:
-        unknown = sorted(set(value) - set(PLATFORMS))
-        if unknown:
-            raise ValueError(f"unknown platform(s) {', '.join(unknown)}; known: {', '.join(PLATFORMS)}")
-        missing = [p for p in PLATFORMS if p not in value]
-        if missing:
-            raise ValueError(f"missing handle(s) for {', '.join(missing)}; add [social.handles.<platform>]")
-        x = value["x"].handle.lstrip("@")
-        if len(x) > 15 or not x.replace("_", "").isalnum():
-            raise ValueError(f"X handle @{x} is invalid: X usernames are 1-15 letters, digits or underscores")
-        return value
-
-
-class Database(_Strict):
+class Database(Strict):
     url: str = "sqlite:///state/pipeline.db"
     # How long a command waits for another process's write to a SQLite ledger before
     # it gives up with "the database is locked".
     busy_timeout_seconds: float = Field(30.0, gt=0)
 
 
-class DeliverySettings(_Strict):
-    transport: str = "outbox:state/outbox"
-    concurrency: int = Field(4, ge=1, le=64)
-    rate_per_second: float = Field(0, ge=0)
-    max_attempts: int = Field(5, ge=1, le=50)
-    retry_base_seconds: float = Field(2.0, ge=0)
-    dkim_key: Path | None = None
-    dkim_selector: str | None = None
-    smtp_timeout: float = Field(30.0, gt=0)
-    # The most one message's SMTP transaction may take, from MAIL FROM to the final reply
-    # (smtp_timeout bounds each wait; a server trickling "250-" lines never trips it). On
-    # expiry the connection is dropped and that delivery is retried later, like a 4xx.
-    smtp_transaction_timeout: float = Field(120.0, gt=0)
-    # Deliveries each sending thread holds at a time. At most concurrency x batch_size
-    # messages are "in flight" (marked sending, outcome not yet recorded): after a crash
-    # (kill -9), only those can reach a recipient twice; 4 x 4 = 16 by default.
-    # 1 is strictest; larger is faster on a fast relay, with a larger crash window.
-    batch_size: int = Field(4, ge=1, le=1000)
-    # Pause the campaign when more than this share of a run's attempts fail permanently:
-    # that many refusals point at the relay, our sender or a stale list, not at a few bad
-    # addresses. `pipeline send --resume` continues it. 1 turns the breaker off.
-    pause_failure_share: float = Field(0.05, ge=0, le=1)
-    # MAIL FROM (where bounces go); defaults to newsletter.from_address.
-    envelope_from: str | None = None
-    # Ask DNS whether an address's domain accepts mail when adding or importing.
-    check_deliverability: bool = False
-
-    _envelope_from = field_validator("envelope_from")(email_address)
-
-
-class BouncesSettings(_Strict):
-    """Where bounces and complaints come back, and how the scheduler reads them."""
-
-    # The mailbox that bounces and feedback reports reach. A campaign message's envelope
-    # sender is LOCAL+TOKEN@DOMAIN of it (VERP), so the mailbox must take "+" sub-addresses.
-    # Default: delivery.envelope_from, else bounces@ the From domain.
-    address: str | None = None
-    verp: bool = True
-    # Read by `pipeline bounces process` and by the scheduler: a Maildir folder, or an
-    # IMAP mailbox (imaps://user@host[:port][/FOLDER]; password from PIPELINE_IMAP_PASSWORD).
-    maildir: Path | None = None
-    imap: str | None = None
-    # How often the scheduler reads the mailbox; unset: it does not.
-    poll_seconds: float | None = Field(None, gt=0)
-    # Temporary failures (4.x.x) that bounce an address: this many within this many days.
-    temporary_limit: int = Field(3, ge=1)
-    temporary_days: float = Field(30, gt=0)
-
-    _address = field_validator("address")(email_address)
-
-
-class SchedulerSettings(_Strict):
+class SchedulerSettings(Strict):
     rescan_seconds: float = Field(30, gt=0)
     digest_cron: str | None = None
     backfill_hours: float = Field(48, ge=0)
@@ -284,7 +161,7 @@ class SchedulerSettings(_Strict):
     lock_seconds: float = Field(60, ge=1)
 
 
-class Settings(_Strict):
+class Settings(Strict):
     clinic: Clinic
     paths: Paths = Paths()
     feed: FeedSettings

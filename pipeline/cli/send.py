@@ -11,13 +11,11 @@ import sys
 from datetime import UTC, datetime
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from pipeline.channels.newsletter import render_post_newsletter
 from pipeline.channels.templating import make_environment
 from pipeline.cli.common import config_option, parse_when, pass_settings
+from pipeline.cli.send_report import ProgressBar, console, print_summary
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.ledger.store import Store
@@ -28,8 +26,6 @@ from pipeline.schedule import plans, release
 from pipeline.schedule.digest import digest_posts, digest_readers, send_digest
 from pipeline.schedule.when import age, local
 from pipeline.site.build import find_post
-
-console = Console(stderr=True, highlight=False)
 
 transport_option = click.option(
     "--transport",
@@ -114,7 +110,7 @@ def send_command(
         _confirm(question, yes)
         campaign_id = _start(settings, store, slug, digest, since, now)
         console.print(f"sending via {transport.description}")
-        with _ProgressBar() as bar:
+        with ProgressBar() as bar:
             try:
                 summary = delivery.deliver(
                     store,
@@ -128,9 +124,9 @@ def send_command(
                 )
             except delivery.DeliveryAborted as aborted:
                 bar.stop()
-                _print_summary(aborted.summary, transport)
+                print_summary(aborted.summary, transport)
                 raise
-    _print_summary(summary, transport)
+    print_summary(summary, transport)
     if not summary.campaigns:
         console.print("nothing to send: every campaign is finished")
     busy = [c for c in summary.campaigns if c.busy_with]
@@ -249,102 +245,6 @@ def _start(
         if owed.campaign_id is None:
             console.print(owed.message, markup=False)
     return None
-
-
-class _ProgressBar:
-    """A rich progress bar per campaign: sent, failed, remaining."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · remaining {task.fields[remaining]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
-        self.tasks: dict[str, TaskID] = {}
-
-    def __enter__(self) -> _ProgressBar:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.progress.stop()
-
-    def update(self, event: delivery.Progress) -> None:
-        task = self.tasks.get(event.campaign)
-        if task is None:
-            task = self.tasks[event.campaign] = self.progress.add_task(
-                event.campaign, total=event.total, sent=0, failed=0, remaining=event.total
-            )
-        self.progress.update(
-            task,
-            completed=event.total - event.remaining,
-            sent=event.sent,
-            failed=event.failed,
-            remaining=event.remaining,
-        )
-
-
-def _print_summary(summary: delivery.Summary, transport: Transport) -> None:
-    if not summary.campaigns:
-        return
-    table = Table(
-        "campaign", "sent", "failed", "bounced", "skipped", "retried", "re-sent", "left", "held", "state", box=None
-    )
-    for c in summary.campaigns:
-        table.add_row(
-            c.key,
-            str(c.sent),
-            str(c.failed),
-            str(c.bounced),
-            str(c.skipped),
-            str(c.retried),
-            str(c.recovered),
-            str(c.remaining),
-            str(c.held),
-            _state(c),
-        )
-    console.print(table)
-    for c in summary.campaigns:
-        for address, status, reply in c.problems:
-            console.print(f"{c.key}: {address}: {status}: {reply}", markup=False)
-        for address, why in c.held_addresses:
-            console.print(f"{c.key}: {address}: {why}", markup=False)
-    rate = summary.sent / summary.seconds if summary.seconds else 0.0
-    if isinstance(transport, OutboxTransport):
-        console.print(
-            f"{summary.sent} message(s) written to the outbox {transport.path} in {summary.seconds:.1f} s: "
-            "nothing was delivered to anyone (the outbox only keeps files; set delivery.transport to smtp://... "
-            "to send for real)",
-            markup=False,
-            soft_wrap=True,
-        )
-    else:
-        console.print(f"{summary.sent} sent in {summary.seconds:.1f} s ({rate:.0f}/s)")
-
-    for c in summary.campaigns:
-        if c.rates is not None and c.rates.attempted:
-            console.print(f"{c.key}: {c.rates.describe()}", markup=False, soft_wrap=True)
-            for warning in c.rates.warnings():
-                console.print(f"warning: {c.key}: {warning}", markup=False, soft_wrap=True)
-    for c in summary.campaigns:
-        for line in c.advice():
-            console.print(line, markup=False)
-    if summary.remaining and not summary.paused:
-        console.print(f"{summary.remaining} left to send: run `pipeline send --resume` later")
-
-
-def _state(c: delivery.CampaignResult) -> str:
-    if c.busy_with:
-        return f"busy ({c.busy_with})"
-    if c.paused:
-        return "paused"
-    return "finished" if c.finished else "unfinished"
 
 
 @click.command("send-test")

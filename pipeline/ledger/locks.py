@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipeline.ledger.campaigns import owner_alive
+from pipeline.ledger.campaign_leases import owner_alive
 from pipeline.ledger.engine import utcnow
 from pipeline.ledger.schema import scheduler_lock
 from pipeline.ledger.store import Store

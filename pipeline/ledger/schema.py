@@ -1,5 +1,5 @@
 """The ledger's tables as they are now: the queries use these. How a database gets
-here is in migrations.py.
+here is in migrations/.
 """
 
 from __future__ import annotations

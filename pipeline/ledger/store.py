@@ -12,6 +12,7 @@ from pipeline.config import Settings
 from pipeline.ledger import migrations
 from pipeline.ledger.audit import AuditLog
 from pipeline.ledger.bounce_rows import BounceRecords
+from pipeline.ledger.campaign_leases import CampaignLeases
 from pipeline.ledger.campaigns import CampaignRows
 from pipeline.ledger.delivery_rows import DeliveryRows
 from pipeline.ledger.digest_rows import DigestRows
@@ -30,6 +31,7 @@ class Store(
     SubscriberRows,
     PublicationRows,
     CampaignRows,
+    CampaignLeases,
     DeliveryRows,
     ReleaseRecords,
     StaffRecords,

@@ -25,31 +25,26 @@ working through the list: such a run would only burn it.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import queue
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 
 from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from pipeline.ledger.campaigns import LEASE_SECONDS, Campaign
-from pipeline.ledger.deliveries import Claim, DeliverySession, Outcome
+from pipeline.ledger.campaign_leases import LEASE_SECONDS
+from pipeline.ledger.campaigns import Campaign
+from pipeline.ledger.deliveries import DeliverySession, Outcome
 from pipeline.ledger.engine import utcnow
 from pipeline.ledger.store import Store
-from pipeline.ledger.tokens import make_bounce_token, make_token
 from pipeline.mail.dkim import DkimSigner
-from pipeline.mail.message import MessageTemplate, message_id_for
+from pipeline.mail.message import MessageTemplate
 from pipeline.mail.results import CampaignResult, Progress, ProgressCallback
-from pipeline.mail.transports import Connection, Reply, Transport
-from pipeline.ratelimit import RateLimiter
+from pipeline.mail.sending_threads import SendingThreads
+from pipeline.mail.transports import Transport
 
-_POLL_SECONDS = 0.25
 _MAX_IDLE_WAIT = 1.0
 # The breaker judges the failure share against at least this many attempts. A list
 # that confirms every address (double opt-in) and drops bounced ones hard-bounces well
@@ -105,15 +100,8 @@ class CircuitBreaker:
         )
 
 
-def sender_refused(sender: str, reply: Reply) -> str:
-    return (
-        f"the relay refused our sender address <{sender}> at MAIL FROM: {reply}. That is a fault of our "
-        "sender or relay, not of the subscribers: nobody was marked bounced and no attempt was counted"
-    )
-
-
 class CampaignRun:
-    """One campaign, one run: the claiming loop plus its worker threads."""
+    """One campaign, one run: the claiming loop plus its worker threads (``SendingThreads``)."""
 
     def __init__(
         self,
@@ -142,15 +130,10 @@ class CampaignRun:
         self.resume_paused = resume_paused
         self.force = force
         self.result = CampaignResult(key=campaign.key)
-        self.jobs: queue.SimpleQueue[list[Claim] | None] = queue.SimpleQueue()
-        self.outcomes: queue.SimpleQueue[list[Outcome]] = queue.SimpleQueue()
         self.stop = threading.Event()  # abort or pause: send nothing more
         self._stop_lock = threading.Lock()
         self.error: PipelineError | None = None
         self.pause_reason: str | None = None
-        rate = settings.delivery.rate_per_second
-        # Pacing: one message per 1/rate seconds across all threads (the one limiter).
-        self.limiter = RateLimiter(1, 1.0 / rate) if rate > 0 else None
         self.breaker = CircuitBreaker(settings.delivery.pause_failure_share)
         self.counts: dict[str, int] = {}
 
@@ -205,12 +188,17 @@ class CampaignRun:
         # Half a thread's share per job: one being sent while the next waits in the queue,
         # so a thread rarely idles while the ledger records and refills.
         job_size = -(-self.settings.delivery.batch_size // 2)
-        workers = [
-            threading.Thread(target=self._work, args=(self.transport.open(),), name=f"send-{i}", daemon=True)
-            for i in range(self.settings.delivery.concurrency)
-        ]
-        for worker in workers:
-            worker.start()
+        senders = SendingThreads(
+            self.settings,
+            self.transport,
+            self.campaign,
+            self.template,
+            secret=self.secret,
+            stop=self.stop,
+            fail=self._fail,
+            pause=self._pause,
+        )
+        senders.start()
         in_flight = 0  # claimed and not yet recorded, arrived outcomes included
         arrived: list[Outcome] = []
         due_now = True  # the last claim got all it asked for: more may be due
@@ -235,7 +223,7 @@ class CampaignRun:
                     if refill:
                         due_now = len(claims) + skipped == want
                     for start in range(0, len(claims), job_size):
-                        self.jobs.put(claims[start : start + job_size])
+                        senders.jobs.put(claims[start : start + job_size])
                 if time.monotonic() - renewed > LEASE_SECONDS / 3:
                     self.store.renew_lease(self.campaign.id, self.owner)
                     renewed = time.monotonic()
@@ -251,7 +239,7 @@ class CampaignRun:
                     time.sleep(min(max((due - utcnow()).total_seconds(), 0.0), _MAX_IDLE_WAIT))
                     due_now = True
                     continue
-                if not self._gather(arrived, block=True) and not any(w.is_alive() for w in workers):
+                if not senders.gather(arrived, block=True) and not senders.alive():
                     # Cannot happen unless a worker crashed outside its guard; its claims
                     # stay 'sending' and the next run sends them again.
                     self._fail(PipelineError("every sending thread stopped unexpectedly"))
@@ -261,26 +249,11 @@ class CampaignRun:
             self.stop.set()
             deadline = time.monotonic() + 10
             while in_flight > len(arrived) and time.monotonic() < deadline:
-                self._gather(arrived, block=True)
+                senders.gather(arrived, block=True)
             session.record_and_claim(self.campaign.id, arrived, 0, utcnow())
             raise
         finally:
-            for _ in workers:
-                self.jobs.put(None)
-            for worker in workers:
-                worker.join(timeout=30)
-
-    def _gather(self, arrived: list[Outcome], *, block: bool) -> int:
-        """Move outcomes handed back by the workers into ``arrived`` (waiting briefly
-        for the first if ``block``); returns how many came."""
-        before = len(arrived)
-        try:
-            arrived += self.outcomes.get(timeout=_POLL_SECONDS) if block else self.outcomes.get_nowait()
-            while True:
-                arrived += self.outcomes.get_nowait()
-        except queue.Empty:
-            pass
-        return len(arrived) - before
+            senders.close()
 
     def _count(self, outcomes: list[Outcome], skipped: int) -> None:
         """Count recorded outcomes and skipped deliveries, and report progress."""
@@ -309,78 +282,6 @@ class CampaignRun:
                 remaining=self.result.total - done,
             )
         )
-
-    # --- worker threads -----------------------------------------------------------------
-
-    def _work(self, connection: Connection) -> None:
-        # Outcomes go back a job at a time: one hand-over per job instead of one per
-        # message keeps the ledger thread from waking (and taking the GIL) thousands of
-        # times a second. They stay within the in-flight window either way.
-        try:
-            while (job := self.jobs.get()) is not None:
-                outcomes: list[Outcome] = []
-                if not self.stop.is_set():
-                    try:
-                        items = [
-                            (self._envelope_sender(claim), claim.email, functools.partial(self._message, claim))
-                            for claim in job
-                        ]
-                        with contextlib.closing(
-                            connection.send_many(items, self.limiter.wait if self.limiter else None)
-                        ) as replies:
-                            for reply in replies:
-                                if reply.sender_refused:  # about us, not about this recipient
-                                    self._pause(sender_refused(items[len(outcomes)][0], reply))
-                                    break
-                                outcomes.append(self._outcome(job[len(outcomes)], reply))
-                    except PipelineError as exc:
-                        self._fail(exc)
-                    except Exception as exc:  # a bug: keep the claims pending and stop the run
-                        self._fail(PipelineError(f"internal error while sending: {exc!r}"))
-                # Whatever was not attempted goes back to pending, uncounted.
-                outcomes += [Outcome(c.delivery_id, c.subscriber_id, "release") for c in job[len(outcomes) :]]
-                self.outcomes.put(outcomes)
-        finally:
-            connection.close()
-
-    def _envelope_sender(self, claim: Claim) -> str:
-        """MAIL FROM for one delivery: the bounce mailbox with this delivery's signed
-        token (VERP), so a bounce names its delivery even when it quotes nothing."""
-        token = make_bounce_token(self.campaign.id, claim.subscriber_id, self.secret, self.campaign.issued_at)
-        return self.settings.verp_sender(token)
-
-    def _message(self, claim: Claim) -> bytes:
-        token = make_token("unsubscribe", claim.subscriber_id, self.secret, self.campaign.issued_at)
-        manage = (
-            make_token("manage", claim.subscriber_id, self.secret, self.campaign.issued_at)
-            if self.template.has_manage_link
-            else None
-        )
-        return self.template.personalise_wire(
-            to_address=claim.email,
-            to_name=claim.name,
-            token=token,
-            manage_token=manage,
-            message_id=message_id_for(self.campaign.id, claim.subscriber_id, self.template.from_domain),
-            date=datetime.now(UTC).replace(microsecond=0),
-        )
-
-    def _outcome(self, claim: Claim, reply: Reply) -> Outcome:
-        if reply.ok:
-            return Outcome(claim.delivery_id, claim.subscriber_id, "sent", str(reply))
-        if reply.temporary:
-            attempts = claim.attempts + 1
-            if attempts >= self.settings.delivery.max_attempts:
-                return Outcome(
-                    claim.delivery_id, claim.subscriber_id, "failed", f"gave up after {attempts} attempts: {reply}"
-                )
-            delay = self.settings.delivery.retry_base_seconds * 2 ** (attempts - 1)
-            return Outcome(
-                claim.delivery_id, claim.subscriber_id, "retry", str(reply), utcnow() + timedelta(seconds=delay)
-            )
-        # Permanent: the subscriber is bounced only when the reply is about their address.
-        status = "bounced" if reply.bad_mailbox else "failed"
-        return Outcome(claim.delivery_id, claim.subscriber_id, status, str(reply))
 
     def _fail(self, error: PipelineError) -> None:
         with self._stop_lock:
