@@ -226,6 +226,32 @@ def test_three_temporary_failures_within_30_days_bounce_the_address(tmp_path: Pa
         assert [e.kind for e in store.bounce_events_of(seldom_id)] == ["temporary"] * 3
 
 
+def test_temporary_failures_bounce_the_address_whatever_order_the_mailbox_lists_them(tmp_path: Path) -> None:
+    """A Maildir lists reports by file name, not by date (Python's and Dovecot's names carry
+    unpadded microseconds): the newest report read first must still count."""
+    sent = send_campaign(tmp_path, count=1)
+    s = sent.settings
+    (address,) = sent.messages
+    start = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    newest_first = [
+        report("rfc3464-delayed.eml", sent.messages[address], date=start + timedelta(days=days), number=number)
+        for number, days in enumerate((29, 9, 0), start=1)
+    ]
+    box = tmp_path / "bounce-mailbox"
+    for folder in ("new", "cur", "tmp"):
+        (box / folder).mkdir(parents=True)
+    for position, data in enumerate(newest_first):
+        (box / "new" / f"{position}.report").write_bytes(data)  # read in this order: 29, 9, 0 days
+    with Store.open(s) as store:
+        result = process_mailbox(store, s, MaildirBox(box), secret=SECRET.encode())
+    assert result.outcomes == {"counted": 2, "bounced": 1}
+    _deliveries, subscribers = statuses(s, sent.campaign_id)
+    assert subscribers[address][0] == "bounced"
+    assert subscribers[address][1] is not None and subscribers[address][1].startswith(
+        "3 temporary failures within 30 days"
+    )
+
+
 # --- complaints ---------------------------------------------------------------------------
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -216,17 +215,34 @@ def _act(
     if event.kind == "failed":
         _set_delivery(conn, event, campaign_id, "failed", now)
         return "failed"
-    since = event.reported_at - window
-    recent: Any = conn.scalar(
-        select(func.count()).where(
-            bounce_events.c.subscriber_id == event.subscriber_id,
-            bounce_events.c.kind == "temporary",
-            bounce_events.c.reported_at > since,
-            bounce_events.c.reported_at <= event.reported_at,
+    # Reports may be read in any order (a mailbox lists them by file name, not by date):
+    # the address bounces when ``limit`` temporary failures, this one among them, fall
+    # within ``window`` of each other, whichever of them came in last.
+    times = sorted(
+        conn.scalars(
+            select(bounce_events.c.reported_at).where(
+                bounce_events.c.subscriber_id == event.subscriber_id,
+                bounce_events.c.kind == "temporary",
+                bounce_events.c.reported_at > event.reported_at - window,
+                bounce_events.c.reported_at < event.reported_at + window,
+            )
         )
     )
-    if int(recent or 0) < limit:
+    recent = _failures_in_a_window(times, event.reported_at, limit, window)
+    if recent < limit:
         return "counted"
     days = f"{window.days} days" if window.days else f"{window.total_seconds() / 3600:g} hours"
-    reason = f"{int(recent)} temporary failures within {days}; the last: {event.reason}"
+    reason = f"{recent} temporary failures within {days}; the last: {event.reason}"
     return "bounced" if _set_subscriber(conn, event, "bounced", _BOUNCEABLE, reason, now) else "counted"
+
+
+def _failures_in_a_window(times: list[datetime], at: datetime, limit: int, window: timedelta) -> int:
+    """The most failures in one span shorter than ``window`` that holds ``at`` and at
+    least ``limit`` failures (0 when there is no such span). ``times``: sorted."""
+    best = 0
+    for first in range(len(times) - limit + 1):
+        last = first + limit - 1
+        if times[first] <= at <= times[last] and times[last] - times[first] < window:
+            end = times[last]
+            best = max(best, sum(1 for t in times if end - window < t <= end))
+    return best
