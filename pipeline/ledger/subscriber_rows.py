@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.errors import PipelineError
@@ -70,6 +70,14 @@ def _subscriber_row(
         "unsubscribed_at": now if status == "unsubscribed" else None,
         "updated_at": now,
     }
+
+
+def _existing_row(conn: Connection, subscriber_id: int) -> Row[Any]:
+    """The subscriber's row, or the error that there is none (a change of an unknown subscriber)."""
+    row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+    if row is None:
+        raise PipelineError(f"no subscriber with id {subscriber_id}", field="subscriber")
+    return row
 
 
 def _subscriber(row: Row[Any]) -> Subscriber:
@@ -164,9 +172,7 @@ class SubscriberRows(LedgerPart):
             raise ValueError(f"unknown subscriber status {status!r}")
         now = now or utcnow()
         with self._write() as conn:
-            row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
-            if row is None:
-                raise PipelineError(f"no subscriber with id {subscriber_id}", field="subscriber")
+            row = _existing_row(conn, subscriber_id)
             if row.status == status:
                 return _subscriber(row)
             changes: dict[str, Any] = {"status": status, "updated_at": now}
@@ -193,9 +199,7 @@ class SubscriberRows(LedgerPart):
             raise ValueError(f"unknown frequency {frequency!r}")
         now = now or utcnow()
         with self._write() as conn:
-            row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
-            if row is None:
-                raise PipelineError(f"no subscriber with id {subscriber_id}", field="subscriber")
+            row = _existing_row(conn, subscriber_id)
             if row.frequency == frequency:
                 return _subscriber(row)
             conn.execute(
