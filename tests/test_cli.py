@@ -38,24 +38,28 @@ def test_the_command_table_says_what_each_command_says_of_itself() -> None:
     assert cli.list_commands(click.Context(cli)) == sorted(COMMANDS)
 
 
+# Runs the command line in a fresh interpreter and prints every module it imported.
+_PROBE = (
+    "import json, sys\n"
+    "from pipeline.cli.main import cli\n"
+    "try:\n"
+    "    cli.main(sys.argv[1:], prog_name='pipeline')\n"
+    "except SystemExit:\n"
+    "    pass\n"
+    "print(json.dumps(sorted(sys.modules)))\n"
+)
+
+
+def modules_loaded_by(*args: str, cwd: Path = ROOT) -> list[str]:
+    run = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    return list(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
 def test_help_loads_no_command_and_a_command_loads_only_its_own() -> None:
-    probe = (
-        "import json, sys\n"
-        "from pipeline.cli.main import cli\n"
-        "try:\n"
-        "    cli.main(sys.argv[1:], prog_name='pipeline')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('pipeline', 'sqlalchemy', 'pydantic')))))\n"
-    )
-    run = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    loaded = modules_loaded_by("--help")
     assert not [m for m in loaded if m.startswith(("pipeline.cli.publish", "pipeline.cli.send", "pipeline.ledger"))]
     assert not [m for m in loaded if m.startswith(("sqlalchemy", "pydantic"))]
-    run = subprocess.run(
-        [sys.executable, "-c", probe, "subscribers", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60
-    )
-    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    loaded = modules_loaded_by("subscribers", "--help")
     assert "pipeline.cli.subscribers" in loaded
     assert not [m for m in loaded if m.startswith(("pipeline.cli.send", "pipeline.cli.publish", "pipeline.site"))]
 
@@ -80,20 +84,7 @@ _NOT_FOR_STAFF_COMMANDS = (
     [("subscribers", "count"), ("subscribers", "list"), ("queue",), ("approve", "no-such-post", "--by", "Dr. Lee")],
 )
 def test_a_staff_command_loads_neither_the_build_nor_the_send_layer(command: tuple[str, ...], tmp_path: Path) -> None:
-    project = make_project(tmp_path)
-    probe = (
-        "import json, sys\n"
-        "from pipeline.cli.main import cli\n"
-        "try:\n"
-        "    cli.main(sys.argv[1:], prog_name='pipeline')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", probe, *command], capture_output=True, text=True, cwd=project, timeout=60
-    )
-    loaded = json.loads(run.stdout.strip().splitlines()[-1])
+    loaded = modules_loaded_by(*command, cwd=make_project(tmp_path))
     assert "pipeline.ledger.store" in loaded  # it did run
     assert [m for m in loaded if m.startswith(_NOT_FOR_STAFF_COMMANDS)] == []
 
