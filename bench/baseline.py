@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,16 @@ def checkout(ref: str) -> Code:
             check=True,
             capture_output=True,
         )
+    _install_dependencies(folder)
     return Code(f"baseline {commit}", folder)
+
+
+def _install_dependencies(folder: Path) -> None:
+    """The baseline's own dependencies, into this environment (both versions run on one
+    interpreter): an older commit may need a library this one dropped (pydantic, before
+    msgspec took over the settings)."""
+    declared = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *declared], check=True)
 
 
 def add_baseline_option(parser: argparse.ArgumentParser) -> None:

@@ -8,16 +8,17 @@ file, only from the environment.
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from pathlib import Path
+from typing import Annotated, ClassVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+import msgspec
+from msgspec import Meta
 
 from pipeline import DEFAULT_CONFIG
-from pipeline.config_base import Strict, email_address
+from pipeline.config_base import Checks, Problem, Strict, email_address, http_url, structure
 from pipeline.config_mail import BouncesSettings, DeliverySettings, NewsletterSettings
 from pipeline.config_social import PLATFORMS, BlueskyPosting, DirectPosting, Handle, MastodonPosting, SocialSettings
 from pipeline.errors import ConfigError, PipelineErrors
@@ -46,7 +47,34 @@ __all__ = [
 ]
 
 
-class Clinic(Strict):
+def _contact(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme in ("mailto", "tel") and parts.path:
+        return value
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+        raise ValueError(
+            f"{value!r} is not a full address; write it like 'https://example.org/book' "
+            "(or 'mailto:desk@example.org', 'tel:+18439361642')"
+        )
+    return value
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'America/New_York'") from None
+    return value
+
+
+def _absolute_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an absolute http(s) URL; write it like 'https://example.org'")
+    return value.rstrip("/")
+
+
+class Clinic(Strict, frozen=True, kw_only=True):
     name: str
     street: str
     city: str
@@ -63,42 +91,17 @@ class Clinic(Strict):
     # page, or a mailto:/tel: link. Unset: an e-mail to the clinic (a page that exists).
     contact_url: str | None = None
 
-    _email = field_validator("email")(email_address)
-
-    @field_validator("contact_url")
-    @classmethod
-    def _contact(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme in ("mailto", "tel") and parts.path:
-            return value
-        if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
-            raise ValueError(
-                f"{value!r} is not a full address; write it like 'https://example.org/book' "
-                "(or 'mailto:desk@example.org', 'tel:+18439361642')"
-            )
-        return value
+    checks: ClassVar[Checks] = {
+        "email": email_address,
+        "contact_url": _contact,
+        "timezone": _known_zone,
+        "base_url": _absolute_url,
+    }
 
     @property
     def contact_link(self) -> str:
         """``contact_url``, else an e-mail to the clinic: always something that exists."""
         return self.contact_url or f"mailto:{self.email}"
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'America/New_York'") from None
-        return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _absolute_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{value!r} is not an absolute http(s) URL; write it like 'https://example.org'")
-        return value.rstrip("/")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -109,30 +112,31 @@ class Clinic(Strict):
         return f"{self.street}, {self.city}, {self.region} {self.postal_code}"
 
 
-class Paths(Strict):
+class Paths(Strict, frozen=True, kw_only=True):
     posts: Path = Path("posts")
     templates: Path = Path("templates")
     out: Path = Path("out")
     state: Path = Path("state")
 
 
-class FeedSettings(Strict):
+def _hub(value: str) -> str:
+    if not http_url(value):
+        raise ValueError(f"websub_hub must be an http(s) URL, not {value!r}")
+    return value
+
+
+class FeedSettings(Strict, frozen=True, kw_only=True):
     title: str
     description: str
-    max_items: int = Field(20, ge=1, le=1000)
+    max_items: Annotated[int, Meta(ge=1, le=1000)] = 20
     author: str
     # A WebSub hub: every feed names it (rel="hub") and each release pings it (hub.mode=publish).
     websub_hub: str | None = None
 
-    @field_validator("websub_hub")
-    @classmethod
-    def _hub(cls, value: str | None) -> str | None:
-        if value is not None and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
-            raise ValueError(f"websub_hub must be an http(s) URL, not {value!r}")
-        return value
+    checks: ClassVar[Checks] = {"websub_hub": _hub}
 
 
-class Utm(Strict):
+class Utm(Strict, frozen=True, kw_only=True):
     # A [utm] table in pipeline.toml turns the tags on (enabled = false turns them off
     # again): then social snippets and the newsletter's links to the clinic's own site
     # carry them. Without the table no link carries any.
@@ -142,36 +146,36 @@ class Utm(Strict):
     campaign: str = "{slug}"
 
 
-class Database(Strict):
+class Database(Strict, frozen=True, kw_only=True):
     url: str = "sqlite:///state/pipeline.db"
     # How long a command waits for another process's write to a SQLite ledger before
     # it gives up with "the database is locked".
-    busy_timeout_seconds: float = Field(30.0, gt=0)
+    busy_timeout_seconds: Annotated[float, Meta(gt=0)] = 30.0
 
 
-class SchedulerSettings(Strict):
-    rescan_seconds: float = Field(30, gt=0)
+class SchedulerSettings(Strict, frozen=True, kw_only=True):
+    rescan_seconds: Annotated[float, Meta(gt=0)] = 30
     digest_cron: str | None = None
-    backfill_hours: float = Field(48, ge=0)
+    backfill_hours: Annotated[float, Meta(ge=0)] = 48
     require_approval: bool = False
     # How often the delivery job resumes unfinished campaigns and retries deferred (4xx) deliveries.
-    delivery_seconds: float = Field(60, gt=0)
+    delivery_seconds: Annotated[float, Meta(gt=0)] = 60
     # One scheduler per database: a scheduler that stops renewing its lock (its machine
     # crashed, or lost the database) is replaced after this long; renewed every quarter of it.
-    lock_seconds: float = Field(60, ge=1)
+    lock_seconds: Annotated[float, Meta(ge=1)] = 60
 
 
-class Settings(Strict):
+class Settings(Strict, frozen=True, kw_only=True):
     clinic: Clinic
-    paths: Paths = Paths()
+    paths: Paths = msgspec.field(default_factory=Paths)
     feed: FeedSettings
     newsletter: NewsletterSettings
-    utm: Utm = Utm(enabled=False)
+    utm: Utm = msgspec.field(default_factory=lambda: Utm(enabled=False))
     social: SocialSettings
-    database: Database = Database()
-    delivery: DeliverySettings = DeliverySettings()
-    scheduler: SchedulerSettings = SchedulerSettings()
-    bounces: BouncesSettings = BouncesSettings()
+    database: Database = msgspec.field(default_factory=Database)
+    delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
+    bounces: BouncesSettings = msgspec.field(default_factory=BouncesSettings)
     # Where the file lives; relative paths in it are relative to this folder.
     root: Path = Path(".")
 
@@ -228,61 +232,50 @@ class Settings(Strict):
         changes = {k: v for k, v in overrides.items() if v is not None}
         if not changes:
             return self
-        return self.model_copy(update={"paths": self.paths.model_copy(update=changes)})
+        return msgspec.structs.replace(self, paths=msgspec.structs.replace(self.paths, **changes))
+
+    def fingerprint(self) -> bytes:
+        """Every setting as JSON, the same wherever the file lives: what a cache keyed on
+        the settings hashes."""
+        return msgspec.json.encode(msgspec.structs.replace(self, root=Path(".")), enc_hook=str)
 
 
-def _known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    current: type[BaseModel] | None = model
-    for part in loc[:-1]:
-        if current is None or not isinstance(part, str) or part not in current.model_fields:
-            return []
-        annotation = current.model_fields[part].annotation
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    return list(current.model_fields) if current else []
-
-
-def _line_of(text: str, loc: tuple[str | int, ...]) -> int | None:
-    """Best-effort line number of a dotted key in TOML source (tomllib keeps none)."""
+def _line_of(text: str, loc: tuple[str, ...]) -> int | None:
+    """Best-effort line number of a dotted key in TOML source (tomllib keeps none); for a
+    key that is missing, its table's header."""
     key = str(loc[-1]) if loc else ""
     table = ".".join(str(p) for p in loc[:-1])
     in_table = table == ""
+    header = None
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if line.startswith("["):
             in_table = line.strip("[]").strip() == table
+            header = number if in_table else header
             if not key or (not table and line.strip("[]").strip() == str(loc[0])):
                 return number
             continue
         if in_table and line.split("=", 1)[0].strip() == key:
             return number
-    return None
+    return header
 
 
 _ADDRESS_SETTINGS = ("email", "from_address", "reply_to", "envelope_from", "address")
 
 
 def settings_from_mapping(data: dict[str, object], *, path: Path, source: str = "") -> Settings:
-    try:
-        return Settings.model_validate({**data, "root": path.parent})
-    except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            dotted = ".".join(str(p) for p in loc)
-            hint = None
-            if err["type"] == "extra_forbidden":
-                known = _known_keys(Settings, loc)
-                close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-                message = "unknown setting"
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-            elif err["type"] == "missing":
-                message = "required setting is missing"
-            else:
-                message = str(err["msg"]).removeprefix("Value error, ")
-                if loc and loc[-1] in _ADDRESS_SETTINGS:
-                    hint = "write a bare address such as news@example.org"
-            errors.append(ConfigError(message, path=path, line=_line_of(source, loc), field=dotted, hint=hint))
-        raise PipelineErrors(errors) from None
+    problems: list[Problem] = []
+    settings = structure(Settings, data, problems)
+    if settings is not None:
+        return msgspec.structs.replace(settings, root=path.parent)
+    errors = []
+    for problem in problems:
+        hint = problem.hint
+        if hint is None and problem.location and problem.location[-1] in _ADDRESS_SETTINGS:
+            hint = "write a bare address such as news@example.org"
+        line = _line_of(source, problem.location)
+        errors.append(ConfigError(problem.message, path=path, line=line, field=".".join(problem.location), hint=hint))
+    raise PipelineErrors(errors)
 
 
 def load_settings(path: str | Path = DEFAULT_CONFIG) -> Settings:

@@ -104,3 +104,38 @@ def test_without_contact_url_the_contact_link_is_an_email_to_the_clinic(project:
     settings = load_settings(project / "pipeline.toml")
     assert settings.clinic.contact_url is None
     assert settings.clinic.contact_link == "mailto:jamesonprosthetics@gmail.com"
+
+
+def test_every_kind_of_bad_setting_is_reported_at_once_in_plain_words(project: Path) -> None:
+    """A typo, a value out of range, a wrong kind of value, a missing table and a bad
+    nested table are all reported by one load, each on its own line, in staff's words."""
+    config = project / "pipeline.toml"
+    edit(
+        config,
+        ("max_items = 20", "max_items = 0\nmax_itmes = 3"),
+        ("concurrency = 4", 'concurrency = "four"'),
+        ("rescan_seconds = 30", "rescan_seconds = -1"),
+        ('author = "Jameson Prosthetics"', "author = true"),
+    )
+    text = config.read_text(encoding="utf-8")
+    start = text.index("[social.handles.threads]")
+    config.write_text(text[:start] + "[social.handles.threads]\nhandel = 'x'\n" + text[start:].split("\n", 2)[2])
+    with pytest.raises(PipelineErrors) as info:
+        load_settings(config)
+    problems = {error.field: str(error).removeprefix(f"{config.parent}/") for error in info.value.errors}
+    assert problems == {
+        "feed.max_itmes": f"pipeline.toml:{line_of(config, 'max_itmes')}: feed.max_itmes: unknown setting"
+        " (did you mean 'max_items'?)",
+        "feed.max_items": f"pipeline.toml:{line_of(config, 'max_items')}: feed.max_items: "
+        "expected a whole number >= 1, got 0",
+        "feed.author": f"pipeline.toml:{line_of(config, 'author = true')}: feed.author: "
+        "expected text in quotes, got True",
+        "delivery.concurrency": f"pipeline.toml:{line_of(config, 'concurrency')}: delivery.concurrency: "
+        "expected a whole number, got 'four'",
+        "scheduler.rescan_seconds": f"pipeline.toml:{line_of(config, 'rescan_seconds')}: scheduler.rescan_seconds: "
+        "expected a number > 0.0, got -1",
+        "social.handles.threads.handel": f"pipeline.toml:{line_of(config, 'handel')}: social.handles.threads.handel: "
+        "unknown setting (did you mean 'handle'?)",
+        "social.handles.threads.handle": f"pipeline.toml:{line_of(config, '[social.handles.threads]')}: "
+        "social.handles.threads.handle: required setting is missing",
+    }

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from msgspec.structs import replace
 from sqlalchemy import func, select, text
 
 from pipeline import urls
@@ -511,7 +512,7 @@ def test_doctor_lists_every_problem_in_words(tmp_path: Path) -> None:
     ):
         assert any(fragment in p for p in problems), (fragment, problems)
 
-    small = settings.model_copy(update={"newsletter": settings.newsletter.model_copy(update={"max_html_bytes": 1000})})
+    small = replace(settings, newsletter=replace(settings.newsletter, max_html_bytes=1000))
     assert any("Gmail clips it" in p for p in diagnose(small, newsletter))
 
 

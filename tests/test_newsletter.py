@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from pipeline.channels.newsletter import render_digest, render_post_newsletter
 from pipeline.channels.templating import make_environment
@@ -179,7 +180,7 @@ def test_email_and_web_page_differ_only_in_their_slots(settings: Settings, monke
     import pipeline.channels.newsletter as module
 
     # Without [utm]: with it, the e-mail's links to the site also carry its tags.
-    settings = settings.model_copy(update={"utm": settings.utm.model_copy(update={"enabled": False})})
+    settings = replace(settings, utm=replace(settings.utm, enabled=False))
     env = make_environment(settings)
     post = parse_post(POST.encode(), "posts/slots.md", settings)
     # Every slot as it was rendered, per version.

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from pipeline.config import Settings
 from pipeline.content.posts import check_unique_slugs, parse_post
@@ -264,8 +265,8 @@ def test_a_contact_link_leads_to_the_clinic_without_a_contact_page(settings: Set
 
 
 def test_a_contact_link_follows_clinic_contact_url(settings: Settings) -> None:
-    clinic = settings.clinic.model_copy(update={"contact_url": "https://jamesonprosthetics.com/book"})
-    booked = settings.model_copy(update={"clinic": clinic})
+    clinic = replace(settings.clinic, contact_url="https://jamesonprosthetics.com/book")
+    booked = replace(settings, clinic=clinic)
     post = parse_post(CONTACT_POST.encode(), "posts/x.md", booked)
     assert '<a href="https://jamesonprosthetics.com/book" rel="noopener">book a socket check</a>' in post.body_html
     assert "book a socket check [1]" in post.body_text and "[1] https://jamesonprosthetics.com/book" in post.body_text

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from msgspec.structs import replace
 from sqlalchemy import update
 
 from pipeline.cli.schedule import COMMANDS
@@ -514,7 +515,7 @@ def test_releasing_twice_is_a_no_op(settings: Settings, project: Path) -> None:
 
 
 def test_a_held_post_stays_out_of_the_feed_while_another_is_released(settings: Settings, project: Path) -> None:
-    gated = settings.model_copy(update={"scheduler": settings.scheduler.model_copy(update={"require_approval": True})})
+    gated = replace(settings, scheduler=replace(settings.scheduler, require_approval=True))
     write_post(project, "held-back", at(-30), title="Held back")
     approved = write_post(project, "cleared", at(-30), title="Cleared")
     now = datetime.now(UTC)
@@ -586,13 +587,11 @@ def test_a_job_whose_end_is_reported_before_its_start_is_not_left_running(settin
 
 
 def test_a_bad_digest_cron_is_a_clear_error(settings: Settings) -> None:
-    bad = settings.model_copy(update={"scheduler": settings.scheduler.model_copy(update={"digest_cron": "0 9 * *"})})
+    bad = replace(settings, scheduler=replace(settings.scheduler, digest_cron="0 9 * *"))
     with pytest.raises(PipelineError) as caught:
         digest_trigger(bad)
     assert "scheduler.digest_cron" in str(caught.value) and "'0 9 * * mon'" in str(caught.value)
-    good = settings.model_copy(
-        update={"scheduler": settings.scheduler.model_copy(update={"digest_cron": "0 9 * * mon"})}
-    )
+    good = replace(settings, scheduler=replace(settings.scheduler, digest_cron="0 9 * * mon"))
     trigger = digest_trigger(good)
     assert trigger is not None
     assert (

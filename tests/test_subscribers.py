@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from msgspec.structs import replace
 
 from pipeline.cli.subscribers import subscribers_group
 from pipeline.config import Settings
@@ -153,9 +154,7 @@ def test_export_then_import_elsewhere_keeps_statuses(settings: Settings, tmp_pat
     cells = [cell for row in csv.reader(io.StringIO(exported)) for cell in row]
     assert "'=cmd|'/c.calc'!a0@example.com" in cells
     assert not [cell for cell in cells if cell.startswith(("=", "+", "-", "@"))]
-    other = settings.model_copy(
-        update={"database": settings.database.model_copy(update={"url": f"sqlite:///{tmp_path}/other.db"})}
-    )
+    other = replace(settings, database=replace(settings.database, url=f"sqlite:///{tmp_path}/other.db"))
     with Store.open(other) as fresh:
         report = import_csv(fresh, other, tmp_path / "out.csv")
         assert report.added == 4 and not report.rejected and not report.ignored_columns

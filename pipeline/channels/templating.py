@@ -164,7 +164,7 @@ def templates_fingerprint(settings: Settings) -> str:
     """Hash of every template and the settings: any change invalidates the render cache."""
     # Not where the configuration file lives: the scheduler names it by its absolute path,
     # a command by the path it was given, and neither changes an output.
-    digest = hashlib.sha256(settings.model_dump_json(exclude={"root"}).encode())
+    digest = hashlib.sha256(settings.fingerprint())
     root = settings.templates_dir
     for path in sorted(root.rglob("*")):
         if path.is_file():

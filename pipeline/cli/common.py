@@ -16,7 +16,7 @@ from pipeline.content.dates import DateProblem, parse_datetime
 from pipeline.errors import ExitCode, PipelineError, PipelineErrors, each_problem
 from pipeline.faults import as_pipeline_error, debug_from_env
 
-if TYPE_CHECKING:  # settings (and pydantic) load when a command runs, not for --help
+if TYPE_CHECKING:  # settings (and msgspec) load when a command runs, not for --help
     from pipeline.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])

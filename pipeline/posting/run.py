@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
+
 from pipeline.channels.social.card import render_card
 from pipeline.channels.social.snippets import render_snippets, social_link
 from pipeline.channels.templating import make_environment
@@ -191,9 +193,8 @@ def _attempt(run: _Pass, row: SocialPost, post: Post, now: datetime) -> Outcome:
                 store, row, found, now, "found", "found on the server after an interrupted attempt; not posted again"
             )
     if isinstance(account, MastodonAccount):
-        settings = settings.model_copy(
-            update={"social": settings.social.model_copy(update={"mastodon_limit": account.max_characters()})}
-        )
+        social = msgspec.structs.replace(settings.social, mastodon_limit=account.max_characters())
+        settings = msgspec.structs.replace(settings, social=social)
     snippet = render_snippets(post, settings, make_environment(settings))[row.platform]
     if not store.start_social_post(row.id, now=now):
         return Outcome(row.slug, row.platform, "posted", "posted meanwhile by another process")

@@ -84,7 +84,7 @@ class PostCache:
         self.path = settings.state_dir / NAME
         # What a parse depends on: the settings (not where their file is, which the
         # scheduler and the commands name differently); outputs also depend on the templates.
-        self.parse_key = hashlib.sha256(settings.model_dump_json(exclude={"root"}).encode()).hexdigest()
+        self.parse_key = hashlib.sha256(settings.fingerprint()).hexdigest()
         self.render_key = ""
         self.entries: dict[str, CacheEntry] = {}  # by absolute path of the post file
         self.shared_key = ""  # what the feeds, queue and digest were last made of
