@@ -177,6 +177,40 @@ def test_a_build_leaves_the_garbage_collector_as_it_found_it(settings: Settings)
         gc.enable()
 
 
+_READ_CACHE = """
+import gc, sys
+from pipeline.config import load_settings
+from pipeline.site.cache import PostCache
+settings = load_settings(sys.argv[1])
+before = gc.get_freeze_count()
+cache = PostCache(settings, for_the_process=sys.argv[2] == "once")
+cache.current()
+print(len(cache.entries), gc.get_freeze_count() - before, gc.isenabled())
+"""
+
+
+def test_a_command_that_builds_once_freezes_the_cache_it_reads_and_a_scheduler_never_does(
+    settings: Settings,
+) -> None:
+    """`pipeline build` reads the cache and exits: its objects are frozen, so the cycle
+    collector never walks them again (a third of a no-op build of a large archive). The
+    scheduler's cache (the default) is only read with the collector paused."""
+    for n in range(12):
+        write_post(settings.posts_dir, f"p{n:03d}.md", GOOD_POST.replace("A good post", f"Post {n}"))
+    assert build(settings, NOW).errors == []
+    config = str(settings.root / "pipeline.toml")
+    counts = {}
+    for kind in ("once", "scheduler"):
+        run = subprocess.run(
+            [sys.executable, "-c", _READ_CACHE, config, kind], capture_output=True, text=True, timeout=60, check=True
+        )
+        entries, frozen, enabled = run.stdout.split()
+        assert (int(entries), enabled) == (12, "True")
+        counts[kind] = int(frozen)
+    assert counts["scheduler"] == 0
+    assert counts["once"] > 12 * 10  # every entry's post, its strings and outputs: some tens of objects each
+
+
 def test_a_post_deleted_while_the_build_runs_is_reported_not_a_crash(settings: Settings) -> None:
     from pipeline.site.worker import Run, Task, make, run_tasks
 

@@ -17,6 +17,7 @@ from pipeline.errors import PipelineError
 from pipeline.files import write_atomic
 from pipeline.schedule.archive import MailedPages
 from pipeline.site.build import ApprovalGate, BuildResult, build, find_post, load_posts
+from pipeline.site.cache import PostCache
 
 posts_option = click.option(
     "--posts",
@@ -86,8 +87,10 @@ def build_command(
 def _build_with_progress(
     settings: Settings, now: datetime, jobs: int | None, gate: ApprovalGate | None, keeper: MailedPages, quiet: bool
 ) -> BuildResult:
+    # This process builds once and exits: the cache it reads lives as long as it does.
+    cache = PostCache(settings, for_the_process=True)
     if quiet or not sys.stderr.isatty():
-        return build(settings, now, jobs=jobs, gate=gate, keeper=keeper)
+        return build(settings, now, jobs=jobs, gate=gate, keeper=keeper, cache=cache)
     else:
         # rich is loaded only for a terminal: a scheduled or scripted no-op build is
         # mostly start-up time.
@@ -104,6 +107,7 @@ def _build_with_progress(
                 on_progress=lambda done, total: bar.update(task, completed=done, total=total),
                 gate=gate,
                 keeper=keeper,
+                cache=cache,
             )
 
 

@@ -46,12 +46,18 @@ NAME = "build-cache.pickle"
 
 
 @contextlib.contextmanager
-def long_lived_objects() -> Iterator[None]:
+def long_lived_objects(*, for_the_process: bool = False) -> Iterator[None]:
     """For making many objects that outlive the build step that makes them and hold no
     reference cycles (a large archive's cache is some 200,000 objects).
 
     The cycle collector would walk them all as they are made, a third of a no-op build:
     it is paused meanwhile, and switched back on only if it was on.
+
+    ``for_the_process``: they live as long as the process (a command's cache, read once
+    and dropped at exit), so they are also frozen (``gc.freeze``): otherwise the collector
+    walks them again, three times over, in the steps after the read, another third of a
+    no-op build. A long-running process never asks for this: the scheduler replaces its
+    cache's objects for weeks, and what it drops must stay collectable.
     """
     collecting = gc.isenabled()
     gc.disable()
@@ -59,6 +65,8 @@ def long_lived_objects() -> Iterator[None]:
         yield
     finally:
         if collecting:
+            if for_the_process:
+                gc.freeze()
             gc.enable()
 
 
@@ -79,8 +87,10 @@ class PostCache:
     Used under the build lock (``pipeline.site.publish.build_lock``) only.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, for_the_process: bool = False) -> None:
         self.settings = settings
+        # Read once by a command that exits after one build: see long_lived_objects.
+        self.for_the_process = for_the_process
         self.path = settings.state_dir / NAME
         # What a parse depends on: the settings (not where their file is, which the
         # scheduler and the commands name differently); outputs also depend on the templates.
@@ -139,7 +149,7 @@ class PostCache:
             if magic != _MAGIC:
                 return
             start = _HEADER.size
-            with long_lived_objects():
+            with long_lived_objects(for_the_process=self.for_the_process):
                 state = pickle.loads(memoryview(data)[start : start + length])
                 version, parse_key, out_dir, render_key, entries, shared_key, shared_outputs, feed_keys, built_at = (
                     state
@@ -163,7 +173,7 @@ class PostCache:
             if magic != _RECORD_MAGIC or count == _UNMARKED or len(payload) != length or zlib.crc32(payload) != crc:
                 break
             try:
-                with long_lived_objects():
+                with long_lived_objects(for_the_process=self.for_the_process):
                     changes, self.shared_key, self.shared_outputs, self.feed_keys, self.built_at = pickle.loads(payload)
             except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError):
                 break
