@@ -6,6 +6,8 @@ feed, an e-mail or a snippet always lands somewhere real.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pipeline.config import Settings
 
 # Stands for a subscriber's signed token in the campaign's shared HTML and text;
@@ -23,6 +25,11 @@ def post_url(settings: Settings, slug: str) -> str:
 
 def archive_url(settings: Settings) -> str:
     return f"{settings.clinic.base_url}/archive/"
+
+
+def digest_key(now: datetime, settings: Settings) -> str:
+    """A digest's name: one a day, by the clinic's date; also its page's name (digest_url)."""
+    return "digest-" + now.astimezone(settings.clinic.zone).strftime("%Y-%m-%d")
 
 
 def digest_url(settings: Settings, key: str) -> str:

@@ -248,16 +248,12 @@ def render_post_newsletter(post: Post, settings: Settings, env: jinja2.Environme
     return newsletter
 
 
-def digest_key(now: datetime, settings: Settings) -> str:
-    return "digest-" + now.astimezone(settings.clinic.zone).strftime("%Y-%m-%d")
-
-
 def render_digest(posts: Sequence[Post], settings: Settings, env: jinja2.Environment, *, now: datetime) -> Newsletter:
     """One newsletter listing every given post, newest first."""
     if not posts:
         raise PipelineError("there is nothing new to put in a digest", field="digest")
     ordered = sorted(posts, key=lambda p: (p.date, p.slug), reverse=True)
-    key = digest_key(now, settings)
+    key = urls.digest_key(now, settings)
     web_url = urls.digest_url(settings, key)
     local_day = now.astimezone(settings.clinic.zone).strftime("%B %-d, %Y")
     subject = f"New from {settings.clinic.name}: {len(ordered)} article{'s' if len(ordered) != 1 else ''} ({local_day})"

@@ -9,7 +9,6 @@ template file and line.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -158,16 +157,3 @@ def _template_frame(exc: BaseException) -> tuple[str | None, int | None]:
     if found[0] and "/templates/" in found[0]:
         found = (found[0].split("/templates/", 1)[1], found[1])
     return found
-
-
-def templates_fingerprint(settings: Settings) -> str:
-    """Hash of every template and the settings: any change invalidates the render cache."""
-    # Not where the configuration file lives: the scheduler names it by its absolute path,
-    # a command by the path it was given, and neither changes an output.
-    digest = hashlib.sha256(settings.fingerprint())
-    root = settings.templates_dir
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()

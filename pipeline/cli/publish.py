@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from pipeline.channels.templating import make_environment
 from pipeline.cli.common import config_option, parse_when, pass_settings, report_errors, report_warnings
 from pipeline.config import Settings
 from pipeline.content.posts import SLUG_PATTERN, slugify
@@ -130,6 +129,8 @@ def _approval_gate(settings: Settings, now: datetime) -> ApprovalGate | None:
 def validate_command(settings: Settings, posts_dir: Path | None) -> None:
     """Check every post and template; print every problem; exit 1 if any."""
     settings = settings.with_paths(posts=posts_dir)
+    from pipeline.channels.templating import make_environment  # here: a no-op build never loads jinja2
+
     env = make_environment(settings)
     problems: list[PipelineError] = []
     for template in sorted(env.list_templates()):
@@ -237,6 +238,8 @@ def preview_command(settings: Settings, slug: str) -> None:
     from pipeline.site.outputs import newsletter_outputs
 
     post = find_post(settings, slug)
+    from pipeline.channels.templating import make_environment
+
     env = make_environment(settings)
     newsletter = render_post_newsletter(post, settings, env)
     folder = settings.out_dir / "preview"

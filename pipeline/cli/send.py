@@ -159,8 +159,8 @@ def _plan_post(settings: Settings, store: Store, slug: str, now: datetime, trans
 def _plan_digest(
     settings: Settings, store: Store, since: datetime | None, now: datetime, transport: Transport
 ) -> str | None:
-    from pipeline.channels.newsletter import digest_key
     from pipeline.ledger.releases import LAST_DIGEST_KEY
+    from pipeline.urls import digest_key
 
     existing = store.digest_campaigns_on(digest_key(now, settings))
     if existing:

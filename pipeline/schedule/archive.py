@@ -10,7 +10,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from pipeline.channels.newsletter import Newsletter
 from pipeline.config import Settings
 
 if TYPE_CHECKING:  # the ledger (and SQLAlchemy) load only when a build asks
@@ -47,6 +46,8 @@ class MailedPages:
         mailing = store.get_mailing(slug)
         if mailing is None or mailing.campaign_id is None:
             return None
+        from pipeline.channels.newsletter import Newsletter  # with MJML: only for a page that is missing
+
         web_html = Newsletter.from_json(store.campaign_content(mailing.campaign_id)).web_html
         return web_html.encode() if web_html else None
 

@@ -19,7 +19,7 @@ import logging
 from collections import defaultdict
 from datetime import datetime
 
-from pipeline.channels.newsletter import digest_key, render_digest
+from pipeline.channels.newsletter import render_digest
 from pipeline.channels.templating import make_environment
 from pipeline.config import Settings
 from pipeline.content.posts import Post
@@ -33,6 +33,7 @@ from pipeline.schedule.release import Release, release_lock
 from pipeline.schedule.sending import deliver_campaign
 from pipeline.schedule.when import local
 from pipeline.site.build import load_posts
+from pipeline.urls import digest_key
 
 log = logging.getLogger("pipeline.release")
 

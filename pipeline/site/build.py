@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pipeline.channels.templating import templates_fingerprint
 from pipeline.config import Settings
 from pipeline.content.posts import Post
 from pipeline.errors import PipelineError
 from pipeline.site import plan
-from pipeline.site.cache import PostCache
+from pipeline.site.cache import PostCache, templates_fingerprint
 from pipeline.site.catalog import Catalog
 from pipeline.site.entry import CacheEntry
 from pipeline.site.loading import find_post, full_posts, load_posts
@@ -39,6 +38,7 @@ from pipeline.site.plan import ApprovalGate, ArchiveKeeper, is_live
 from pipeline.site.publish import Staging, build_lock, existing_outputs, recover, stage_fault, tree_stamp
 from pipeline.site.rendering import Rendered, render_clash_keepers, render_tasks
 from pipeline.site.shared import Shared
+from pipeline.urls import digest_key
 
 if TYPE_CHECKING:
     from pipeline.channels.newsletter import Newsletter
@@ -238,8 +238,6 @@ class _Build:
         """The digest's name, which changes with the clinic's date (there is none without posts)."""
         if not shared_plan["digest"]:
             return ""
-        from pipeline.channels.newsletter import digest_key  # with MJML: only when a digest is made
-
         return digest_key(self.now, self.settings)
 
     # --- publishing ---------------------------------------------------------------------

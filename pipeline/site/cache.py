@@ -29,9 +29,6 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import jinja2
-
-from pipeline.channels.templating import make_environment
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.faults import os_fault
@@ -39,6 +36,8 @@ from pipeline.files import write_new
 from pipeline.site.entry import CacheEntry
 
 if TYPE_CHECKING:
+    import jinja2
+
     from pipeline.site.catalog import Catalog
 
 CACHE_VERSION = 7  # 7: snapshot + records; the inode in each stat; parse and render keys apart
@@ -203,6 +202,8 @@ class PostCache:
     def environment(self) -> jinja2.Environment:
         """The templates these outputs are made with, loaded once for this cache."""
         if self.env is None:
+            from pipeline.channels.templating import make_environment  # jinja2: only when something is rendered
+
             self.env = make_environment(self.settings)
             self.env.auto_reload = False  # a change of template makes a new one (use_templates)
         return self.env
@@ -360,3 +361,16 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         view, offset = view[written:], offset + written
+
+
+def templates_fingerprint(settings: Settings) -> str:
+    """Hash of every template and the settings: any change invalidates the render cache."""
+    # Not where the configuration file lives: the scheduler names it by its absolute path,
+    # a command by the path it was given, and neither changes an output.
+    digest = hashlib.sha256(settings.fingerprint())
+    root = settings.templates_dir
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import jinja2
-
 from pipeline.config import Settings
 from pipeline.content.posts import Post
 from pipeline.site.catalog import Catalog
@@ -22,6 +20,8 @@ from pipeline.site.publish import Staging
 from pipeline.site.worker import Made, Run, Task, run_tasks
 
 if TYPE_CHECKING:
+    import jinja2
+
     from pipeline.channels.newsletter import Newsletter
 
 

@@ -13,8 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from pipeline.config import Settings
 from pipeline.content.posts import Post, parse_post
@@ -22,6 +21,9 @@ from pipeline.errors import PipelineError
 from pipeline.files import has_bytes
 from pipeline.site.entry import CacheEntry, light
 from pipeline.site.plan import Planned
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 @dataclass

@@ -14,15 +14,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import multiprocessing
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import jinja2
 
 from pipeline.config import Settings
 from pipeline.content.posts import Post, parse_post
@@ -35,6 +32,8 @@ from pipeline.site.plan import ApprovalGate, is_live, queue_window, wants_snippe
 from pipeline.site.publish import stage_fault
 
 if TYPE_CHECKING:
+    import jinja2
+
     from pipeline.channels.newsletter import Newsletter
 
 PARALLEL_THRESHOLD = 64  # below this many posts to render, a process pool costs more than it saves
@@ -134,6 +133,7 @@ def run_tasks(tasks: list[Task], run: Run, env: jinja2.Environment, jobs: int | 
             yield make(task)
         return
     load_renderers(env)
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # Forked, so each worker starts with this process's renderers, templates and _worker.
@@ -154,6 +154,8 @@ _RENDERERS = ("pipeline.channels.newsletter", "pipeline.site.outputs")  # output
 
 def load_renderers(env: jinja2.Environment) -> None:
     """Import the renderers and compile the templates once, before the workers fork."""
+    import jinja2
+
     for module in _RENDERERS:
         importlib.import_module(module)
     for name in env.list_templates():
