@@ -115,6 +115,7 @@ _KINDS = {
     "`array`": "a list [...]",
     "`object`": "a table",
     "`null`": "nothing",
+    "`Path`": "a file path in quotes",
 }
 
 

@@ -116,6 +116,7 @@ def test_every_kind_of_bad_setting_is_reported_at_once_in_plain_words(project: P
         ("concurrency = 4", 'concurrency = "four"'),
         ("rescan_seconds = 30", "rescan_seconds = -1"),
         ('author = "Jameson Prosthetics"', "author = true"),
+        ("[delivery]\n", "[delivery]\ndkim_key = 3\n"),
     )
     text = config.read_text(encoding="utf-8")
     start = text.index("[social.handles.threads]")
@@ -130,6 +131,8 @@ def test_every_kind_of_bad_setting_is_reported_at_once_in_plain_words(project: P
         "expected a whole number >= 1, got 0",
         "feed.author": f"pipeline.toml:{line_of(config, 'author = true')}: feed.author: "
         "expected text in quotes, got True",
+        "delivery.dkim_key": f"pipeline.toml:{line_of(config, 'dkim_key = 3')}: delivery.dkim_key: "
+        "expected a file path in quotes, got 3",
         "delivery.concurrency": f"pipeline.toml:{line_of(config, 'concurrency')}: delivery.concurrency: "
         "expected a whole number, got 'four'",
         "scheduler.rescan_seconds": f"pipeline.toml:{line_of(config, 'rescan_seconds')}: scheduler.rescan_seconds: "
