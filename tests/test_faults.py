@@ -4,9 +4,12 @@ status, no traceback (unless --debug); a bug still gets its traceback."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,6 +142,29 @@ def test_a_malformed_transport_spec_is_a_configuration_error(project: Path) -> N
     assert_one_line(run(project, "--transport", "smtp://[::1", program=SCHEDULER), ExitCode.CONFIG, expected)
     configure(project, 'transport = "outbox:state/outbox"', 'transport = "smtp://[::1"')
     assert_one_line(run(project, *proof), ExitCode.CONFIG, expected)
+
+
+@pytest.mark.parametrize("command", [("new", "Socket liners in summer heat"), ("--help",)])
+def test_output_into_a_closed_pipe_ends_quietly_not_as_a_bug(project: Path, command: tuple[str, ...]) -> None:
+    """`pipeline ... | head` whose reader stopped reading: no traceback and no "bug", but
+    click's own answer to a closed pipe, as for any click program: exit 1, quietly (the
+    reader is gone, and the command's work was done or is left whole)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before the command writes: its first write meets a closed pipe
+    try:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", *command],
+            cwd=project,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (1, "")
 
 
 def test_a_mail_relay_that_cannot_be_reached_is_a_mail_fault(project: Path) -> None:

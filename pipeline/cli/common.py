@@ -81,6 +81,8 @@ def pass_settings(command: F) -> F:
             return command(settings, *args, **kwargs)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # click's own: usage errors (exit 2), explicit exits, Ctrl-C
+        except BrokenPipeError:
+            raise  # `pipeline ... | head`: click ends quietly with 1, as for any click program
         except Exception as exc:
             raise click.exceptions.Exit(report_failure(exc, settings, debug=debug_requested())) from None
 
