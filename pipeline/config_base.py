@@ -51,7 +51,7 @@ class Problem:
 def structure(cls: type[S], data: object, problems: list[Problem], location: Location = ()) -> S | None:
     """``data`` (a TOML table) as a ``cls``, or None after adding each of its problems to ``problems``."""
     if not isinstance(data, dict):
-        problems.append(Problem(location, f"must be a table ([{'.'.join(location)}]), not {data!r}"))
+        problems.append(_not_a_table(location, data))
         return None
     fields = msgspec.structs.fields(cls)
     known = [field.name for field in fields]
@@ -84,6 +84,10 @@ def structure(cls: type[S], data: object, problems: list[Problem], location: Loc
     return cls(**values)
 
 
+def _not_a_table(location: Location, value: object) -> Problem:
+    return Problem(location, f"must be a table ([{'.'.join(location)}]), not {value!r}")
+
+
 _BAD = object()  # a value that could not be converted (its problem is already reported)
 
 
@@ -93,7 +97,7 @@ def _value(kind: Any, raw: object, problems: list[Problem], location: Location) 
         return _or_bad(structure(section, raw, problems, location))
     if typing.get_origin(kind) is dict and _section_type(typing.get_args(kind)[1]) is not None:
         if not isinstance(raw, dict):
-            problems.append(Problem(location, f"must be a table ([{'.'.join(location)}]), not {raw!r}"))
+            problems.append(_not_a_table(location, raw))
             return _BAD
         section = typing.get_args(kind)[1]
         found = len(problems)
