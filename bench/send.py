@@ -1,6 +1,6 @@
 """Benchmark: one newsletter to 100,000 subscribers over loopback SMTP.
 
-    python bench/send.py [--subscribers 100000] [--baseline-a 50000] [--baseline-b 2000]
+    python bench/send.py [--subscribers 100000] [--baseline-a 50000] [--baseline-b 2000] [--baseline [REF]]
 
 Needs Postfix's ``smtp-sink`` (Debian package ``postfix``; the daemon is not
 started): aiosmtpd tops out near 280 messages/s, far below what is measured here.
@@ -16,6 +16,10 @@ Prints, from one run:
   this machine and this sink;
 - baseline (b): the naive way, one ``EmailMessage`` built from scratch and one
   new ``smtplib`` connection per message, sequentially, on a sample.
+
+With ``--baseline [REF]`` the same run measures this checkout and then REF, each by
+its own ``bench/send.py`` (the code's API moved between them), and prints their
+figures side by side with the machine's loop time before and after.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import smtplib
@@ -38,6 +43,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "bench"))
+
+from baseline import Code, add_baseline_option, machine_speed, table, versions  # noqa: E402
 
 from pipeline.channels.newsletter import Newsletter, render_post_newsletter  # noqa: E402
 from pipeline.channels.templating import make_environment  # noqa: E402
@@ -268,6 +276,65 @@ def run_delivery(config: Path, subscribers: int) -> dict[str, float]:
     return data
 
 
+# --- side by side ----------------------------------------------------------------------
+
+# What each version's bench prints (the same lines since a8dfb7c): a delivery line for
+# --small, then one for --subscribers.
+_DELIVERY = re.compile(r"^delivery\s+[\d,]+\s+([\d,]+) messages/s", re.M)
+_FIGURES = {
+    "personalisation, messages/s": re.compile(r"^personalisation\s+([\d,]+) messages/s", re.M),
+    "delivery / baseline (a)": re.compile(r"^delivery / baseline \(a\): (\d+%)", re.M),
+    "delivery / baseline (b)": re.compile(r"^delivery / baseline \(b\): ([\d.]+x)", re.M),
+    "peak memory at --subscribers": re.compile(r"^peak memory:.* (\d+ MB) at [\d,]+ \(", re.M),
+}
+
+
+def figures(output: str) -> dict[str, str]:
+    found = {name: match.group(1) for name, pattern in _FIGURES.items() if (match := pattern.search(output))}
+    deliveries = _DELIVERY.findall(output)
+    if len(deliveries) == 2:
+        found["delivery at --small, messages/s"], found["delivery at --subscribers, messages/s"] = deliveries
+    return found
+
+
+def measure(code: Code, arguments: list[str]) -> str:
+    """One version's own bench, run as a child with its own code on the path; its lines
+    are shown as they come, prefixed with the version."""
+    child = subprocess.Popen(
+        [sys.executable, str(code.root / "bench" / "send.py"), *arguments],
+        cwd=code.root,
+        env=code.env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    lines = []
+    for line in child.stdout:
+        print(f"[{code.name}] {line}", end="", flush=True)
+        lines.append(line)
+    if child.wait() != 0:
+        raise SystemExit(f"{code.name}: bench/send.py failed with {child.returncode}")
+    return "".join(lines)
+
+
+def side_by_side(codes: list[Code], arguments: list[str]) -> None:
+    print(f"machine: a fixed 10M-step Python loop takes {machine_speed():.2f} s (lower is faster)", flush=True)
+    outputs = [measure(code, arguments) for code in codes]
+    print(f"machine after: the loop takes {machine_speed():.2f} s")
+    found = [figures(output) for output in outputs]
+    order = [
+        "personalisation, messages/s",
+        "delivery at --small, messages/s",
+        "delivery at --subscribers, messages/s",
+        "delivery / baseline (a)",
+        "delivery / baseline (b)",
+        "peak memory at --subscribers",
+    ]
+    rows = [(name, [each.get(name, "?") for each in found]) for name in order]
+    print()
+    print(table(rows, codes))
+
+
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -280,7 +347,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100, help="delivery.batch_size for the run")
     parser.add_argument("--delivery-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--deliver-only", type=Path, help=argparse.SUPPRESS)
+    add_baseline_option(parser)
     args = parser.parse_args()
+    if args.baseline:
+        side_by_side(versions(args.baseline), _without_baseline(sys.argv[1:]))
+        return
     if args.delivery_worker:
         delivery_worker(args.delivery_worker, args.subscribers)
         return
@@ -351,6 +422,22 @@ def main() -> None:
         sink.terminate()
         sink.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _without_baseline(arguments: list[str]) -> list[str]:
+    kept: list[str] = []
+    skip_value = False
+    for argument in arguments:
+        if skip_value:
+            skip_value = False
+            if not argument.startswith("-"):
+                continue
+        if argument == "--baseline":
+            skip_value = True
+            continue
+        if not argument.startswith("--baseline="):
+            kept.append(argument)
+    return kept
 
 
 if __name__ == "__main__":
