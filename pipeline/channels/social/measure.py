@@ -59,16 +59,23 @@ from __future__ import annotations
 
 import functools
 import unicodedata
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import regex
-from twitter_text import extract_urls_with_indices
-from twitter_text.config import config as _twitter_text_config
-from twitter_text.get_character_weight import get_character_weight
 
 from pipeline.config import PLATFORMS
+
+with warnings.catch_warnings():
+    # twitter-text-parser imports pkg_resources, which setuptools 80 warns about on every
+    # import; the warning is for twitter-text's maintainers, not for the clinic's staff
+    # (pyproject.toml pins setuptools below 81, the release that removed it).
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    from twitter_text import extract_urls_with_indices
+    from twitter_text.config import config as _twitter_text_config
+    from twitter_text.get_character_weight import get_character_weight
 
 BLUESKY_MAX_BYTES: Final = 3000
 FACEBOOK_BODY_SOFT_LIMIT: Final = 500

@@ -1,0 +1,71 @@
+"""What the pipeline imports is what it declares.
+
+A module that comes from a distribution outside the declared runtime dependencies works
+here only by luck: Python 3.11's venv bundles setuptools (and its ``pkg_resources``),
+3.12's and 3.13's do not, and setuptools 81 dropped ``pkg_resources`` altogether. So
+every pipeline module is imported in a fresh interpreter, and each third-party module
+that this loads must belong to ``jameson-pipeline``'s requirements or theirs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from importlib import metadata
+
+from packaging.requirements import Requirement
+
+_IMPORT_EVERYTHING = """
+import importlib, json, pkgutil, sys, sysconfig
+before = set(sys.modules)
+import pipeline
+for module in pkgutil.walk_packages(pipeline.__path__, "pipeline."):
+    if not module.name.endswith("__main__"):  # that one runs the command line
+        importlib.import_module(module.name)
+paths = sysconfig.get_paths()
+stdlib = (paths["stdlib"], paths["platstdlib"])
+loaded = {}
+for name in set(sys.modules) - before:
+    file = getattr(sys.modules[name], "__file__", None) or ""
+    if name.startswith("pipeline") or not file or file.startswith(stdlib) and "site-packages" not in file:
+        continue
+    loaded[name.partition(".")[0]] = file
+print(json.dumps(loaded))
+"""
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _runtime_closure(root: str) -> set[str]:
+    """``root`` and every distribution its runtime requirements bring, recursively
+    (no extras: what a clinic's ``pip install .`` installs)."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        name = _normal(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in metadata.requires(name) or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return seen
+
+
+def test_every_module_the_pipeline_loads_comes_from_a_declared_dependency() -> None:
+    run = subprocess.run([sys.executable, "-c", _IMPORT_EVERYTHING], capture_output=True, text=True, check=True)
+    loaded: dict[str, str] = json.loads(run.stdout)
+    assert "twitter_text" in loaded and "sqlalchemy" in loaded  # the probe saw third-party modules
+    declared = _runtime_closure("jameson-pipeline")
+    owners = metadata.packages_distributions()
+    undeclared = {
+        module: sorted(owners.get(module, ["(no distribution)"]))
+        for module in loaded
+        if not any(_normal(owner) in declared for owner in owners.get(module, []))
+    }
+    assert not undeclared, f"imported from distributions that pyproject.toml does not declare: {undeclared}"
