@@ -4,7 +4,8 @@ A module that comes from a distribution outside the declared runtime dependencie
 here only by luck: Python 3.11's venv bundles setuptools (and its ``pkg_resources``),
 3.12's and 3.13's do not, and setuptools 81 dropped ``pkg_resources`` altogether. So
 every pipeline module is imported in a fresh interpreter, and each third-party module
-that this loads must belong to ``jameson-pipeline``'s requirements or theirs.
+that this loads must be a file of ``jameson-pipeline``'s requirements or of theirs
+(by file, not by name: setuptools 80's ``pkg_resources`` loads the libraries it vendors).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from packaging.requirements import Requirement
 
@@ -31,7 +33,7 @@ for name in set(sys.modules) - before:
     file = getattr(sys.modules[name], "__file__", None) or ""
     if name.startswith("pipeline") or not file or file.startswith(stdlib) and "site-packages" not in file:
         continue
-    loaded[name.partition(".")[0]] = file
+    loaded[name] = file
 print(json.dumps(loaded))
 """
 
@@ -57,15 +59,25 @@ def _runtime_closure(root: str) -> set[str]:
     return seen
 
 
+def _files_of(names: set[str]) -> set[Path]:
+    files = set()
+    for name in names:
+        distribution = metadata.distribution(name)
+        files |= {Path(str(distribution.locate_file(file))).resolve() for file in distribution.files or []}
+    return files
+
+
 def test_every_module_the_pipeline_loads_comes_from_a_declared_dependency() -> None:
     run = subprocess.run([sys.executable, "-c", _IMPORT_EVERYTHING], capture_output=True, text=True, check=True)
     loaded: dict[str, str] = json.loads(run.stdout)
     assert "twitter_text" in loaded and "sqlalchemy" in loaded  # the probe saw third-party modules
-    declared = _runtime_closure("jameson-pipeline")
+    declared = _files_of(_runtime_closure("jameson-pipeline"))
     owners = metadata.packages_distributions()
-    undeclared = {
-        module: sorted(owners.get(module, ["(no distribution)"]))
-        for module in loaded
-        if not any(_normal(owner) in declared for owner in owners.get(module, []))
-    }
-    assert not undeclared, f"imported from distributions that pyproject.toml does not declare: {undeclared}"
+    undeclared: dict[str, list[str]] = {}
+    for module, file in sorted(loaded.items()):
+        if Path(file).resolve() not in declared:
+            owner = " or ".join(sorted(set(owners.get(module.partition(".")[0], ["no distribution"]))))
+            undeclared.setdefault(owner, []).append(module)
+    assert not undeclared, "loaded from distributions that pyproject.toml does not declare: " + "; ".join(
+        f"{owner} ({modules[0]} and {len(modules) - 1} more)" for owner, modules in undeclared.items()
+    )
