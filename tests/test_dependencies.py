@@ -5,7 +5,7 @@ here only by luck: Python 3.11's venv bundles setuptools (and its ``pkg_resource
 3.12's and 3.13's do not, and setuptools 81 dropped ``pkg_resources`` altogether. So
 every pipeline module is imported in a fresh interpreter, and each third-party module
 that this loads must be a file of ``jameson-pipeline``'s requirements or of theirs
-(by file, not by name: setuptools 80's ``pkg_resources`` loads the libraries it vendors).
+(by file, not by name), or stand in for a module one of them vendors.
 """
 
 from __future__ import annotations
@@ -59,23 +59,31 @@ def _runtime_closure(root: str) -> set[str]:
     return seen
 
 
-def _files_of(names: set[str]) -> set[Path]:
-    files = set()
+def _contents(names: set[str]) -> tuple[set[Path], set[str]]:
+    """The files of these distributions, and the packages they vendor (``x/_vendor/p/``):
+    setuptools 80's ``pkg_resources`` loads ``packaging`` from site-packages when it is
+    there (whatever its version), in place of its own copy."""
+    files: set[Path] = set()
+    vendored: set[str] = set()
     for name in names:
         distribution = metadata.distribution(name)
-        files |= {Path(str(distribution.locate_file(file))).resolve() for file in distribution.files or []}
-    return files
+        for file in distribution.files or []:
+            files.add(Path(str(distribution.locate_file(file))).resolve())
+            inside = str(file).partition("/_vendor/")[2]
+            if inside.endswith(".py"):
+                vendored.add(inside.removesuffix(".py").partition("/")[0])
+    return files, vendored
 
 
 def test_every_module_the_pipeline_loads_comes_from_a_declared_dependency() -> None:
     run = subprocess.run([sys.executable, "-c", _IMPORT_EVERYTHING], capture_output=True, text=True, check=True)
     loaded: dict[str, str] = json.loads(run.stdout)
     assert "twitter_text" in loaded and "sqlalchemy" in loaded  # the probe saw third-party modules
-    declared = _files_of(_runtime_closure("jameson-pipeline"))
+    files, vendored = _contents(_runtime_closure("jameson-pipeline"))
     owners = metadata.packages_distributions()
     undeclared: dict[str, list[str]] = {}
     for module, file in sorted(loaded.items()):
-        if Path(file).resolve() not in declared:
+        if Path(file).resolve() not in files and module.partition(".")[0] not in vendored:
             owner = " or ".join(sorted(set(owners.get(module.partition(".")[0], ["no distribution"]))))
             undeclared.setdefault(owner, []).append(module)
     assert not undeclared, "loaded from distributions that pyproject.toml does not declare: " + "; ".join(
