@@ -282,6 +282,9 @@ def run_delivery(config: Path, subscribers: int) -> dict[str, float]:
 # --small, then one for --subscribers.
 _DELIVERY = re.compile(r"^delivery\s+[\d,]+\s+([\d,]+) messages/s", re.M)
 _FIGURES = {
+    "message size, bytes": re.compile(
+        r"^personalisation\s+[\d,]+ messages/s\s+\([\d,]+ messages of ([\d,]+) bytes", re.M
+    ),
     "personalisation, messages/s": re.compile(r"^personalisation\s+([\d,]+) messages/s", re.M),
     "delivery / baseline (a)": re.compile(r"^delivery / baseline \(a\): (\d+%)", re.M),
     "delivery / baseline (b)": re.compile(r"^delivery / baseline \(b\): ([\d.]+x)", re.M),
@@ -323,6 +326,7 @@ def side_by_side(codes: list[Code], arguments: list[str]) -> None:
     print(f"machine after: the loop takes {machine_speed():.2f} s")
     found = [figures(output) for output in outputs]
     order = [
+        "message size, bytes",
         "personalisation, messages/s",
         "delivery at --small, messages/s",
         "delivery at --subscribers, messages/s",
@@ -350,7 +354,11 @@ def main() -> None:
     add_baseline_option(parser)
     args = parser.parse_args()
     if args.baseline:
-        side_by_side(versions(args.baseline), _without_baseline(sys.argv[1:]))
+        options = ("subscribers", "small", "baseline_a", "baseline_b", "batch_size")  # the same for each
+        arguments = [
+            part for option in options for part in (f"--{option.replace('_', '-')}", str(getattr(args, option)))
+        ]
+        side_by_side(versions(args.baseline), arguments)
         return
     if args.delivery_worker:
         delivery_worker(args.delivery_worker, args.subscribers)
@@ -422,22 +430,6 @@ def main() -> None:
         sink.terminate()
         sink.wait()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _without_baseline(arguments: list[str]) -> list[str]:
-    kept: list[str] = []
-    skip_value = False
-    for argument in arguments:
-        if skip_value:
-            skip_value = False
-            if not argument.startswith("-"):
-                continue
-        if argument == "--baseline":
-            skip_value = True
-            continue
-        if not argument.startswith("--baseline="):
-            kept.append(argument)
-    return kept
 
 
 if __name__ == "__main__":
