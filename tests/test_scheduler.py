@@ -538,13 +538,15 @@ def test_a_post_moved_later_is_not_released_by_its_old_job(settings: Settings, p
 
 def test_digest_sends_what_was_released_since_the_last_one(project: Path) -> None:
     settings = load_settings(configure(project, digest_cron="0 9 * * mon"))
-    now = datetime.now(UTC)
+    # A fixed clock, at the clinic's noon: "one digest a day" is a day in its time zone,
+    # and with the wall clock a run two minutes before its midnight saw two days.
+    now = datetime(2026, 11, 30, 17, 0, tzinfo=UTC)
     with Store.open(settings) as store:
         add_subscriber(store, settings, "ann@example.org", frequency="digest")
         add_subscriber(store, settings, "ben@example.org")  # each article
         store.first_run_at(now - timedelta(days=2))
         for slug in ("one", "two"):
-            write_post(project, slug, at(-120), title=slug.capitalize())
+            write_post(project, slug, now - timedelta(minutes=2), title=slug.capitalize())
             assert release.release_post(settings, slug, now, store=store).status == "released"
         digest = send_digest(settings, now + timedelta(minutes=1), store=store)
         assert digest.status == "released" and digest.campaign_id is not None
