@@ -11,13 +11,13 @@ that this loads must be a file of ``jameson-pipeline``'s requirements or of thei
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 _IMPORT_EVERYTHING = """
 import importlib, json, pkgutil, sys, sysconfig
@@ -38,17 +38,13 @@ print(json.dumps(loaded))
 """
 
 
-def _normal(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _runtime_closure(root: str) -> set[str]:
     """``root`` and every distribution its runtime requirements bring, recursively
     (no extras: what a clinic's ``pip install .`` installs)."""
     seen: set[str] = set()
     todo = [root]
     while todo:
-        name = _normal(todo.pop())
+        name = canonicalize_name(todo.pop())
         if name in seen:
             continue
         seen.add(name)
